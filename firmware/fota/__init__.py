@@ -1,0 +1,1 @@
+"""MicroPython FOTA over MQTT: the device package."""
