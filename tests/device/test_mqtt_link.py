@@ -1,0 +1,437 @@
+"""fota.mqtt.Link on the real MicroPython unix port (compiled .mpy) against a real
+mosquitto, a stalling TCP proxy and scripted fake brokers.
+
+The device side is tests/device/scripts/mqtt_link.py; it prints one JSON event per
+line, which these tests read as they come.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as paho
+import paho.mqtt.publish as paho_publish
+import pytest
+from helpers import free_port
+
+from fota_host import mprun
+
+SCRIPT = Path(__file__).parent / "scripts" / "mqtt_link.py"
+HOST = "127.0.0.1"
+
+
+class Device:
+    """One simulated device running the link script; events are parsed JSON lines."""
+
+    def __init__(self, mode: str, port: int, heap: str = "40K", **opts: object) -> None:
+        args = [str(SCRIPT), mode, HOST, str(port)] + [f"{k}={v}" for k, v in opts.items()]
+        self.proc = mprun.popen(args, heap=heap, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, bufsize=1)
+        self.events: list[dict] = []
+        self.lines: queue.Queue[dict] = queue.Queue()
+        self.stderr = ""
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                ev = {"ev": "text", "line": line.rstrip()}
+            ev["host_t"] = time.monotonic()
+            self.lines.put(ev)
+
+    def wait(self, ev: str, timeout: float = 10.0, **match: object) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                e = self.lines.get(timeout=max(left, 0.01))
+            except queue.Empty:
+                e = None
+            if e is not None:
+                self.events.append(e)
+                if e["ev"] == ev and all(e.get(k) == v for k, v in match.items()):
+                    return e
+            elif left <= 0:
+                raise AssertionError(f"no {ev} {match} within {timeout}s; saw {self.events}"
+                                     f"{self.finish(1)}")
+
+    def finish(self, timeout: float = 30.0) -> str:
+        try:
+            _, self.stderr = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, self.stderr = self.proc.communicate()
+        self.drain()
+        return self.stderr
+
+    def drain(self) -> None:
+        while not self.lines.empty():
+            self.events.append(self.lines.get())
+
+    def of(self, ev: str) -> list[dict]:
+        self.drain()
+        return [e for e in self.events if e["ev"] == ev]
+
+
+@pytest.fixture
+def devices():
+    started: list[Device] = []
+
+    def start(*a, **kw) -> Device:
+        d = Device(*a, **kw)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+        d.finish(5)
+
+
+class Subscriber:
+    """A CPython MQTT peer (paho) collecting what it receives."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.got: queue.Queue[tuple[str, bytes, int]] = queue.Queue()
+        self.c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="peer")
+        ready = threading.Event()
+        self.c.on_message = lambda c, u, m: self.got.put((m.topic, m.payload, m.qos))
+        self.c.on_subscribe = lambda *a: ready.set()
+        self.c.connect(HOST, port)
+        self.c.subscribe(topic, 1)
+        self.c.loop_start()
+        assert ready.wait(5)
+
+    def get(self, timeout: float = 5.0) -> tuple[str, bytes, int]:
+        return self.got.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def send(port: int, topic: str, payload: str, qos: int = 1) -> None:
+    paho_publish.single(topic, payload, qos=qos, hostname=HOST, port=port)
+
+
+# --- a TCP proxy that can go silent without closing (a half-open link) ------------
+
+class StallingProxy:
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = free_port()
+        self.forward = threading.Event()
+        self.forward.set()
+        self.conns = 0
+        self.srv = socket.create_server((HOST, self.port))
+        self.srv.settimeout(0.2)
+        self.stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop:
+            try:
+                a, _ = self.srv.accept()
+            except OSError:
+                continue
+            self.conns += 1
+            threading.Thread(target=self._pipe, args=(a,), daemon=True).start()
+
+    def _pipe(self, a: socket.socket) -> None:
+        import select
+
+        b = None
+        try:
+            while not self.forward.is_set():  # stalled: accept, answer nothing
+                if self.stop:
+                    return
+                time.sleep(0.02)
+            b = socket.create_connection((HOST, self.target))
+            while not self.stop:
+                if not self.forward.is_set():  # stop forwarding, keep both ends open
+                    time.sleep(0.02)
+                    continue
+                r, _, _ = select.select([a, b], [], [], 0.05)
+                for s in r:
+                    data = s.recv(4096)
+                    if not data:
+                        return
+                    (b if s is a else a).sendall(data)
+        except OSError:
+            return
+        finally:
+            a.close()
+            if b:
+                b.close()
+
+    def close(self) -> None:
+        self.stop = True
+        self.srv.close()
+
+
+# --- a scripted fake broker ------------------------------------------------------
+
+def read_packet(s: socket.socket) -> tuple[int, bytes]:
+    def exact(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = s.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    head = exact(1)[0]
+    n, shift = 0, 0
+    while True:
+        b = exact(1)[0]
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            break
+    return head, exact(n)
+
+
+class FakeBroker:
+    """Accepts connections and runs handler(conn_index, sock) for each, one at a time."""
+
+    def __init__(self, handler) -> None:
+        self.handler = handler
+        self.srv = socket.create_server((HOST, 0))
+        self.port = self.srv.getsockname()[1]
+        self.srv.settimeout(0.2)
+        self.count = 0
+        self.stop = False
+        self.errors: list[BaseException] = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self.stop:
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                continue
+            c.settimeout(5)
+            i = self.count
+            self.count += 1
+            try:
+                self.handler(i, c)
+            except (OSError, EOFError):
+                pass
+            except BaseException as e:  # noqa: BLE001 - reported by the test
+                self.errors.append(e)
+            finally:
+                c.close()
+
+    def close(self) -> None:
+        self.stop = True
+        self.srv.close()
+
+
+CONNACK = b"\x20\x02\x00\x00"
+
+
+def suback(body: bytes) -> bytes:
+    return b"\x90\x03" + body[:2] + b"\x01"
+
+
+def publish_pkt(topic: bytes, payload: bytes) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic + payload
+    assert len(body) < 128
+    return bytes([0x30, len(body)]) + body
+
+
+# --- the tests ---------------------------------------------------------------------
+
+def test_connect_subscribe_receive_and_publish(mosquitto, devices):
+    """Messages reach the device's callback; qos 0 and 1 publishes reach a subscriber."""
+    peer = Subscriber(mosquitto.port, "t/out")
+    dev = devices("loop", mosquitto.port, run=15)
+    dev.wait("connected", n=1)
+    send(mosquitto.port, "t/in", "hello")
+    assert dev.wait("msg", topic="t/in")["msg"] == "hello"
+    send(mosquitto.port, "t/cmd", "pub 1 t/out q1-payload")
+    assert dev.wait("pub", qos=1)["ok"] is True
+    assert peer.get() == ("t/out", b"q1-payload", 1)
+    send(mosquitto.port, "t/cmd", "pub 0 t/out q0-payload")
+    pub0 = dev.wait("pub", qos=0)
+    assert pub0["ok"] is True and pub0["ms"] < 100
+    assert peer.get()[:2] == ("t/out", b"q0-payload")
+    send(mosquitto.port, "t/cmd", "quit")
+    end = dev.wait("end")
+    assert end["connects"] == 1 and end["connected"] is False
+    assert dev.finish() == "" and dev.proc.returncode == 0
+    peer.close()
+
+
+def test_broker_restart_reconnects_with_backoff_and_resubscribes(mosquitto, devices):
+    bmin, bmax = 100, 800
+    dev = devices("loop", mosquitto.port, run=25, bmin=bmin, bmax=bmax, tmo=1000)
+    dev.wait("connected", n=1)
+    mosquitto.stop()
+    down = dev.wait("down")
+    time.sleep(2.5)  # several refused attempts while the broker is away
+    mosquitto.start()
+    dev.wait("connected", n=2, timeout=5)
+    # on_connect ran again, and the subscription came back without the app's help
+    send(mosquitto.port, "t/in", "after-restart")
+    assert dev.wait("msg", topic="t/in")["msg"] == "after-restart"
+    send(mosquitto.port, "t/cmd", "quit")
+    dev.wait("end")
+    tries = [e["t"] for e in dev.of("try") if e["t"] >= down["t"]]
+    assert len(tries) >= 4
+    gaps = [b - a for a, b in zip([down["t"]] + tries, tries)]
+    for k, gap in enumerate(gaps):
+        d = min(bmax, bmin << k)
+        # jittered into (d/2, d]; 30 ms for the poll loop and a refused connect
+        assert d // 2 - 5 <= gap <= d + 30, (k, gap, gaps)
+    assert max(gaps) > 3 * min(gaps)  # it backed off, and ...
+    assert max(gaps) <= bmax + 30  # ... the backoff is capped
+
+
+def test_half_open_link_is_detected_and_recovered(mosquitto, devices):
+    proxy = StallingProxy(mosquitto.port)
+    try:
+        ka = 2  # pings every 500 ms, dead after 1250 ms of silence
+        dev = devices("loop", proxy.port, run=25, ka=ka, tmo=1000, bmin=200, bmax=400)
+        dev.wait("connected", n=1)
+        send(mosquitto.port, "t/in", "before")
+        dev.wait("msg", msg="before")
+        proxy.forward.clear()  # the path goes silent; neither end sees a FIN
+        stalled = time.monotonic()
+        down = dev.wait("down", timeout=6)
+        detected = down["host_t"] - stalled
+        assert detected <= ka * 1000 * 5 / 8 / 1000 + 0.8, detected
+        time.sleep(1.6)  # reconnects through the silent proxy must time out, not hang
+        assert not dev.of("connected")[1:]
+        proxy.forward.set()
+        dev.wait("connected", n=2, timeout=6)
+        send(mosquitto.port, "t/in", "after")
+        dev.wait("msg", msg="after")
+        send(mosquitto.port, "t/cmd", "quit")
+        assert dev.wait("end")["connects"] == 2
+        assert proxy.conns >= 3  # the stalled attempts went through the proxy too
+    finally:
+        proxy.close()
+
+
+def test_connect_to_blackhole_times_out(devices):
+    # A listener that never accepts: the kernel completes the TCP handshake, but no
+    # CONNACK ever comes back.
+    srv = socket.create_server((HOST, 0), backlog=4)
+    try:
+        dev = devices("connect", srv.getsockname()[1], tmo=800)
+        ev = dev.wait("connect", timeout=10)
+        assert ev["ok"] is False
+        assert 700 <= ev["ms"] <= 1300
+        assert dev.finish() == "" and dev.proc.returncode == 0
+    finally:
+        srv.close()
+
+
+def test_qos1_without_puback_returns_false_with_dup_retries(devices):
+    seen: list[bytes] = []
+
+    def broker(i: int, c: socket.socket) -> None:
+        head, _ = read_packet(c)
+        assert head == 0x10
+        c.sendall(CONNACK)
+        while True:  # swallow everything, never acknowledge
+            head, body = read_packet(c)
+            if head & 0xF0 == 0x30:
+                seen.append(bytes([head]) + body)
+
+    fake = FakeBroker(broker)
+    try:
+        dev = devices("pub1", fake.port, tmo=900, retries=2, sub="")
+        ev = dev.wait("pub", timeout=10)
+        assert ev["ok"] is False and ev["connected"] is False
+        assert 800 <= ev["ms"] <= 1500
+        assert dev.finish() == "" and dev.proc.returncode == 0
+        time.sleep(0.2)
+        assert len(seen) == 3
+        assert [p[0] & 0x0F for p in seen] == [0x2, 0xA, 0xA]  # QoS 1, then DUP set
+        pids = {p[1 + 2 + 5: 1 + 2 + 5 + 2] for p in seen}  # after topic "t/out"
+        assert len(pids) == 1 and pids != {b"\0\0"}
+    finally:
+        fake.close()
+
+
+GARBAGE = [
+    b"\xff\xfe\xfd\xfc",  # not a CONNACK at all
+    b"\x20\x02\x00\x05",  # CONNACK: not authorised
+    CONNACK + b"\x90\x03\x00",  # truncated SUBACK, then silence
+    CONNACK + b"SUBACK",  # wrong bytes where SUBACK belongs
+    "ok+publish-huge",  # connects, then a PUBLISH claiming 200 MB
+    "ok+publish-negative",  # a PUBLISH whose topic is longer than the packet
+    "ok+random",  # connects, then noise
+    "ok+eof-mid-packet",
+    "good",
+]
+
+
+def test_garbage_from_broker_does_not_crash_the_loop(devices):
+    def broker(i: int, c: socket.socket) -> None:
+        script = GARBAGE[min(i, len(GARBAGE) - 1)]
+        head, _ = read_packet(c)
+        assert head == 0x10
+        if isinstance(script, bytes):
+            c.sendall(script)
+            time.sleep(0.5)
+            return
+        c.sendall(CONNACK)
+        head, body = read_packet(c)  # SUBSCRIBE t/in
+        c.sendall(suback(body))
+        head, body = read_packet(c)  # SUBSCRIBE t/cmd
+        c.sendall(suback(body))
+        if script == "ok+publish-huge":
+            c.sendall(b"\x30\xff\xff\xff\x7f\x00\x04t/in")
+        elif script == "ok+publish-negative":
+            c.sendall(b"\x30\x02\x00\x02t/")
+        elif script == "ok+random":
+            c.sendall(bytes(range(0x41, 0xFF)) * 4)
+        elif script == "ok+eof-mid-packet":
+            c.sendall(b"\x30\x20\x00\x04t/")
+            return
+        else:
+            c.sendall(publish_pkt(b"t/in", b"survived"))
+        time.sleep(1.0)
+
+    fake = FakeBroker(broker)
+    try:
+        dev = devices("loop", fake.port, run=30, tmo=500, bmin=20, bmax=40)
+        dev.wait("msg", msg="survived", timeout=25)
+        assert fake.count >= len(GARBAGE) and not fake.errors
+        # every bad connection that got past CONNACK ended in one clean link-down
+        assert len(dev.of("down")) == len(dev.of("connected")) - 1
+        dev.proc.kill()
+    finally:
+        fake.close()
+
+
+def test_link_runs_in_24k_heap(mosquitto, devices):
+    peer = Subscriber(mosquitto.port, "t/out")
+    dev = devices("loop", mosquitto.port, heap="24K", run=15)
+    dev.wait("connected", n=1)
+    for i in range(20):
+        send(mosquitto.port, "t/in", f"m{i}" * 50)
+    assert dev.wait("msg", msg="m19" * 50)["topic"] == "t/in"
+    for q in (0, 1):
+        send(mosquitto.port, "t/cmd", f"pub {q} t/out small-heap-{q}")
+        assert dev.wait("pub", qos=q)["ok"] is True
+        assert peer.get()[1] == f"small-heap-{q}".encode()
+    send(mosquitto.port, "t/cmd", "quit")
+    end = dev.wait("end")
+    assert end["connects"] == 1
+    assert dev.finish() == "" and dev.proc.returncode == 0
+    peer.close()
