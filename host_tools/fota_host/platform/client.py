@@ -1,0 +1,143 @@
+"""How the CLI reaches the platform: the admin API of the running service (found through
+`DIR/service.json`), or, when no service runs on DIR, the same operations on the store
+directly. Both raise `PlatformError` with the service's message on bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from .engine import Platform, PlatformError
+from .service import pid_alive, read_service_info
+
+
+class ApiClient:
+    def __init__(self, info: dict[str, Any], timeout: float = 60.0) -> None:
+        self.base = info["api"].rstrip("/")
+        self.token = info["admin_token"]
+        self.timeout = timeout
+        self.ssl_ctx = None
+        if self.base.startswith("https"):
+            self.ssl_ctx = ssl.create_default_context(cafile=info.get("tls_cert"))
+            self.ssl_ctx.check_hostname = False
+
+    def call(self, method: str, path: str, body: Any = None, *, data: Any = None,
+             content_type: str = "application/json", query: dict[str, Any] | None = None,
+             headers: dict[str, str] | None = None) -> Any:
+        url = self.base + path
+        if query:
+            url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        if body is not None:
+            data = json.dumps(body).encode()
+        req = urllib.request.Request(url, data=data, method=method)
+        req.add_header("Authorization", f"Bearer {self.token}")
+        if data is not None:
+            req.add_header("Content-Type", content_type)
+        for k, v in (headers or {}).items():
+            req.add_header(k, v)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl_ctx) as resp:
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", exc.reason)
+            except (ValueError, AttributeError):
+                message = str(exc.reason)
+            raise PlatformError(str(message), exc.code) from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise PlatformError(f"platform at {self.base} unreachable: {exc}", 503) from None
+
+    # the operations, same names and results as LocalClient
+    def create_package(self, *, file: str | None = None, url: str | None = None,
+                       **meta: Any) -> dict[str, Any]:
+        if url:
+            return self.call("POST", "/api/packages", {"url": url, **meta})
+        path = Path(file or "")
+        if not path.is_file():
+            raise PlatformError(f"no such file: {path}")
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            return self.call("POST", "/api/packages", data=f,
+                             content_type="application/octet-stream",
+                             headers={"Content-Length": str(size)},
+                             query={**meta, "source": f"file:{path.name}"})
+
+    def list_packages(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/api/packages")
+
+    def get_package(self, package_id: str) -> dict[str, Any]:
+        return self.call("GET", f"/api/packages/{urllib.parse.quote(package_id, safe='')}")
+
+    def create_task(self, **fields: Any) -> dict[str, Any]:
+        return self.call("POST", "/api/tasks", fields)
+
+    def list_tasks(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/api/tasks")
+
+    def get_task(self, task_id: Any) -> dict[str, Any]:
+        return self.call("GET", f"/api/tasks/{_tid(task_id)}")
+
+    def add_devices(self, task_id: Any, devices: list[str]) -> list[dict[str, Any]]:
+        return self.call("POST", f"/api/tasks/{_tid(task_id)}/devices", {"devices": devices})
+
+    def import_devices(self, task_id: Any, csv_text: str) -> list[dict[str, Any]]:
+        return self.call("POST", f"/api/tasks/{_tid(task_id)}/import", data=csv_text.encode(),
+                         content_type="text/csv")
+
+    def start_task(self, task_id: Any) -> dict[str, Any]:
+        return self.call("POST", f"/api/tasks/{_tid(task_id)}/start", {})
+
+    def cancel(self, task_id: Any, devices: list[str] | None) -> list[dict[str, Any]]:
+        body = {"all": True} if devices is None else {"devices": devices}
+        return self.call("POST", f"/api/tasks/{_tid(task_id)}/cancel", body)
+
+    def list_devices(self) -> list[dict[str, Any]]:
+        return self.call("GET", "/api/devices")
+
+    def close(self) -> None:
+        pass
+
+
+def _tid(task_id: Any) -> str:
+    text = str(task_id)
+    if not text.isdigit():
+        raise PlatformError(f"task id must be an integer, got {task_id!r}")
+    return text
+
+
+class LocalClient:
+    """The operations on the store when no service runs (nothing is pushed until it does)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.platform = Platform(Path(data_dir))
+
+    def create_package(self, *, file: str | None = None, url: str | None = None,
+                       **meta: Any) -> dict[str, Any]:
+        if url:
+            return self.platform.add_package_url(url, **meta)
+        return self.platform.add_package_file(file or "", **meta)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("list_packages", "get_package", "create_task", "list_tasks", "get_task",
+                    "add_devices", "import_devices", "start_task", "cancel", "list_devices"):
+            return getattr(self.platform, name)
+        raise AttributeError(name)
+
+    def close(self) -> None:
+        self.platform.close()
+
+
+def connect(data_dir: str | Path) -> ApiClient | LocalClient:
+    data_dir = Path(data_dir)
+    info = read_service_info(data_dir)
+    if info and pid_alive(info.get("pid")):
+        return ApiClient(info)
+    if not data_dir.is_dir():
+        raise PlatformError(f"no platform data folder at {data_dir}")
+    return LocalClient(data_dir)

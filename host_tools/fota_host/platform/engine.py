@@ -1,0 +1,685 @@
+"""The platform's rules: packages, tasks, sub-tasks, and what each device message does.
+
+`Platform` is synchronous and transport-free: the service feeds it MQTT messages
+(`on_message`) and clock ticks (`tick`), and hands it a `publish(topic, payload)` callable
+for upgrade notices. The admin API, the CLI (when no service runs) and the tests call the
+same methods. Every method takes the store lock, so the MQTT thread and the HTTP loop can
+call in concurrently.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .store import ACTIVE_STATES, Store
+
+log = logging.getLogger("fota.platform")
+
+DEVICE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
+PACKAGE_RE = re.compile(r"^[0-9a-f]{20}$")
+MAX_PAYLOAD = 4096  # bytes; inform and progress messages are a few dozen bytes
+MAX_TEXT = 256
+
+
+class PlatformError(ValueError):
+    """Bad input from an operator (CLI/API): a clear message and an HTTP status."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Settings:
+    file_base: str = "http://127.0.0.1:8080/file/upgrade"
+    topic_prefix: str = "devices/{device}"
+    push_rate: float = 600.0  # notices per minute
+    retries: int = 0
+    retry_backoff: float = 30.0  # seconds, doubled after each retry
+    device_timeout: float = 600.0  # seconds without a report from an upgrading device
+    token_ttl: float = 3600.0  # seconds a download token stays valid after a notice
+    online_window: float = 900.0  # a device seen within this many seconds is "online"
+    flush_interval: float = 0.2  # seconds between commits of progress updates
+
+
+def hash_file(path: Path) -> tuple[int, str, str]:
+    md5, sha = hashlib.md5(), hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            md5.update(chunk)
+            sha.update(chunk)
+            size += len(chunk)
+    return size, md5.hexdigest(), sha.hexdigest()
+
+
+def parse_time(value: str | float | None, what: str) -> float | None:
+    """ISO 8601 (naive means UTC) or epoch seconds → epoch seconds."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        raise PlatformError(f"{what}: expected an ISO 8601 time")
+    from datetime import datetime, timezone
+
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise PlatformError(f"{what}: {value!r} is not an ISO 8601 time") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def _text(value: Any, what: str, default: str = "", required: bool = False) -> str:
+    if value is None or value == "":
+        if required:
+            raise PlatformError(f"{what} is required")
+        return default
+    if not isinstance(value, str):
+        raise PlatformError(f"{what} must be a string")
+    if len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
+        raise PlatformError(f"{what} must be at most {MAX_TEXT} printable characters")
+    return value
+
+
+def _int_id(value: Any, what: str) -> int:
+    if isinstance(value, bool):
+        raise PlatformError(f"{what} must be an integer")
+    try:
+        out = int(value)
+    except (TypeError, ValueError):
+        raise PlatformError(f"{what} must be an integer, got {value!r}") from None
+    if out < 1 or out > 2**62:
+        raise PlatformError(f"{what} out of range: {value!r}")
+    return out
+
+
+def check_device_id(device: Any) -> str:
+    if not isinstance(device, str) or not DEVICE_RE.match(device):
+        raise PlatformError(
+            f"invalid device id {device!r}: 1-64 characters of A-Z a-z 0-9 _ . : @ -")
+    return device
+
+
+class TopicMap:
+    """Topic prefix template (`devices/{device}`) ↔ device id."""
+
+    def __init__(self, template: str) -> None:
+        if template.count("{device}") != 1 or any(c in template for c in "+#"):
+            raise PlatformError("topic prefix must contain {device} once and no wildcards")
+        self.template = template
+        head, tail = template.split("{device}")
+        self.regex = re.compile(
+            "^" + re.escape(head) + r"([^/]+)" + re.escape(tail) + r"/ota/(inform|progress)$")
+
+    def topic(self, device: str, kind: str) -> str:
+        return self.template.format(device=device) + f"/ota/{kind}"
+
+    def subscriptions(self) -> list[str]:
+        base = self.template.replace("{device}", "+")
+        return [f"{base}/ota/inform", f"{base}/ota/progress"]
+
+    def parse(self, topic: str) -> tuple[str, str] | None:
+        m = self.regex.match(topic)
+        return (m.group(1), m.group(2)) if m else None
+
+
+class Platform:
+    def __init__(self, data_dir: Path, settings: Settings | None = None,
+                 publish: Callable[[str, bytes], None] | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        self.files_dir = self.data_dir / "packages"
+        self.files_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = settings or Settings()
+        self.topics = TopicMap(self.settings.topic_prefix)
+        self.store = Store(self.data_dir / "platform.db")
+        self.publish = publish
+        self._bucket = max(1.0, self.settings.push_rate / 6)
+        self._bucket_at = time.monotonic()
+        self._last_flush = time.monotonic()
+        self.dropped = 0
+        self.accepted = 0
+
+    def close(self) -> None:
+        self.store.close()
+
+    # == packages ======================================================================
+    def package_path(self, package_id: str) -> Path | None:
+        """The file of a stored package, or None; ids are validated so no path escapes."""
+        if not isinstance(package_id, str) or not PACKAGE_RE.match(package_id):
+            return None
+        path = self.files_dir / f"{package_id}.bin"
+        return path if path.is_file() else None
+
+    def new_upload_path(self) -> Path:
+        return self.files_dir / f".upload-{secrets.token_hex(8)}"
+
+    def add_package(self, upload: Path, *, version: Any, name: Any = None, product: Any = None,
+                    sign: Any = "md5", desc: Any = None, module: Any = None,
+                    source: str = "upload") -> dict[str, Any]:
+        """Register a file already written to `new_upload_path()`; it is moved into the store.
+
+        On any error the upload is removed, and nothing is stored.
+        """
+        try:
+            version = _text(version, "version", required=True)
+            name = _text(name, "name", default=version)
+            product = _text(product, "product", default="default")
+            module = _text(module, "module", default="MCU")
+            desc = _text(desc, "desc")
+            if sign not in ("md5", "sha256"):
+                raise PlatformError("sign must be md5 or sha256")
+            size, md5, sha = hash_file(upload)
+            if size == 0:
+                raise PlatformError("the firmware file is empty")
+            package_id = secrets.token_hex(10)
+            final = self.files_dir / f"{package_id}.bin"
+            with self.store.lock:
+                try:
+                    self.store.insert_package(dict(
+                        id=package_id, name=name, product=product, version=version,
+                        module=module, sign=sign, size=size, md5=md5, sha256=sha, desc=desc,
+                        source=source, created=time.time()))
+                    os.replace(upload, final)
+                    self.store.commit()
+                except BaseException:
+                    self.store.rollback()
+                    raise
+            return self.get_package(package_id)
+        finally:
+            if upload.exists():
+                upload.unlink()
+
+    def add_package_file(self, path: str | Path, **meta: Any) -> dict[str, Any]:
+        src = Path(path)
+        if not src.is_file():
+            raise PlatformError(f"no such file: {src}")
+        upload = self.new_upload_path()
+        shutil.copyfile(src, upload)
+        return self.add_package(upload, source=f"file:{src.name}", **meta)
+
+    def add_package_stream(self, stream: BinaryIO, *, source: str, max_bytes: int,
+                           **meta: Any) -> dict[str, Any]:
+        upload = self.new_upload_path()
+        total = 0
+        try:
+            with open(upload, "wb") as out:
+                while chunk := stream.read(1 << 16):
+                    total += len(chunk)
+                    if total > max_bytes:
+                        raise PlatformError(f"firmware larger than {max_bytes} bytes")
+                    out.write(chunk)
+        except BaseException:
+            upload.unlink(missing_ok=True)
+            raise
+        return self.add_package(upload, source=source, **meta)
+
+    def add_package_url(self, url: Any, max_bytes: int = 64 << 20, timeout: float = 30.0,
+                        **meta: Any) -> dict[str, Any]:
+        """Fetch a remote firmware once, hash it and store it."""
+        if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise PlatformError("url must be an http(s) address")
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+                return self.add_package_stream(resp, source=url, max_bytes=max_bytes, **meta)
+        except OSError as exc:
+            raise PlatformError(f"could not fetch {url}: {exc}", 502) from None
+
+    def _package_view(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {k: row[k] for k in ("id", "name", "product", "version", "module", "sign", "size",
+                                    "md5", "sha256", "desc", "source", "created")}
+
+    def get_package(self, package_id: Any) -> dict[str, Any]:
+        with self.store.lock:
+            row = self.store.package(package_id) if isinstance(package_id, str) else None
+        if row is None:
+            raise PlatformError(f"unknown package {package_id!r}", 404)
+        return self._package_view(row)
+
+    def list_packages(self) -> list[dict[str, Any]]:
+        with self.store.lock:
+            return [self._package_view(r) for r in self.store.packages()]
+
+    # == tasks =========================================================================
+    def create_task(self, *, package: Any, name: Any, desc: Any = None, start: Any = None,
+                    end: Any = None) -> dict[str, Any]:
+        name = _text(name, "name", required=True)
+        desc = _text(desc, "desc")
+        start_at = parse_time(start, "start")
+        end_at = parse_time(end, "end")
+        if start_at and end_at and end_at <= start_at:
+            raise PlatformError("end must be after start")
+        with self.store.lock:
+            if not isinstance(package, str) or self.store.package(package) is None:
+                raise PlatformError(f"unknown package {package!r}", 404)
+            task_id = self.store.insert_task(name, package, desc, start_at, end_at)
+            self.store.commit()
+        return self.get_task(task_id)
+
+    def _task_row(self, task_id: Any) -> dict[str, Any]:
+        tid = _int_id(task_id, "task id")
+        row = self.store.task(tid)
+        if row is None:
+            raise PlatformError(f"unknown task {task_id!r}", 404)
+        return row
+
+    def list_tasks(self) -> list[dict[str, Any]]:
+        with self.store.lock:
+            out = []
+            for t in self.store.tasks():
+                counts = self.store.all(
+                    "SELECT state, COUNT(*) AS n FROM subtasks WHERE task_id = ? GROUP BY state",
+                    (t["id"],))
+                out.append({"id": t["id"], "name": t["name"], "package": t["package_id"],
+                            "state": t["state"], "counts": {c["state"]: c["n"] for c in counts}})
+            return out
+
+    def get_task(self, task_id: Any) -> dict[str, Any]:
+        with self.store.lock:
+            t = self._task_row(task_id)
+            pkg = self.store.package(t["package_id"])
+            subs = self.store.subtasks(t["id"])
+        devices = [{
+            "device": s["device"], "state": s["state"], "step": s["step"], "desc": s["desc"],
+            "subtask": s["id"], "attempts": s["attempts"], "pushes": s["pushes"],
+            "notified": s["notified"], "last_report": s["last_report"],
+            "created": s["created"], "updated": s["updated"],
+        } for s in subs]
+        return {
+            "id": t["id"], "state": t["state"], "name": t["name"], "desc": t["desc"],
+            "package": t["package_id"], "version": pkg["version"] if pkg else None,
+            "start": t["start_at"], "end": t["end_at"], "created": t["created"],
+            "started": t["started"], "finished": t["finished"], "devices": devices,
+        }
+
+    def add_devices(self, task_id: Any, devices: Iterable[Any]) -> list[dict[str, Any]]:
+        """Add devices; one result per device: {"device", "ok", "error"?, "subtask"?}."""
+        results = []
+        with self.store.lock:
+            task = self._task_row(task_id)
+            if task["state"] == "finished":
+                raise PlatformError(f"task {task['id']} is finished", 409)
+            now = time.time()
+            seen: set[str] = set()
+            try:
+                for dev in devices:
+                    try:
+                        dev = check_device_id(dev)
+                        if dev in seen:
+                            raise PlatformError("listed twice")
+                        seen.add(dev)
+                        if self.store.one("SELECT id FROM subtasks WHERE task_id=? AND device=?",
+                                          (task["id"], dev)):
+                            raise PlatformError("already in this task")
+                        busy = self.store.one(
+                            "SELECT s.task_id FROM subtasks s JOIN tasks t ON t.id = s.task_id"
+                            " WHERE s.device = ? AND s.state IN ('pending','upgrading')"
+                            " AND t.state != 'finished'", (dev,))
+                        if busy:
+                            raise PlatformError(f"busy in task {busy['task_id']}")
+                    except PlatformError as exc:
+                        results.append({"device": dev if isinstance(dev, str) else repr(dev),
+                                        "ok": False, "error": str(exc)})
+                        continue
+                    due = now if task["state"] == "running" else None
+                    cur = self.store.write(
+                        "INSERT INTO subtasks (task_id, device, state, desc, push_due, created,"
+                        " updated) VALUES (?, ?, 'pending', 'waiting', ?, ?, ?)",
+                        (task["id"], dev, due, now, now))
+                    results.append({"device": dev, "ok": True, "subtask": cur.lastrowid})
+                self.store.commit()
+            except BaseException:
+                self.store.rollback()
+                raise
+        return results
+
+    def import_devices(self, task_id: Any, csv_text: str) -> list[dict[str, Any]]:
+        """CSV with a header containing `device` (or `deviceId`), or one id per line."""
+        rows = list(csv.reader(io.StringIO(csv_text)))
+        rows = [r for r in rows if r and any(c.strip() for c in r)]
+        if not rows:
+            raise PlatformError("the device list is empty")
+        header = [c.strip().lower() for c in rows[0]]
+        col = 0
+        for key in ("device", "deviceid", "device_id", "id"):
+            if key in header:
+                col = header.index(key)
+                rows = rows[1:]
+                break
+        devices = [r[col].strip() if len(r) > col else "" for r in rows]
+        results = self.add_devices(task_id, devices)
+        for i, res in enumerate(results):
+            res["row"] = i + 1
+        return results
+
+    def start_task(self, task_id: Any) -> dict[str, Any]:
+        with self.store.lock:
+            task = self._task_row(task_id)
+            if task["state"] != "not_started":
+                raise PlatformError(f"task {task['id']} is already {task['state']}", 409)
+            self._start(task)
+            self.store.commit()
+        return self.get_task(task["id"])
+
+    def _start(self, task: dict[str, Any]) -> None:
+        now = time.time()
+        self.store.write("UPDATE tasks SET state='running', started=? WHERE id=?",
+                         (now, task["id"]))
+        self.store.write("UPDATE subtasks SET push_due=?, updated=? WHERE task_id=? AND"
+                         " state='pending'", (now, now, task["id"]))
+        self._maybe_finish(task["id"])
+
+    def cancel(self, task_id: Any, devices: Iterable[Any] | None = None) -> list[dict[str, Any]]:
+        """Cancel the given devices' sub-tasks, or all active ones when devices is None."""
+        results = []
+        with self.store.lock:
+            task = self._task_row(task_id)
+            subs = {s["device"]: s for s in self.store.subtasks(task["id"])}
+            wanted = list(subs) if devices is None else list(devices)
+            try:
+                for dev in wanted:
+                    s = subs.get(dev) if isinstance(dev, str) else None
+                    if s is None:
+                        results.append({"device": str(dev), "ok": False,
+                                        "error": "not in this task"})
+                    elif s["state"] not in ACTIVE_STATES:
+                        if devices is not None:
+                            results.append({"device": dev, "ok": False,
+                                            "error": f"already {s['state']}"})
+                    else:
+                        self.store.update_subtask(s["id"], state="cancelled", desc="cancelled",
+                                                  push_due=None, token=None, token_expires=0)
+                        results.append({"device": dev, "ok": True})
+                self._maybe_finish(task["id"])
+                self.store.commit()
+            except BaseException:
+                self.store.rollback()
+                raise
+        return results
+
+    def _maybe_finish(self, task_id: int) -> None:
+        t = self.store.task(task_id)
+        if t is None or t["state"] != "running":
+            return
+        active = self.store.one(
+            "SELECT COUNT(*) AS n FROM subtasks WHERE task_id=? AND state IN"
+            " ('pending','upgrading')", (task_id,))
+        if active["n"] == 0:
+            self.store.write("UPDATE tasks SET state='finished', finished=? WHERE id=?",
+                             (time.time(), task_id))
+
+    # == devices =======================================================================
+    def list_devices(self) -> list[dict[str, Any]]:
+        now = time.time()
+        with self.store.lock:
+            rows = self.store.devices()
+        return [{"id": r["id"], "version": r["version"], "module": r["module"],
+                 "first_seen": r["first_seen"], "last_seen": r["last_seen"],
+                 "online": now - r["last_seen"] < self.settings.online_window} for r in rows]
+
+    # == downloads =====================================================================
+    def check_download(self, file_id: str, task_id: str, device: str,
+                       token: str) -> tuple[int, str | Path]:
+        """(200, path) or (403|404, reason) for a device's download request."""
+        path = self.package_path(file_id)
+        if path is None:
+            return 404, "unknown file"
+        try:
+            tid = int(task_id)
+        except (TypeError, ValueError):
+            return 403, "bad task id"
+        with self.store.lock:
+            row = self.store.one(
+                "SELECT s.token, s.token_expires, s.state, t.package_id FROM subtasks s"
+                " JOIN tasks t ON t.id = s.task_id WHERE s.task_id=? AND s.device=?",
+                (tid, device or ""))
+        if row is None or row["package_id"] != file_id:
+            return 403, "no such task for this device and file"
+        if not row["token"] or not secrets.compare_digest(str(row["token"]), token or ""):
+            return 403, "bad token"
+        if row["token_expires"] < time.time():
+            return 403, "token expired"
+        if row["state"] not in ACTIVE_STATES:
+            return 403, f"sub-task {row['state']}"
+        return 200, path
+
+    # == MQTT ==========================================================================
+    def _drop(self, topic: str, why: str) -> None:
+        self.dropped += 1
+        log.warning("dropped message on %.80r: %s", topic, why)
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """Handle one device message; hostile input is dropped with one log line."""
+        parsed = self.topics.parse(topic)
+        if parsed is None:
+            return  # our own notices or unrelated traffic
+        device, kind = parsed
+        if not DEVICE_RE.match(device):
+            return self._drop(topic, "bad device id")
+        if len(payload) > MAX_PAYLOAD:
+            return self._drop(topic, f"payload of {len(payload)} bytes")
+        try:
+            msg = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            return self._drop(topic, "not JSON")
+        if not isinstance(msg, dict) or not isinstance(msg.get("params"), dict):
+            return self._drop(topic, "not an object with params")
+        task_id = msg.get("taskId")
+        if not isinstance(task_id, int) or isinstance(task_id, bool):
+            return self._drop(topic, "taskId is not an integer")
+        params = msg["params"]
+        try:
+            with self.store.lock:
+                try:
+                    if kind == "inform":
+                        self._inform(topic, device, task_id, params)
+                    else:
+                        self._progress(topic, device, task_id, params)
+                    self._flush_if_due()
+                except BaseException:
+                    self.store.rollback()
+                    raise
+        except Exception as exc:  # a bug must not kill the MQTT thread
+            log.exception("error handling %r", topic)
+            self._drop(topic, f"error {exc!r}")
+
+    def _inform(self, topic: str, device: str, task_id: int, params: dict) -> None:
+        version = params.get("version")
+        module = params.get("module", "MCU")
+        if not isinstance(version, str) or not 0 < len(version) <= 64:
+            return self._drop(topic, "params.version is not a string")
+        if not isinstance(module, str) or len(module) > 64:
+            return self._drop(topic, "params.module is not a string")
+        self.accepted += 1
+        self.store.touch_device(device, version, module)
+        now = time.time()
+        if task_id == -1:
+            sub = self.store.one(
+                "SELECT s.*, p.version AS target, t.state AS task_state FROM subtasks s"
+                " JOIN tasks t ON t.id = s.task_id JOIN packages p ON p.id = t.package_id"
+                " WHERE s.device = ? AND s.state IN ('pending','upgrading') AND"
+                " t.state = 'running' ORDER BY s.id LIMIT 1", (device,))
+            if sub is None:
+                return self.store.commit()
+            if version == sub["target"]:
+                self._finish(sub, "succeeded", 100, f"already on {version}")
+            elif sub["push_due"] is None or sub["push_due"] > now:
+                # (Re)connected without the upgrade in hand: send the notice now. A retry
+                # waiting for its backoff keeps its time.
+                if sub["push_due"] is None:
+                    self.store.update_subtask(sub["id"], state="pending", push_due=now,
+                                              desc=f"device online on {version}")
+            return self.store.commit()
+        sub = self._own_subtask(topic, device, task_id)
+        if sub is None:
+            return
+        if sub["state"] not in ACTIVE_STATES:
+            log.info("inform for %s sub-task %d of %s ignored", sub["state"], task_id, device)
+            return self.store.commit()
+        if version == sub["target"]:
+            self._finish(sub, "succeeded", 100, f"upgraded to {version}")
+        else:
+            self._fail(sub, f"device reports version {version}, expected {sub['target']}")
+        self.store.commit()
+
+    def _own_subtask(self, topic: str, device: str, task_id: int) -> dict[str, Any] | None:
+        sub = self.store.one(
+            "SELECT s.*, p.version AS target FROM subtasks s JOIN tasks t ON t.id = s.task_id"
+            " JOIN packages p ON p.id = t.package_id WHERE s.id = ?", (task_id,))
+        if sub is None:
+            self._drop(topic, f"unknown taskId {task_id}")
+            return None
+        if sub["device"] != device:
+            self._drop(topic, f"taskId {task_id} belongs to another device")
+            return None
+        return sub
+
+    def _progress(self, topic: str, device: str, task_id: int, params: dict) -> None:
+        step = params.get("step")
+        desc = params.get("desc", "")
+        if not isinstance(step, int) or isinstance(step, bool) or not -100 <= step <= 100:
+            return self._drop(topic, "params.step is not an integer in -100..100")
+        if not isinstance(desc, str):
+            return self._drop(topic, "params.desc is not a string")
+        sub = self._own_subtask(topic, device, task_id)
+        if sub is None:
+            return
+        self.accepted += 1
+        now = time.time()
+        desc = desc[:MAX_TEXT]
+        if sub["state"] not in ACTIVE_STATES:
+            self.store.update_subtask(sub["id"], reports=sub["reports"] + 1, last_report=now)
+            return
+        if step < 0:
+            self.store.update_subtask(sub["id"], reports=sub["reports"] + 1, last_report=now)
+            self._fail(sub, desc or f"device reported step {step}", step)
+            return self.store.commit()
+        self.store.update_subtask(sub["id"], state="upgrading", step=step, desc=desc,
+                                  reports=sub["reports"] + 1, last_report=now, push_due=None)
+        # Progress rows are committed by the periodic flush; a state change commits now.
+        if sub["state"] != "upgrading":
+            self.store.commit()
+
+    def _finish(self, sub: dict[str, Any], state: str, step: int, desc: str) -> None:
+        self.store.update_subtask(sub["id"], state=state, step=step, desc=desc, push_due=None,
+                                  token_expires=0)
+        self._maybe_finish(sub["task_id"])
+
+    def _fail(self, sub: dict[str, Any], desc: str, step: int | None = None,
+              final_state: str = "failed") -> None:
+        step = sub["step"] if step is None else step
+        if sub["attempts"] < self.settings.retries:
+            delay = self.settings.retry_backoff * (2 ** sub["attempts"])
+            self.store.update_subtask(
+                sub["id"], state="pending", step=step, attempts=sub["attempts"] + 1,
+                desc=f"retry {sub['attempts'] + 1}/{self.settings.retries} in {delay:g}s: {desc}",
+                push_due=time.time() + delay, token_expires=0)
+        else:
+            self._finish(sub, final_state, step, desc)
+
+    # == clock =========================================================================
+    def _flush_if_due(self) -> None:
+        if time.monotonic() - self._last_flush >= self.settings.flush_interval:
+            self.store.commit()
+            self._last_flush = time.monotonic()
+
+    def flush(self) -> None:
+        with self.store.lock:
+            self.store.commit()
+            self._last_flush = time.monotonic()
+
+    def tick(self) -> int:
+        """Start scheduled tasks, end expired ones, time out silent devices, push notices.
+
+        Returns the number of notices sent.
+        """
+        now = time.time()
+        sent = 0
+        with self.store.lock:
+            try:
+                for t in self.store.all("SELECT * FROM tasks WHERE state='not_started' AND"
+                                        " start_at IS NOT NULL AND start_at <= ?", (now,)):
+                    log.info("task %d starts (scheduled)", t["id"])
+                    self._start(t)
+                for t in self.store.all("SELECT * FROM tasks WHERE state='running' AND"
+                                        " end_at IS NOT NULL AND end_at <= ?", (now,)):
+                    self.store.write(
+                        "UPDATE subtasks SET state='timed_out', desc='task end time reached',"
+                        " push_due=NULL, token_expires=0, updated=? WHERE task_id=? AND state IN"
+                        " ('pending','upgrading')", (now, t["id"]))
+                    self._maybe_finish(t["id"])
+                limit = now - self.settings.device_timeout
+                for sub in self.store.all(
+                        "SELECT * FROM subtasks WHERE state='upgrading' AND last_report < ?",
+                        (limit,)):
+                    self._fail(sub, f"no report for {self.settings.device_timeout:g}s",
+                               final_state="timed_out")
+                sent = self._push_due(now)
+                self.store.commit()
+                self._last_flush = time.monotonic()
+            except BaseException:
+                self.store.rollback()
+                raise
+        return sent
+
+    def _push_due(self, now: float) -> int:
+        mono = time.monotonic()
+        rate = self.settings.push_rate / 60.0
+        cap = max(1.0, self.settings.push_rate / 6)
+        self._bucket = min(cap, self._bucket + (mono - self._bucket_at) * rate)
+        self._bucket_at = mono
+        budget = int(self._bucket)
+        if budget <= 0 or self.publish is None:
+            return 0
+        due = self.store.all(
+            "SELECT s.id, s.device, s.task_id, s.token, s.token_expires, p.id AS file_id, p.size, p.version, p.md5,"
+            " p.sha256, p.sign, p.module FROM subtasks s JOIN tasks t ON t.id = s.task_id"
+            " JOIN packages p ON p.id = t.package_id WHERE s.push_due IS NOT NULL AND"
+            " s.push_due <= ? AND s.state = 'pending' AND t.state = 'running'"
+            " ORDER BY s.push_due, s.id LIMIT ?", (now, budget))
+        for sub in due:
+            # A repeated notice (the device reconnected) keeps a live token, so a download in
+            # flight can still resume; a retry after a failure gets a new one.
+            if sub["token"] and sub["token_expires"] > now:
+                token = sub["token"]
+            else:
+                token = secrets.token_urlsafe(16)
+            payload: dict[str, Any] = {
+                "size": sub["size"], "version": sub["version"],
+                "url": f"{self.settings.file_base}/{sub['file_id']}/{sub['task_id']}",
+                "md5": sub["md5"], "token": token, "module": sub["module"],
+            }
+            if sub["sign"] == "sha256":
+                payload["sha256"] = sub["sha256"]
+            notice = json.dumps({"taskId": sub["id"], "payload": payload}).encode()
+            self.store.write(
+                "UPDATE subtasks SET token=?, token_expires=?, push_due=NULL, notified=?,"
+                " pushes=pushes+1, last_report=?, updated=?,"
+                " desc=CASE WHEN desc LIKE 'retry%' THEN desc ELSE 'notice sent' END"
+                " WHERE id=?", (token, now + self.settings.token_ttl, now, now, now, sub["id"]))
+            self.store.commit()  # the token must exist before the device can use it
+            self.publish(self.topics.topic(sub["device"], "upgrade"), notice)
+            self._bucket -= 1
+        return len(due)
+
+    def stats(self) -> dict[str, Any]:
+        with self.store.lock:
+            reports = self.store.one("SELECT COALESCE(SUM(reports),0) AS n FROM subtasks")["n"]
+        return {"accepted": self.accepted, "dropped": self.dropped, "reports": reports}

@@ -1,0 +1,206 @@
+"""HTTP side of the platform: the device file server and the admin JSON API (aiohttp).
+
+- `GET /file/upgrade?fileId=&taskId=&deviceId=&accessToken=`: the spec's download address.
+  Token checked per device and task; the file is streamed from disk by `FileResponse`
+  (sendfile), which also answers `Range` with 206/416.
+- `/api/...`: the console's operations, guarded by `Authorization: Bearer <admin token>`.
+- `GET /openapi.json`: the API description (no token needed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from .engine import Platform, PlatformError
+from .openapi import OPENAPI
+
+log = logging.getLogger("fota.platform.http")
+
+MAX_UPLOAD = 64 << 20
+PLATFORM_KEY = web.AppKey("platform", Platform)
+TOKEN_KEY = web.AppKey("admin_token", str)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+@web.middleware
+async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.path.startswith("/api/"):
+        expected = "Bearer " + request.app[TOKEN_KEY]
+        given = request.headers.get("Authorization", "")
+        if not secrets.compare_digest(given.encode(), expected.encode()):
+            return _error(401, "missing or wrong admin token (Authorization: Bearer ...)")
+    try:
+        return await handler(request)
+    except PlatformError as exc:
+        return _error(exc.status, str(exc))
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return _error(500, "internal error (see the platform log)")
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise PlatformError("the request body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise PlatformError("the request body must be a JSON object")
+    return body
+
+
+def _platform(request: web.Request) -> Platform:
+    return request.app[PLATFORM_KEY]
+
+
+# -- device downloads ---------------------------------------------------------------------
+async def download(request: web.Request) -> web.StreamResponse:
+    q = request.query
+    status, result = _platform(request).check_download(
+        q.get("fileId", ""), q.get("taskId", ""), q.get("deviceId", ""), q.get("accessToken", ""))
+    if status != 200:
+        log.info("download refused (%d, %s): device %.64r file %.40r", status, result,
+                 q.get("deviceId"), q.get("fileId"))
+        return web.Response(status=status, text=f"{result}\n")
+    assert isinstance(result, Path)
+    return web.FileResponse(result, chunk_size=256 * 1024,
+                            headers={"Content-Type": "application/octet-stream"})
+
+
+# -- admin API ----------------------------------------------------------------------------
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(OPENAPI)
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+async def stats(request: web.Request) -> web.Response:
+    return web.json_response(_platform(request).stats())
+
+
+async def list_packages(request: web.Request) -> web.Response:
+    return web.json_response(_platform(request).list_packages())
+
+
+async def show_package(request: web.Request) -> web.Response:
+    return web.json_response(_platform(request).get_package(request.match_info["id"]))
+
+
+async def create_package(request: web.Request) -> web.Response:
+    platform = _platform(request)
+    if request.content_type == "application/json":
+        body = await _json_body(request)
+        meta = {k: body.get(k) for k in ("version", "name", "product", "desc", "module")}
+        meta["sign"] = body.get("sign", "md5")
+        if not body.get("url"):
+            raise PlatformError("give the firmware as the request body, or a JSON object with url")
+        pkg = await asyncio.to_thread(platform.add_package_url, body["url"], MAX_UPLOAD, **meta)
+        return web.json_response(pkg, status=201)
+    q = request.query
+    meta = {k: q.get(k) for k in ("version", "name", "product", "desc", "module")}
+    meta["sign"] = q.get("sign", "md5")
+    if not meta["version"]:
+        raise PlatformError("version is required")
+    upload = platform.new_upload_path()
+    total = 0
+    try:
+        with open(upload, "wb") as out:
+            async for chunk in request.content.iter_chunked(1 << 16):
+                total += len(chunk)
+                if total > MAX_UPLOAD:
+                    raise PlatformError(f"firmware larger than {MAX_UPLOAD} bytes", 413)
+                out.write(chunk)
+    except BaseException:
+        upload.unlink(missing_ok=True)
+        raise
+    source = q.get("source") or "upload"
+    pkg = await asyncio.to_thread(platform.add_package, upload, source=source[:200], **meta)
+    return web.json_response(pkg, status=201)
+
+
+async def list_tasks(request: web.Request) -> web.Response:
+    return web.json_response(_platform(request).list_tasks())
+
+
+async def create_task(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    task = _platform(request).create_task(
+        package=body.get("package"), name=body.get("name"), desc=body.get("desc"),
+        start=body.get("start"), end=body.get("end"))
+    return web.json_response(task, status=201)
+
+
+async def show_task(request: web.Request) -> web.Response:
+    return web.json_response(_platform(request).get_task(request.match_info["id"]))
+
+
+async def add_devices(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    devices = body.get("devices")
+    if not isinstance(devices, list) or not devices:
+        raise PlatformError("devices must be a non-empty list of device ids")
+    return web.json_response(_platform(request).add_devices(request.match_info["id"], devices))
+
+
+async def import_devices(request: web.Request) -> web.Response:
+    raw = await request.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise PlatformError("the device list must be UTF-8 CSV") from None
+    return web.json_response(_platform(request).import_devices(request.match_info["id"], text))
+
+
+async def start_task(request: web.Request) -> web.Response:
+    return web.json_response(_platform(request).start_task(request.match_info["id"]))
+
+
+async def cancel(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    if body.get("all") is True:
+        devices = None
+    else:
+        devices = body.get("devices")
+        if not isinstance(devices, list) or not devices:
+            raise PlatformError('give {"devices": [...]} or {"all": true}')
+    return web.json_response(_platform(request).cancel(request.match_info["id"], devices))
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    return web.json_response(_platform(request).list_devices())
+
+
+def make_app(platform: Platform, admin_token: str) -> web.Application:
+    app = web.Application(middlewares=[_guard], client_max_size=4 << 20)
+    app[PLATFORM_KEY] = platform
+    app[TOKEN_KEY] = admin_token
+    r = app.router
+    r.add_get("/file/upgrade", download)
+    r.add_get("/openapi.json", openapi)
+    r.add_get("/api/health", health)
+    r.add_get("/api/stats", stats)
+    r.add_get("/api/packages", list_packages)
+    r.add_post("/api/packages", create_package)
+    r.add_get("/api/packages/{id}", show_package)
+    r.add_get("/api/tasks", list_tasks)
+    r.add_post("/api/tasks", create_task)
+    r.add_get("/api/tasks/{id}", show_task)
+    r.add_post("/api/tasks/{id}/devices", add_devices)
+    r.add_post("/api/tasks/{id}/import", import_devices)
+    r.add_post("/api/tasks/{id}/start", start_task)
+    r.add_post("/api/tasks/{id}/cancel", cancel)
+    r.add_get("/api/devices", list_devices)
+    return app
+
