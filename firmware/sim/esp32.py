@@ -1,0 +1,119 @@
+"""Stand-in for the ESP32 port's `esp32` module on the unix port (simulation, tests).
+
+Each OTA app partition is a file named after its label in the flash folder
+($FOTA_FLASH, else the current directory), 1.5 MiB as in MicroPython's
+ESP32_GENERIC OTA partition table. The semantics follow the real module:
+4096-byte blocks; 2-argument `writeblocks` erases the blocks it covers first,
+3-argument `writeblocks` does not erase (NOR flash can only clear bits);
+`ioctl(6, n)` erases one block; `set_boot()` validates the image as ESP-IDF does
+and raises OSError(-5379) on a bad one; `otadata.json` holds the boot selection
+and per-slot OTA states, which the simulated bootloader (host side) applies at
+every simulated hard reset. Kept small: on a board this module costs no RAM.
+"""
+import os
+
+SLOT_SIZE = 0x180000
+_LABELS = ("ota_0", "ota_1")
+_scratch = None
+
+
+def _path(name):
+    return (os.getenv("FOTA_FLASH") or ".") + "/" + name
+
+
+def _otadata(data=None):
+    import json
+
+    if data is None:
+        with open(_path("otadata.json")) as f:
+            return json.load(f)
+    with open(_path("otadata.json.tmp"), "w") as f:
+        json.dump(data, f)
+    os.rename(_path("otadata.json.tmp"), _path("otadata.json"))
+
+
+def _running():
+    with open(_path("running")) as f:
+        return f.read().strip()
+
+
+class Partition:
+    BOOT = 0
+    RUNNING = 1
+    TYPE_APP = 0
+
+    def __init__(self, id, block_size=4096):
+        if id == 1:
+            id = _running()
+        elif id == 0:
+            id = _otadata()["boot"]
+        if id not in _LABELS:
+            raise OSError(2)  # ENOENT, as the real module does for an unknown label
+        self.label = id
+        self._f = open(_path(id), "r+b")
+
+    def info(self):
+        i = _LABELS.index(self.label)
+        return (0, 0x10 + i, 0x10000 + i * SLOT_SIZE, SLOT_SIZE, self.label, False)
+
+    def readblocks(self, block, buf, offset=0):
+        self._f.seek(block * 4096 + offset)
+        self._f.readinto(buf)
+
+    def writeblocks(self, block, buf, offset=None):
+        f = self._f
+        at = block * 4096 + (offset or 0)
+        if at < 0 or at + len(buf) > SLOT_SIZE:
+            raise OSError(22)  # EINVAL
+        if offset is None:
+            # Erasing form: the blocks are erased, then written (whole blocks here).
+            f.seek(at)
+            f.write(buf)
+            return
+        # Non-erasing form: NOR flash can only turn 1 bits into 0. Done in small
+        # steps with one scratch buffer, so the fake costs the heap almost nothing.
+        global _scratch
+        if _scratch is None:
+            _scratch = bytearray(64)
+        done = 0
+        while done < len(buf):
+            n = min(64, len(buf) - done)
+            f.seek(at + done)
+            f.readinto(_scratch)
+            for i in range(n):
+                _scratch[i] &= buf[done + i]
+            f.seek(at + done)
+            f.write(_scratch if n == 64 else _scratch[:n])
+            done += n
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return SLOT_SIZE // 4096
+        if op == 5:
+            return 4096
+        if op == 6:
+            self._f.seek(arg * 4096)
+            for _ in range(16):
+                self._f.write(b"\xff" * 256)
+        return 0
+
+    def get_next_update(self):
+        return Partition(_LABELS[1 - _LABELS.index(self.label)])
+
+    def set_boot(self):
+        from esp32_check import image_problem  # only needed here: keep this module small
+
+        self._f.flush()
+        self._f.seek(0)
+        if image_problem(self._f, SLOT_SIZE):
+            raise OSError(-5379)  # ESP_ERR_OTA_VALIDATE_FAILED
+        data = _otadata()
+        data["boot"] = self.label
+        data["states"][self.label] = "new"   # ESP_OTA_IMG_NEW: the next boot is a trial
+        _otadata(data)
+
+    @staticmethod
+    def mark_app_valid_cancel_rollback():
+        data = _otadata()
+        data["states"][_running()] = "valid"
+        _otadata(data)

@@ -1,0 +1,137 @@
+"""ESP32 app images: build synthetic ones for simulation, parse and validate real ones.
+
+Layout (ESP-IDF "app image format"): a 24-byte header (magic 0xE9, segment count,
+flash settings, entry point, extended header with the chip id as u16 at offset 12
+and the hash-appended flag at 23), segments (8-byte header + data), zero padding
+so the checksum byte ends a 16-byte line, the checksum (XOR of all segment data
+with seed 0xEF), then the SHA-256 of everything before it when hash-appended.
+The first segment starts with `esp_app_desc_t` (magic 0xABCD5432) at offset 0x20.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from dataclasses import dataclass
+
+IMAGE_MAGIC = 0xE9
+APP_DESC_MAGIC = 0xABCD5432
+CHIP_IDS = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9, "esp32c6": 13}
+CHIP_NAMES = {v: k for k, v in CHIP_IDS.items()}
+SIM_PROJECT = "fota-sim"
+SIM_PROJECT_FAIL_HEALTH = "fota-sim-fail-health"
+# MicroPython's ESP32_GENERIC OTA partition table: two 1.5 MiB app slots on 4 MiB.
+OTA_SLOT_SIZE = 0x180000
+PARTITION_LAYOUTS = {"esp32-generic-ota": OTA_SLOT_SIZE, "8mib-ota": 0x300000}
+
+
+class ImageError(ValueError):
+    pass
+
+
+@dataclass
+class AppImage:
+    chip: str
+    chip_id: int
+    version: str
+    project: str
+    idf_version: str
+    size: int           # bytes the image occupies (through checksum and hash)
+    hash_ok: bool | None
+
+
+def _cstr(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _app_desc(version: str, project: str) -> bytes:
+    vb = version.encode()
+    if len(vb) > 31:
+        raise ImageError("version must be at most 31 bytes")
+    desc = struct.pack("<II8x", APP_DESC_MAGIC, 0)
+    desc += vb.ljust(32, b"\0") + project.encode().ljust(32, b"\0")
+    desc += b"00:00:00".ljust(16, b"\0") + b"Jan  1 2026".ljust(16, b"\0")
+    desc += b"v5.2-sim".ljust(32, b"\0") + hashlib.sha256(vb).digest()
+    return desc.ljust(256, b"\0")
+
+
+def _filler(seed: bytes, n: int) -> bytes:
+    """Deterministic incompressible bytes, so corruption anywhere is visible."""
+    out = bytearray()
+    counter = 0
+    while len(out) < n:
+        out += hashlib.sha256(seed + counter.to_bytes(8, "little")).digest()
+        counter += 1
+    return bytes(out[:n])
+
+
+def build_sim_image(version: str, size: int, chip: str = "esp32", fail_health: bool = False,
+                    ) -> bytes:
+    """A valid ESP32 app image of exactly `size` bytes carrying `version`."""
+    if chip not in CHIP_IDS:
+        raise ImageError(f"unknown chip {chip!r}; one of {', '.join(CHIP_IDS)}")
+    if size % 16 or size < 512:
+        raise ImageError("an ESP32 app image is a multiple of 16 bytes, at least 512")
+    seg_len = size - 80         # 24 header + 8 segment header + 16 pad/checksum + 32 sha
+    project = SIM_PROJECT_FAIL_HEALTH if fail_health else SIM_PROJECT
+    desc = _app_desc(version, project)
+    seg = desc + _filler(version.encode() + project.encode(), seg_len - len(desc))
+    header = struct.pack(
+        "<BBBBI", IMAGE_MAGIC, 1, 2, 0x20, 0x400D0000
+    ) + struct.pack("<BBBBHBHH4xB", 0xEE, 0, 0, 0, CHIP_IDS[chip], 0, 0, 0xFFFF, 1)
+    assert len(header) == 24
+    checksum = 0xEF
+    for b in seg:
+        checksum ^= b
+    body = header + struct.pack("<II", 0x3F400020, seg_len) + seg
+    pad = 16 - (len(body) % 16)
+    body += b"\0" * (pad - 1) + bytes([checksum])
+    image = body + hashlib.sha256(body).digest()
+    assert len(image) == size
+    return image
+
+
+def parse_app_image(data: bytes, check_hash: bool = True) -> AppImage:
+    """Validate the header, segments, app descriptor and appended hash; explain failures."""
+    if len(data) < 0x20 + 256:
+        raise ImageError(f"{len(data)} bytes is too short for an ESP32 app image")
+    if data[0] != IMAGE_MAGIC:
+        raise ImageError(
+            f"first byte is 0x{data[0]:02x}, not 0xE9: this is not an ESP32 image"
+        )
+    chip_id = struct.unpack_from("<H", data, 12)[0]
+    (desc_magic,) = struct.unpack_from("<I", data, 0x20)
+    if desc_magic != APP_DESC_MAGIC:
+        raise ImageError(
+            "no app descriptor (0xABCD5432) at offset 0x20: this looks like the combined "
+            "firmware.bin that starts with the bootloader. Upload the app image instead "
+            "(micropython.bin in the build folder, or the .app-bin download)."
+        )
+    segments = data[1]
+    pos = 24
+    for _ in range(segments):
+        if pos + 8 > len(data):
+            raise ImageError("truncated segment header")
+        _, length = struct.unpack_from("<II", data, pos)
+        pos += 8 + length
+        if pos > len(data):
+            raise ImageError("segment runs past the end of the file")
+    pos += 16 - (pos % 16)
+    hash_ok: bool | None = None
+    if data[23] == 1:
+        if pos + 32 > len(data):
+            raise ImageError("the appended SHA-256 is missing (file truncated?)")
+        if check_hash:
+            hash_ok = hashlib.sha256(data[:pos]).digest() == data[pos:pos + 32]
+            if not hash_ok:
+                raise ImageError("the appended SHA-256 does not match: the file is corrupt")
+        pos += 32
+    return AppImage(
+        chip=CHIP_NAMES.get(chip_id, f"chip-{chip_id}"),
+        chip_id=chip_id,
+        version=_cstr(data[0x30:0x50]),
+        project=_cstr(data[0x50:0x70]),
+        idf_version=_cstr(data[0x90:0xB0]),
+        size=pos,
+        hash_ok=hash_ok,
+    )

@@ -1,0 +1,141 @@
+"""A small threaded HTTP file server with Range support and fault injection.
+
+Used by tests and benchmarks to serve images to simulated devices the way real
+servers behave, and misbehave: truncated bodies, dropped connections, wrong
+status codes, a Content-Range that lies, no Range support, slow links.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import urlparse
+
+
+@dataclass
+class Faults:
+    status: int | None = None          # answer every GET with this status
+    truncate_at: int | None = None     # close the connection after this many body bytes
+    truncate_once: bool = False        # ... only on the first request
+    ignore_range: bool = False         # answer Range requests with 200 and the whole file
+    bad_content_range: bool = False    # 206 with a Content-Range that does not match
+    delay_per_chunk: float = 0.0       # seconds slept per 16 KiB sent
+    stall_after: int | None = None     # stop sending (without closing) after this many bytes
+    wrong_length: int | None = None    # announce this Content-Length instead
+
+
+@dataclass
+class Stats:
+    requests: list[dict] = field(default_factory=list)
+    bytes_sent: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ImageServer:
+    """Serves files from `root` at http://127.0.0.1:PORT/<name>."""
+
+    def __init__(self, root: Path, port: int = 0) -> None:
+        self.root = Path(root)
+        self.faults = Faults()
+        self.stats = Stats()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                server._serve(self)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    def start(self) -> ImageServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self) -> ImageServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve(self, h: BaseHTTPRequestHandler) -> None:
+        f = self.faults
+        name = urlparse(h.path).path.lstrip("/")
+        path = (self.root / name).resolve()
+        rng = h.headers.get("Range")
+        with self.stats.lock:
+            first = not self.stats.requests
+            self.stats.requests.append({"path": h.path, "range": rng})
+        if f.status:
+            self._plain(h, f.status)
+            return
+        if not name or self.root.resolve() not in path.parents or not path.is_file():
+            self._plain(h, 404)
+            return
+        size = path.stat().st_size
+        start, status = 0, 200
+        if rng and not f.ignore_range:
+            m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng.strip())
+            if not m or int(m.group(1)) >= size:
+                h.send_response(416)
+                h.send_header("Content-Range", f"bytes */{size}")
+                h.send_header("Content-Length", "0")
+                h.end_headers()
+                return
+            start, status = int(m.group(1)), 206
+        h.send_response(status)
+        length = size - start
+        h.send_header("Content-Length", str(f.wrong_length or length))
+        if status == 206:
+            shown = start + 4096 if f.bad_content_range else start
+            h.send_header("Content-Range", f"bytes {shown}-{size - 1}/{size}")
+        h.send_header("Connection", "close")
+        h.end_headers()
+        limit = length
+        if f.truncate_at is not None and (first or not f.truncate_once):
+            limit = min(limit, max(0, f.truncate_at - start))
+        sent = 0
+        try:
+            with open(path, "rb") as src:
+                src.seek(start)
+                while sent < limit:
+                    if f.stall_after is not None and start + sent >= f.stall_after:
+                        time.sleep(3600)
+                    chunk = src.read(min(16384, limit - sent))
+                    if not chunk:
+                        break
+                    h.wfile.write(chunk)
+                    sent += len(chunk)
+                    if f.delay_per_chunk:
+                        time.sleep(f.delay_per_chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        with self.stats.lock:
+            self.stats.bytes_sent += sent
+        h.close_connection = True
+
+    @staticmethod
+    def _plain(h: BaseHTTPRequestHandler, status: int) -> None:
+        body = f"{status}\n".encode()
+        h.send_response(status)
+        h.send_header("Content-Length", str(len(body)))
+        h.send_header("Connection", "close")
+        h.end_headers()
+        h.wfile.write(body)
