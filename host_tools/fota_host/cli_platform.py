@@ -140,9 +140,13 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
 @click.option("--keyfile", type=click.Path(exists=True, dir_okay=False),
               help="TLS listener key.")
 @click.option("--cafile", type=click.Path(exists=True, dir_okay=False), help="TLS CA file.")
+@click.option("--run-as", metavar="USER",
+              help="`user` line: the account mosquitto switches to when started as root "
+                   "(the generated files are readable by their owner only).")
 def mosquitto_config_cmd(out_dir: Path, devices: tuple[str, ...], devices_file: Any, port: int,
                          bind: str, platform_user: str, topic_prefix: str,
-                         certfile: str | None, keyfile: str | None, cafile: str | None) -> None:
+                         certfile: str | None, keyfile: str | None, cafile: str | None,
+                         run_as: str | None) -> None:
     """Generate a mosquitto config with per-device credentials and ACL patterns.
 
     Each device logs in with its id as username and the password from credentials.json and
@@ -164,7 +168,7 @@ def mosquitto_config_cmd(out_dir: Path, devices: tuple[str, ...], devices_file: 
     try:
         emit_json(generate(out_dir, ids, port=port, bind=bind, platform_user=platform_user,
                            prefix=topic_prefix, cafile=cafile, certfile=certfile,
-                           keyfile=keyfile))
+                           keyfile=keyfile, run_as=run_as))
     except PlatformError as exc:
         fail(str(exc))
 

@@ -9,9 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from helpers import Mosquitto  # noqa: E402
-
 from fota_host.platform import start_platform  # noqa: E402
+from helpers import Mosquitto  # noqa: E402
 
 
 @pytest.fixture

@@ -8,9 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from platform_fakes import FakeDevice, device_row, http_get, wait_device_state, wait_for
-
 from fota_host.platform.engine import PlatformError
+from platform_fakes import FakeDevice, device_row, http_get, wait_device_state, wait_for
 
 FAST = {"device_timeout": 30, "retry_backoff": 0.3}
 

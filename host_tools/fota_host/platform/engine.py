@@ -649,8 +649,9 @@ class Platform:
         if budget <= 0 or self.publish is None:
             return 0
         due = self.store.all(
-            "SELECT s.id, s.device, s.task_id, s.token, s.token_expires, p.id AS file_id, p.size, p.version, p.md5,"
-            " p.sha256, p.sign, p.module FROM subtasks s JOIN tasks t ON t.id = s.task_id"
+            "SELECT s.id, s.device, s.task_id, s.token, s.token_expires, p.id AS file_id,"
+            " p.size, p.version, p.md5, p.sha256, p.sign, p.module"
+            " FROM subtasks s JOIN tasks t ON t.id = s.task_id"
             " JOIN packages p ON p.id = t.package_id WHERE s.push_due IS NOT NULL AND"
             " s.push_due <= ? AND s.state = 'pending' AND t.state = 'running'"
             " ORDER BY s.push_due, s.id LIMIT ?", (now, budget))

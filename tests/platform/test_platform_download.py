@@ -1,0 +1,86 @@
+"""The file server: token checks, Range, refusals, path escapes."""
+
+from __future__ import annotations
+
+import time
+import urllib.parse
+from pathlib import Path
+
+from platform_fakes import FakeDevice, http_get
+
+
+def _setup(embedded, firmware: Path, devices: list[str]):
+    api = embedded.api
+    pkg = api.create_package(file=str(firmware), version="2.0.0")
+    task = api.create_task(package=pkg["id"], name="dl")
+    api.add_devices(task["id"], devices)
+    fakes = [FakeDevice(d, embedded.broker).start() for d in devices]
+    api.start_task(task["id"])
+    return api, pkg, task, fakes, [f.wait_notice() for f in fakes]
+
+
+def test_tokens_ranges_and_refusals(embedded, firmware: Path) -> None:
+    embedded.start(token_ttl=2)
+    api, pkg, task, (a, b), (na, nb) = _setup(embedded, firmware, ["dl-a", "dl-b"])
+    data = firmware.read_bytes()
+    try:
+        url = a.download_url(na)
+        status, body, headers = http_get(url)
+        assert status == 200 and body == data
+        # Range: a resumed download
+        status, body, headers = http_get(url, {"Range": "bytes=1000-"})
+        assert status == 206 and body == data[1000:]
+        assert headers["Content-Range"] == f"bytes 1000-{len(data) - 1}/{len(data)}"
+        status, body, _ = http_get(url, {"Range": "bytes=0-99"})
+        assert status == 206 and body == data[:100]
+        status, _, headers = http_get(url, {"Range": f"bytes={len(data) + 10}-"})
+        assert status == 416
+        # wrong token, another device's token, someone else's device id
+        assert http_get(a.download_url(na, token="x" * 22))[0] == 403
+        assert http_get(a.download_url(na, token=""))[0] == 403
+        assert http_get(a.download_url(nb))[0] == 403  # dl-a using dl-b's token
+        assert http_get(a.download_url(na, device="dl-b"))[0] == 403
+        assert http_get(b.download_url(nb))[0] == 200
+        # wrong task id in the address
+        base, file_id, _ = na["payload"]["url"].rsplit("/", 2)
+        q = {"fileId": file_id, "taskId": "999", "deviceId": "dl-a",
+             "accessToken": na["payload"]["token"]}
+        assert http_get(f"{base}?{urllib.parse.urlencode(q)}")[0] == 403
+        q["taskId"] = "abc"
+        assert http_get(f"{base}?{urllib.parse.urlencode(q)}")[0] == 403
+        # unknown files and path escapes are 404 (only store files are served)
+        q["taskId"] = str(task["id"])
+        for bad in ("0" * 20, "../platform.db", "../../etc/passwd", f"{pkg['id']}/../x",
+                    "%2e%2e%2fplatform.db", pkg["id"] + ".bin", "", pkg["id"].upper()):
+            q["fileId"] = bad
+            assert http_get(f"{base}?{urllib.parse.urlencode(q)}")[0] == 404, bad
+        for path in ("/file/upgrade/../platform.db", "/file/../platform.db",
+                     "/file/upgrade/%2e%2e/platform.db", "/packages/" + pkg["id"] + ".bin"):
+            assert http_get(base.rsplit("/file/upgrade", 1)[0] + path)[0] == 404, path
+        # the token expires
+        time.sleep(2.2)
+        assert http_get(url)[0] == 403
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_many_concurrent_downloads_stream(embedded, tmp_path: Path) -> None:
+    """A 4 MiB image to 20 clients at once: all complete and intact."""
+    import hashlib
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(4 << 20))
+    embedded.start()
+    api, _, _, fakes, notices = _setup(embedded, big, [f"m{i}" for i in range(20)])
+    try:
+        digest = hashlib.md5(big.read_bytes()).hexdigest()
+        with ThreadPoolExecutor(20) as pool:
+            results = list(pool.map(lambda fn: http_get(fn[0].download_url(fn[1]), timeout=30),
+                                    zip(fakes, notices, strict=True)))
+        assert all(s == 200 and hashlib.md5(b).hexdigest() == digest for s, b, _ in results)
+    finally:
+        for f in fakes:
+            f.stop()
