@@ -18,6 +18,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 import urllib.parse
 import urllib.request
@@ -156,9 +157,30 @@ class Platform:
         self._last_flush = time.monotonic()
         self.dropped = 0
         self.accepted = 0
+        # Fast path for the bulk of the traffic, progress of an upgrading sub-task: the
+        # report is kept in `_pending` and written in one batch by the next tick (0.1 s).
+        # `_hot` maps the sub-tasks known to be upgrading to their device; any other state
+        # change clears it, and the batch UPDATE only touches rows still upgrading.
+        self._hot: dict[int, str] = {}
+        self._pending: dict[int, list[Any]] = {}
+        self._pending_lock = threading.Lock()
 
     def close(self) -> None:
+        with self.store.lock:
+            self._apply_pending()
         self.store.close()
+
+    def _apply_pending(self) -> None:
+        """Write the batched progress reports (store lock held)."""
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        if pending:
+            now = time.time()
+            self.store.begin()
+            self.store.db.executemany(
+                "UPDATE subtasks SET step=?, desc=?, last_report=?, updated=?,"
+                " reports=reports+? WHERE id=? AND state='upgrading'",
+                [(v[0], v[1], v[2], now, v[3], sid) for sid, v in pending.items()])
 
     # == packages ======================================================================
     def package_path(self, package_id: str) -> Path | None:
@@ -282,6 +304,7 @@ class Platform:
 
     def list_tasks(self) -> list[dict[str, Any]]:
         with self.store.lock:
+            self._apply_pending()
             out = []
             for t in self.store.tasks():
                 counts = self.store.all(
@@ -293,6 +316,7 @@ class Platform:
 
     def get_task(self, task_id: Any) -> dict[str, Any]:
         with self.store.lock:
+            self._apply_pending()
             t = self._task_row(task_id)
             pkg = self.store.package(t["package_id"])
             subs = self.store.subtasks(t["id"])
@@ -390,6 +414,8 @@ class Platform:
         """Cancel the given devices' sub-tasks, or all active ones when devices is None."""
         results = []
         with self.store.lock:
+            self._apply_pending()
+            self._hot.clear()
             task = self._task_row(task_id)
             subs = {s["device"]: s for s in self.store.subtasks(task["id"])}
             wanted = list(subs) if devices is None else list(devices)
@@ -485,9 +511,25 @@ class Platform:
         if not isinstance(task_id, int) or isinstance(task_id, bool):
             return self._drop(topic, "taskId is not an integer")
         params = msg["params"]
+        if kind == "progress" and self._hot.get(task_id) == device:
+            step = params.get("step")
+            desc = params.get("desc", "")
+            if type(step) is int and 0 <= step <= 100 and type(desc) is str:
+                now = time.time()
+                with self._pending_lock:
+                    entry = self._pending.get(task_id)
+                    if entry is None:
+                        self._pending[task_id] = [step, desc[:MAX_TEXT], now, 1]
+                    else:
+                        entry[0], entry[1], entry[2] = step, desc[:MAX_TEXT], now
+                        entry[3] += 1
+                    self.accepted += 1
+                return
         try:
             with self.store.lock:
                 try:
+                    self._apply_pending()
+                    self._hot.clear()
                     if kind == "inform":
                         self._inform(topic, device, task_id, params)
                     else:
@@ -573,6 +615,7 @@ class Platform:
             return self.store.commit()
         self.store.update_subtask(sub["id"], state="upgrading", step=step, desc=desc,
                                   reports=sub["reports"] + 1, last_report=now, push_due=None)
+        self._hot[sub["id"]] = device
         # Progress rows are committed by the periodic flush; a state change commits now.
         if sub["state"] != "upgrading":
             self.store.commit()
@@ -602,6 +645,7 @@ class Platform:
 
     def flush(self) -> None:
         with self.store.lock:
+            self._apply_pending()
             self.store.commit()
             self._last_flush = time.monotonic()
 
@@ -614,12 +658,14 @@ class Platform:
         sent = 0
         with self.store.lock:
             try:
+                self._apply_pending()
                 for t in self.store.all("SELECT * FROM tasks WHERE state='not_started' AND"
                                         " start_at IS NOT NULL AND start_at <= ?", (now,)):
                     log.info("task %d starts (scheduled)", t["id"])
                     self._start(t)
                 for t in self.store.all("SELECT * FROM tasks WHERE state='running' AND"
                                         " end_at IS NOT NULL AND end_at <= ?", (now,)):
+                    self._hot.clear()
                     self.store.write(
                         "UPDATE subtasks SET state='timed_out', desc='task end time reached',"
                         " push_due=NULL, token_expires=0, updated=? WHERE task_id=? AND state IN"
@@ -629,6 +675,7 @@ class Platform:
                 for sub in self.store.all(
                         "SELECT * FROM subtasks WHERE state='upgrading' AND last_report < ?",
                         (limit,)):
+                    self._hot.clear()
                     self._fail(sub, f"no report for {self.settings.device_timeout:g}s",
                                final_state="timed_out")
                 sent = self._push_due(now)
@@ -682,5 +729,6 @@ class Platform:
 
     def stats(self) -> dict[str, Any]:
         with self.store.lock:
+            self._apply_pending()
             reports = self.store.one("SELECT COALESCE(SUM(reports),0) AS n FROM subtasks")["n"]
         return {"accepted": self.accepted, "dropped": self.dropped, "reports": reports}

@@ -1,0 +1,300 @@
+"""Platform benchmarks (issue 4), each a ratio to a reference server measured in the same run.
+
+- platform_ingest_ratio_vs_mosquitto: progress messages per second the platform ingests and
+  persists (all of them: the bench waits until the store holds every report), published by
+  many devices through mosquitto, over the rate at which mosquitto alone moves the same
+  messages from the same publishers to one subscriber (`mosquitto_sub`).
+- download_throughput_ratio_vs_nginx: 200 concurrent clients (`curl --parallel`) each
+  downloading a 1.5 MiB image with a per-device token, over nginx serving the same file to
+  the same clients.
+
+Publishers are `mosquitto_pub -l` processes (C), one per device, so the load generator is
+not the bottleneck of either side.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "host_tools"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+DEVICES = 40
+MESSAGES_PER_DEVICE = 2500  # 100,000 progress reports
+CLIENTS = 200
+ROUNDS = 3
+IMAGE_SIZE = 3 * 512 * 1024  # 1.5 MiB
+
+
+def _log(msg: str) -> None:
+    print(f"bench_platform: {msg}", file=sys.stderr, flush=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float = 10.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
+class _Mosquitto:
+    def __init__(self, work: Path) -> None:
+        self.port = _free_port()
+        conf = work / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                        "persistence false\nmax_queued_messages 0\nmax_inflight_messages 0\n"
+                        f"log_dest file {work / 'mosquitto.log'}\n")
+        self.proc = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
+                                      str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        _wait_port(self.port)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _payload_files(work: Path, subtasks: dict[str, int]) -> list[tuple[str, Path]]:
+    files = []
+    for device, sid in subtasks.items():
+        path = work / f"pub-{device}.txt"
+        with open(path, "w") as f:
+            for i in range(MESSAGES_PER_DEVICE):
+                step = 1 + i % 99
+                f.write(json.dumps({"taskId": sid, "params": {
+                    "step": step, "desc": f"downloading {step}%", "module": "MCU"}}) + "\n")
+        files.append((device, path))
+    return files
+
+
+def _publish_all(port: int, files: list[tuple[str, Path]]) -> None:
+    procs = []
+    for device, path in files:
+        with open(path, "rb") as f:
+            procs.append(subprocess.Popen(
+                ["mosquitto_pub", "-p", str(port), "-h", "127.0.0.1", "-q", "1", "-l",
+                 "-i", f"bench-{device}", "-t", f"devices/{device}/ota/progress"], stdin=f))
+    for p in procs:
+        if p.wait(300) != 0:
+            raise RuntimeError("mosquitto_pub failed")
+
+
+def _ingest(work: Path) -> dict[str, Any]:
+    from fota_host.platform import start_platform
+
+    total = DEVICES * MESSAGES_PER_DEVICE
+    broker = _Mosquitto(work)
+    platform = None
+    try:
+        fw = work / "fw.bin"
+        fw.write_bytes(os.urandom(4096))
+        platform = start_platform(work / "data", broker=f"mqtt://127.0.0.1:{broker.port}",
+                                  device_timeout=3600, push_rate=100000)
+        api = platform.client()
+        pkg = api.create_package(file=str(fw), version="2.0.0")
+        task = api.create_task(package=pkg["id"], name="ingest")
+        devices = [f"ing-{i:03d}" for i in range(DEVICES)]
+        added = api.add_devices(task["id"], devices)
+        subtasks = {r["device"]: r["subtask"] for r in added}
+        api.start_task(task["id"])
+        files = _payload_files(work, subtasks)
+
+        # 1. mosquitto alone: the same publishers, one subscriber
+        sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-h", "127.0.0.1",
+                                "-q", "1", "-t", "bench/+/ota/progress", "-C", str(total),
+                                "-i", "bench-sub"], stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+        bench_files = []
+        for device, path in files:
+            bench_files.append((device.replace("ing-", "b-"), path))
+        started = time.perf_counter()
+        procs = []
+        for device, path in bench_files:
+            with open(path, "rb") as f:
+                procs.append(subprocess.Popen(
+                    ["mosquitto_pub", "-p", str(broker.port), "-h", "127.0.0.1", "-q", "1",
+                     "-l", "-i", f"bench-{device}", "-t", f"bench/{device}/ota/progress"],
+                    stdin=f))
+        for p in procs:
+            p.wait(300)
+        sub.wait(300)
+        mosq_rate = total / (time.perf_counter() - started)
+        _log(f"mosquitto alone: {mosq_rate:,.0f} msg/s")
+
+        # 2. the platform: ingest and persist every report
+        db = sqlite3.connect(str(work / "data" / "platform.db"))
+        base = db.execute("SELECT COALESCE(SUM(reports),0) FROM subtasks").fetchone()[0]
+        started = time.perf_counter()
+        _publish_all(broker.port, files)
+        published = time.perf_counter() - started
+        deadline = time.monotonic() + 300
+        stored = 0
+        while time.monotonic() < deadline:
+            stored = db.execute("SELECT COALESCE(SUM(reports),0) FROM subtasks").fetchone()[0]
+            stored -= base
+            if stored >= total:
+                break
+            time.sleep(0.01)
+        elapsed = time.perf_counter() - started
+        db.close()
+        plat_rate = stored / elapsed
+        _log(f"platform: {stored}/{total} reports persisted, {plat_rate:,.0f} msg/s "
+             f"(publishers done after {published:.2f}s)")
+        return {
+            "platform_ingest_msgs_per_s": round(plat_rate),
+            "platform_ingest_persisted": stored,
+            "platform_ingest_sent": total,
+            "mosquitto_msgs_per_s": round(mosq_rate),
+            "platform_ingest_ratio_vs_mosquitto": round(plat_rate / mosq_rate, 3)
+            if stored >= total else 0.0,
+        }
+    finally:
+        if platform:
+            platform.stop()
+        broker.stop()
+
+
+def _curl_parallel(work: Path, urls: list[str], name: str) -> float:
+    """Download every url ROUNDS times, CLIENTS at a time; returns bytes per second."""
+    cfg = work / f"curl-{name}.cfg"
+    with open(cfg, "w") as f:
+        for _ in range(ROUNDS):
+            for url in urls:
+                f.write(f'url = "{url}"\noutput = "/dev/null"\n')
+    started = time.perf_counter()
+    out = subprocess.run(["curl", "--parallel", "--parallel-immediate", "--parallel-max",
+                          str(CLIENTS), "-sS", "--fail", "-K", str(cfg), "-w",
+                          "%{http_code} %{size_download}\n"],
+                         capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - started
+    lines = out.stdout.split()
+    codes, sizes = lines[0::2], lines[1::2]
+    good = sum(1 for c, s in zip(codes, sizes, strict=True)
+               if c in ("200", "206") and int(s) == IMAGE_SIZE)
+    if good != len(urls) * ROUNDS:
+        raise RuntimeError(f"{name}: {good}/{len(urls) * ROUNDS} downloads complete "
+                           f"({out.stderr[-300:]})")
+    return good * IMAGE_SIZE / elapsed
+
+
+def _nginx(work: Path, image: Path) -> tuple[subprocess.Popen, int] | None:
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
+                                      else None)
+    if not nginx:
+        return None
+    port = _free_port()
+    root = work / "www"
+    root.mkdir()
+    shutil.copy(image, root / "fw.bin")
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf = work / "nginx.conf"
+    conf.write_text(
+        f"{user}worker_processes auto;\ndaemon off;\npid {work}/nginx.pid;\n"
+        f"error_log {work}/nginx-error.log;\nevents {{ worker_connections 4096; }}\n"
+        "http {\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n"
+        f"  client_body_temp_path {work}/ngx-body;\n  proxy_temp_path {work}/ngx-proxy;\n"
+        f"  fastcgi_temp_path {work}/ngx-fcgi;\n  uwsgi_temp_path {work}/ngx-uwsgi;\n"
+        f"  scgi_temp_path {work}/ngx-scgi;\n"
+        f"  server {{ listen 127.0.0.1:{port}; root {root}; }}\n}}\n")
+    proc = subprocess.Popen([nginx, "-c", str(conf), "-p", str(work)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_port(port)
+    return proc, port
+
+
+def _download(work: Path) -> dict[str, Any]:
+    from fota_host.platform import start_platform
+
+    if not shutil.which("curl"):
+        _log("curl not installed: download figures skipped")
+        return {"download_bench_skipped": "curl not installed"}
+    image = work / "image.bin"
+    image.write_bytes(os.urandom(IMAGE_SIZE))
+    platform = start_platform(work / "dl-data", push_rate=100000, token_ttl=3600)
+    figures: dict[str, Any] = {}
+    try:
+        api = platform.client()
+        pkg = api.create_package(file=str(image), version="2.0.0")
+        task = api.create_task(package=pkg["id"], name="download")
+        devices = [f"dl-{i:03d}" for i in range(CLIENTS)]
+        api.add_devices(task["id"], devices)
+        api.start_task(task["id"])
+        db = sqlite3.connect(str(work / "dl-data" / "platform.db"))
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rows = db.execute("SELECT device, token FROM subtasks WHERE task_id=? AND token"
+                              " IS NOT NULL", (task["id"],)).fetchall()
+            if len(rows) == CLIENTS:
+                break
+            time.sleep(0.1)
+        db.close()
+        base = platform.file_base
+        urls = [f"{base}?" + urllib.parse.urlencode({"fileId": pkg["id"], "taskId": task["id"],
+                                                     "deviceId": dev, "accessToken": token})
+                for dev, token in rows]
+        plat_bps = _curl_parallel(work, urls, "platform")
+        figures["platform_download_mib_per_s"] = round(plat_bps / 2**20, 1)
+        _log(f"platform: {plat_bps / 2**20:,.0f} MiB/s")
+    finally:
+        platform.stop()
+    started = _nginx(work, image)
+    if started is None:
+        _log("nginx not installed: download_throughput_ratio_vs_nginx skipped")
+        figures["download_throughput_ratio_vs_nginx_skipped"] = "nginx not installed"
+        return figures
+    proc, port = started
+    try:
+        urls = [f"http://127.0.0.1:{port}/fw.bin?c={i}" for i in range(CLIENTS)]
+        nginx_bps = _curl_parallel(work, urls, "nginx")
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    figures["nginx_download_mib_per_s"] = round(nginx_bps / 2**20, 1)
+    figures["download_throughput_ratio_vs_nginx"] = round(plat_bps / nginx_bps, 3)
+    _log(f"nginx: {nginx_bps / 2**20:,.0f} MiB/s")
+    return figures
+
+
+def run() -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-platform-") as tmp:
+        work = Path(tmp)
+        if shutil.which("mosquitto_pub") and shutil.which("mosquitto_sub") and (
+                shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
+            (work / "ingest").mkdir()
+            figures.update(_ingest(work / "ingest"))
+        else:
+            _log("mosquitto and its clients (mosquitto_pub/sub) needed: ingest skipped")
+            figures["platform_ingest_skipped"] = "mosquitto or mosquitto-clients not installed"
+        (work / "download").mkdir()
+        figures.update(_download(work / "download"))
+    return figures
+
+
+if __name__ == "__main__":
+    print(json.dumps(run()))
