@@ -52,7 +52,8 @@ def micropython_bin() -> str:
     found = _venv_bin("micropython") or shutil.which("micropython")
     if not found:
         raise FileNotFoundError(
-            "no MicroPython unix port found: run `make setup`, or set MICROPYTHON=/path/to/micropython"
+            "no MicroPython unix port found: run `make setup`, "
+            "or set MICROPYTHON=/path/to/micropython"
         )
     return str(found)
 

@@ -56,5 +56,5 @@ def parse_report(stdout: str, stderr: str, returncode: int) -> dict[str, Any]:
             return report
     tail = (stderr.strip() or stdout.strip()).splitlines()[-3:]
     return {"ok": False, "step": -1,
-            "reason": "device crashed (exit %d): %s" % (returncode, " | ".join(tail)),
+            "reason": f"device crashed (exit {returncode}): {' | '.join(tail)}",
             "bytes": 0}

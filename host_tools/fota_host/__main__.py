@@ -1,0 +1,3 @@
+from fota_host.cli import main
+
+main()

@@ -1,0 +1,84 @@
+"""The `fota pack` / `fota sim` commands as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def fota(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fota_host", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_sim_image_then_sim_update_status_boot_confirm(tmp_path, served):
+    out = tmp_path / "v2.bin"
+    made = fota("pack", "sim-image", "--board", "esp32", "--version", "2.0.0",
+                "--size", "262144", "-o", str(out))
+    assert made.returncode == 0, made.stderr
+    info = json.loads(made.stdout)
+    assert info["size"] == 262144 == out.stat().st_size
+    assert len(info["md5"]) == 32 and len(info["sha256"]) == 64
+    (served.root / "v2.bin").write_bytes(out.read_bytes())
+    flash = tmp_path / "flash"
+    upd = fota("sim", "update", "--flash", str(flash), "--board", "esp32",
+               served.server.url("v2.bin"), "--md5", info["md5"], "--size", "262144",
+               "--sha256", info["sha256"], "--heap", "48K")
+    assert upd.returncode == 0, upd.stderr
+    report = json.loads(upd.stdout)
+    assert set(report) >= {"ok", "step", "reason", "bytes"} and report["ok"]
+    st = json.loads(fota("sim", "status", "--flash", str(flash)).stdout)
+    assert set(st) >= {"board", "running", "boot", "pending", "versions"}
+    assert st["boot"] == "ota_1" and st["versions"]["ota_1"] == "2.0.0"
+    st = json.loads(fota("sim", "boot", "--flash", str(flash)).stdout)
+    assert st["running"] == "ota_1" and st["pending"] is True
+    st = json.loads(fota("sim", "confirm", "--flash", str(flash)).stdout)
+    assert st["pending"] is False
+
+
+def test_failed_update_exits_nonzero_with_json(tmp_path, served):
+    flash = tmp_path / "flash"
+    upd = fota("sim", "update", "--flash", str(flash), "--board", "esp32",
+               served.server.url("missing.bin"), "--md5", "0" * 32, "--size", "5000")
+    assert upd.returncode == 1
+    assert json.loads(upd.stdout)["step"] == -2
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    flash = tmp_path / "flash"
+    bad_md5 = fota("sim", "update", "--flash", str(flash), "http://x/y", "--md5", "xyz",
+                   "--size", "10")
+    assert bad_md5.returncode == 2 and "--md5 must be 32 hex digits" in bad_md5.stderr
+    assert not flash.exists()                        # nothing half-made
+    no_flash = fota("sim", "status", "--flash", str(tmp_path / "nowhere"))
+    assert no_flash.returncode == 2 and "not a simulated flash folder" in no_flash.stderr
+    bad_size = fota("pack", "sim-image", "--version", "1", "--size", "1000", "-o",
+                    str(tmp_path / "x.bin"))
+    assert bad_size.returncode == 2 and "multiple of 16" in bad_size.stderr
+
+
+def test_corrupt_otadata_is_reported_not_a_crash(tmp_path):
+    flash = tmp_path / "flash"
+    assert fota("sim", "init", "--flash", str(flash), "--board", "esp32").returncode == 0
+    (flash / "otadata.json").write_text("garbage")
+    res = fota("sim", "boot", "--flash", str(flash))
+    assert res.returncode == 2 and "otadata.json is unreadable" in res.stderr
+
+
+def test_pack_bundle_from_folder(tmp_path: Path):
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "app.py").write_text("def main():\n    pass\n")
+    out = tmp_path / "app.fotb"
+    res = fota("pack", "bundle", str(app), "--version", "3.1.0", "-o", str(out))
+    assert res.returncode == 0, res.stderr
+    from fota_host import bundle
+
+    unpacked = bundle.unpack(out.read_bytes())
+    assert unpacked.version == "3.1.0" and set(unpacked.files) == {"app.mpy"}
+    missing = tmp_path / "empty"
+    missing.mkdir()
+    res = fota("pack", "bundle", str(missing), "--version", "1", "-o", str(out))
+    assert res.returncode == 2 and "no app.py" in res.stderr
