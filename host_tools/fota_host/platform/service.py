@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,30 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+class _Client(mqtt.Client):
+    """paho's client with an outbox drained by its own network thread.
+
+    The platform runs paho's `loop_forever` in a thread of its own (not `loop_start`, whose
+    wake-up socket pair costs two extra system calls per received QoS 1 message), so other
+    threads must not write to the socket: they queue notices here, and the network thread
+    sends them after each pass of its loop (at most `timeout` later).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outbox: deque[tuple[str, bytes] | None] = deque()
+
+    def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
+        rc = super()._loop(timeout)
+        while self.outbox:
+            item = self.outbox.popleft()
+            if item is None:
+                self.disconnect()
+                break
+            self.publish(item[0], item[1], qos=1)
+        return rc
+
+
 class MqttLink:
     """The platform's own MQTT client: subscribes to every device's inform and progress."""
 
@@ -120,8 +145,8 @@ class MqttLink:
         self.connected = threading.Event()
         # A persistent session: an external broker keeps device reports (QoS 1) while the
         # platform restarts.
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  clean_session=False)
+        self.client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                              clean_session=False)
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(100)
         if url.username:
@@ -134,6 +159,7 @@ class MqttLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.thread = threading.Thread(target=self._run, name="fota-mqtt", daemon=True)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                     props: Any = None) -> None:
@@ -153,17 +179,24 @@ class MqttLink:
         self.platform.on_message(msg.topic, msg.payload)
 
     def publish(self, topic: str, payload: bytes) -> None:
-        self.client.publish(topic, payload, qos=1)
+        self.client.outbox.append((topic, payload))
+
+    def _run(self) -> None:
+        try:
+            self.client.loop_forever(timeout=0.05, retry_first_connection=True)
+        except Exception:
+            log.exception("MQTT network thread failed")
 
     def start(self) -> None:
         self.client.connect_async(self.url.host, self.url.port, keepalive=30)
-        self.client.loop_start()
+        self.thread.start()
 
     def stop(self) -> None:
-        try:
-            self.client.disconnect()
-        finally:
-            self.client.loop_stop()
+        self.client.outbox.append(None)
+        self.thread.join(3)
+        if self.thread.is_alive():  # broker unreachable: stop the reconnect loop
+            self.client._thread_terminate = True
+            self.thread.join(6)
 
 
 async def _start_embedded_broker(host: str, port: int) -> Any:
