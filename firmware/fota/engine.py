@@ -13,14 +13,17 @@ A source has `open(offset, size) -> (stream, offset served)`; the stream has
 `pending()`, `busy()`, `check_header(buf)`, `write_block(n, buf)`,
 `write_tail(n, buf, length)`, `read_block(n, buf)` and `switch(info)`.
 
-Resume: every 8 blocks the journal records the blocks safely written and a
-CRC-32 of their first 256 bytes each. MicroPython's md5 cannot be saved, so a
+Resume: the journal names the image once (task, size, digests, slot) and every
+8 blocks records the blocks safely written and a CRC-32 of their first 256
+bytes each. MicroPython's md5 cannot be saved, so a
 restart re-reads that prefix from flash to rebuild the digests, and the CRC
 proves the flash still holds those blocks. (A CRC over every byte would cost
 three times the MD5; the sample is enough because the final MD5 and read-back
 still cover every byte.)
 """
 from micropython import const
+
+from fota import journal as jr
 
 BLOCK = const(4096)
 _SHIFT = const(12)
@@ -134,8 +137,6 @@ def _run(target, source, size, md5, sha256, progress, journal, task, readback,
          decoder, lock_heap):
     import binascii
 
-    from fota import journal as jr
-
     if not isinstance(size, int) or size <= 0:
         raise UpdateError(-3, "bad size")
     if not isinstance(md5, str) or len(md5) != 32:
@@ -156,16 +157,28 @@ def _run(target, source, size, md5, sha256, progress, journal, task, readback,
     ident = [task, size, md5, sha256, target.label]
     st = _state(sha256)
     blocks = 0
+    ck = None
     if journal:
         saved = jr.load(journal)
-        if saved and saved.get("id") == ident and isinstance(saved.get("blocks"), int):
-            # md5 state can't be saved: rebuild it from flash, and check the flash
-            # still holds what the journal recorded.
-            _hash_slot(target, st, saved["blocks"] << _SHIFT, buf)
-            if st[_CRC] == saved.get("crc"):
-                blocks = saved["blocks"]
-            else:
-                st = _state(sha256)
+        if saved and saved.get("id") == ident:
+            try:
+                ck = jr.ck_open(journal, False)
+                point = jr.ck_last(ck)
+            except OSError:
+                point = None
+            if point:
+                # md5 state can't be saved: rebuild it from flash, and check the
+                # flash still holds what the journal recorded.
+                _hash_slot(target, st, point[0] << _SHIFT, buf)
+                if st[_CRC] == point[1]:
+                    blocks = point[0]
+                else:
+                    st = _state(sha256)
+        if ck is None or not blocks:
+            if ck is not None:
+                ck[0].close()
+            ck = jr.ck_open(journal, True)       # truncates old checkpoints first
+            jr.save(journal, {"id": ident})
     last = size >> _SHIFT
     tail = size - (last << _SHIFT)
     try:
@@ -180,8 +193,8 @@ def _run(target, source, size, md5, sha256, progress, journal, task, readback,
     crc32 = binascii.crc32
     try:
         while blocks < last:
-            if journal:
-                jr.save(journal, {"id": ident, "blocks": blocks, "crc": st[_CRC]})
+            if ck is not None and blocks:
+                jr.ck_write(ck, blocks, st[_CRC])
             if progress:
                 progress(blocks << _SHIFT, size)
             # Every block after the first is the steady state and must not allocate:
@@ -218,6 +231,8 @@ def _run(target, source, size, md5, sha256, progress, journal, task, readback,
                     st[_FAIL] = -4
                     st[_CAUSE] = exc
     finally:
+        if ck is not None:
+            ck[0].close()
         try:
             stream.close()
         except Exception:  # noqa: closing is best effort

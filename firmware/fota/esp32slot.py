@@ -1,9 +1,7 @@
 """ESP32 target: the inactive OTA app partition, through `esp32.Partition`.
 
-MicroPython exposes no "pending verify" state, so the target keeps a small trial
-record (`fota_trial.json`) written just before `set_boot()`: after the reset,
-running == record slot means the new image is on trial; running != record slot
-with the boot partition back on the running one means the bootloader rolled back.
+`switch()` writes a trial record (`fota_trial.json`) just before `set_boot()`;
+esp32trial.py reads it after the reset (MicroPython has no pending-verify API).
 """
 from micropython import const
 
@@ -61,7 +59,10 @@ class Esp32Target:
 
     # --- what the engine calls ---
     def pending(self):
-        return self.boot_state()[0] == "pending"
+        from fota import journal
+
+        record = journal.load(TRIAL)
+        return bool(record) and record.get("slot") == self.running_label
 
     def busy(self):
         boot = self._cls(self._cls.BOOT).info()[4]
@@ -100,34 +101,21 @@ class Esp32Target:
 
             raise UpdateError(-3, "bootloader refused the image: %s" % exc)
 
-    # --- what the agent calls around reboots ---
+    # --- what the agent calls around reboots (in esp32trial: not needed to update) ---
     def boot_state(self):
-        """('normal'|'pending'|'rolled_back', trial record or None)."""
-        from fota import journal
+        from fota.esp32trial import boot_state
 
-        record = journal.load(TRIAL)
-        if not record:
-            return "normal", None
-        if record.get("slot") == self.running_label:
-            return "pending", record
-        if self._cls(self._cls.BOOT).info()[4] == record.get("slot"):
-            return "normal", record          # switched, reset not done yet
-        return "rolled_back", record
+        return boot_state(self)
 
     def note(self, reason):
-        """Keep why the trial failed, for the report after the rollback."""
-        from fota import journal
+        from fota.esp32trial import note
 
-        record = journal.load(TRIAL)
-        if record:
-            record["reason"] = reason
-            journal.save(TRIAL, record)
+        note(reason)
 
     def confirm(self):
-        from fota import journal
+        from fota.esp32trial import confirm
 
-        self._cls.mark_app_valid_cancel_rollback()
-        journal.clear(TRIAL)
+        confirm(self._cls)
 
     def forget(self):
         from fota import journal

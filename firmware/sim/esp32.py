@@ -12,6 +12,8 @@ every simulated hard reset. Kept small: on a board this module costs no RAM.
 """
 import os
 
+from esp32_check import image_problem  # loaded up front: late imports fragment the heap
+
 SLOT_SIZE = 0x180000
 _LABELS = ("ota_0", "ota_1")
 _scratch = None
@@ -101,8 +103,6 @@ class Partition:
         return Partition(_LABELS[1 - _LABELS.index(self.label)])
 
     def set_boot(self):
-        from esp32_check import image_problem  # only needed here: keep this module small
-
         self._f.flush()
         self._f.seek(0)
         if image_problem(self._f, SLOT_SIZE):

@@ -214,19 +214,28 @@ def test_journal_of_another_task_starts_over(tmp_path, served):
     served.server.faults.truncate_at = 400_000
     served.server.faults.truncate_once = True
     assert sim.update(flash, "esp32", img["url"], img["md5"], size, task=1)["step"] == -2
-    assert json.loads((flash / "fota_journal.json").read_text())["blocks"] > 0
+    assert json.loads((flash / "fota_journal.json").read_text())["id"][0] == 1
+    assert (flash / "fota_journal.json.ck").stat().st_size == 32    # two checkpoint slots
     report = sim.update(flash, "esp32", img["url"], img["md5"], size, task=2)
     assert report["ok"], report
     assert served.server.stats.requests[1]["range"] is None
 
 
-def test_corrupt_journal_starts_over(tmp_path, served):
+@pytest.mark.parametrize("damage", ["json", "checkpoints"])
+def test_corrupt_journal_starts_over(tmp_path, served, damage):
     flash = new_flash(tmp_path)
-    img = served.add("v2.bin", esp_image.build_sim_image("2.0.0", SIZE))
-    (flash / "fota_journal.json").write_text("{not json")
-    report = sim.update(flash, "esp32", img["url"], img["md5"], img["size"])
+    size = 600_000 - 600_000 % 16
+    img = served.add("v2.bin", esp_image.build_sim_image("2.0.0", size))
+    served.server.faults.truncate_at = 400_000
+    served.server.faults.truncate_once = True
+    assert sim.update(flash, "esp32", img["url"], img["md5"], size, task=1)["step"] == -2
+    if damage == "json":
+        (flash / "fota_journal.json").write_text("{not json")
+    else:
+        (flash / "fota_journal.json.ck").write_bytes(b"\x13" * 32)
+    report = sim.update(flash, "esp32", img["url"], img["md5"], size, task=1)
     assert report["ok"], report
-    assert served.server.stats.requests[0]["range"] is None
+    assert served.server.stats.requests[1]["range"] is None
 
 
 def test_journal_whose_blocks_were_overwritten_starts_over(tmp_path, served):
