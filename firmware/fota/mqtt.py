@@ -1,11 +1,8 @@
-# A resilient MQTT link on top of umqtt.simple (1.3.4 from the package index and
-# micropython-lib's 1.8): a deadline on every socket read and write, a connect
-# timeout, pings at keepalive/4 with a dead-link rule, QoS 1 with a PUBACK
-# deadline and bounded DUP retries, and one idempotent link-down path that
-# schedules a reconnect with capped, jittered exponential backoff.
-#
-# umqtt.simple keeps doing what it gets right (CONNECT, SUBSCRIBE, QoS 0 PUBLISH,
-# decoding PUBLISH); the socket it talks to is a _Sock that applies our deadlines.
+# A resilient MQTT link over umqtt.simple (1.3.4 from the package index, or
+# micropython-lib's 1.8): deadlines on every socket read and write, connect timeout,
+# pings at keepalive/4 and a dead-link rule, QoS 1 with a PUBACK deadline and DUP
+# retries, one link-down path, reconnects with capped jittered backoff. umqtt keeps
+# encoding CONNECT, SUBSCRIBE, QoS 0 PUBLISH and decoding PUBLISH, through _Sock.
 from micropython import const
 from time import ticks_add, ticks_diff, ticks_ms
 
@@ -41,7 +38,7 @@ class _Sock:
         s.setblocking(False)
 
     # umqtt's connect() calls socket.socket(), socket.getaddrinfo(), sock.connect()
-    # and (1.8) sock.settimeout(): the connection is already open by then.
+    # and (1.8) sock.settimeout(): by then the connection is already open.
     def socket(self, *a):
         return self
 
@@ -51,7 +48,7 @@ class _Sock:
     def connect(self, *a):
         pass
 
-    settimeout = connect
+    settimeout = close = connect  # Link closes self.s itself
 
     def setblocking(self, flag):
         self.nb = not flag
@@ -98,9 +95,6 @@ class _Sock:
             elif not self.wait(_OUT, self.tmo):
                 raise OSError(_ETIMEDOUT)
 
-    def close(self):
-        self.s.close()
-
 
 class Link:
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=60,
@@ -119,7 +113,7 @@ class Link:
         self._retries = retries
         self._mx = max_packet
         self._pi = keepalive * 250  # ping interval (keepalive/4) in ms; 0: no pings
-        self._subs = []
+        self._subs = {}  # topic: qos, subscribed again on every connect
         self._sk = None
         self._want = True  # poll() (re)connects until close()
         self._next = ticks_ms()
@@ -152,7 +146,7 @@ class Link:
         self._ack = 0
         if sk:
             try:
-                sk.close()
+                sk.s.close()
             except Exception:
                 pass
         d = min(self._bmax, self._bmin << min(self._fails, 16))
@@ -164,11 +158,7 @@ class Link:
         if len(topic) > 120:  # umqtt 1.3.4 packs the SUBSCRIBE length in one byte
             raise ValueError("topic")
         qos = 1 if qos else 0  # umqtt.simple cannot take QoS 2 deliveries (assert 0)
-        for s in self._subs:
-            if s[0] == topic:
-                self._subs.remove(s)
-                break
-        self._subs.append((topic, qos))
+        self._subs[topic] = qos
         if self._sk:
             self._sk.end = ticks_add(ticks_ms(), self._tmo)
             try:
@@ -192,6 +182,11 @@ class Link:
             ai = socket.getaddrinfo(self._host, self._port, 0, socket.SOCK_STREAM)[0]
             s = socket.socket(ai[0], socket.SOCK_STREAM)
             sk = _Sock(s, self._tmo, self._mx)  # its `end` bounds the whole connect
+            try:  # umqtt writes each packet in pieces: without TCP_NODELAY, Nagle and
+                # the broker's delayed ACK add 40-200 ms to every request/response
+                s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: same in Linux and lwIP
+            except Exception:
+                pass
             try:  # umqtt 1.3.4 has no connect timeout: connect without blocking
                 s.connect(ai[-1])
             except OSError as e:
@@ -214,8 +209,8 @@ class Link:
             _um.socket = sk  # so umqtt's "socket.socket()" is ours
             c.connect()  # clean session
             _um.socket = old
-            for t, q in self._subs:
-                c.subscribe(t, q)
+            for t in self._subs:
+                c.subscribe(t, self._subs[t])
         except Exception:
             # OSError, MQTTException (CONNACK refused), AssertionError/IndexError
             # from umqtt's checks on garbage: all mean "no link".
@@ -238,7 +233,7 @@ class Link:
         op = self._c.check_msg()
         if not sk.got:
             return False
-        if op and op & 0xF0 != 0x30:
+        if op is not None and op & 0xF0 != 0x30:
             # umqtt returns other packets with their body unread: consume it here,
             # or a late PUBACK or SUBACK desynchronises the stream.
             n = self._c._recv_len()
@@ -265,7 +260,8 @@ class Link:
                 if ticks_diff(now, self._pt) >= pi:  # umqtt never pings by itself
                     self._pt = now
                     sk.write(b"\xc0\0")
-            while self._one() and ticks_diff(sk.end, ticks_ms()) > 0:
+            # self._sk: on_message may have closed the link
+            while self._sk and self._one() and ticks_diff(sk.end, ticks_ms()) > 0:
                 pass
         except Exception:
             self._down()

@@ -43,15 +43,31 @@ def on_message(topic, msg):
 
 
 pending = []
+ctx = None
+if "ca" in opt:  # TLS verified against this CA (DER), as a board would be configured
+    import ssl
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    with open(opt["ca"], "rb") as f:
+        ctx.load_verify_locations(cadata=f.read())
 link = Link(opt["id"], host, port, keepalive=int(opt["ka"]), timeout_ms=int(opt["tmo"]),
+            tls=ctx, server_hostname=opt.get("sni"),
             on_message=on_message, on_connect=on_connect, backoff_min_ms=int(opt["bmin"]),
             backoff_max_ms=int(opt["bmax"]), retries=int(opt["retries"]))
 _connect = link.connect
 
 
+def sched():  # the reconnect delay the link has just chosen
+    out(ev="sched", d=time.ticks_diff(link._next, time.ticks_ms()))
+
+
 def traced_connect():
     out(ev="try")
-    return _connect()
+    ok = _connect()
+    if not ok:
+        sched()
+    return ok
 
 
 if mode == "connect":  # one attempt, timed
@@ -83,6 +99,7 @@ while time.ticks_diff(end, time.ticks_ms()) > 0:
         up = link.connected
         if not up:
             out(ev="down")
+            sched()
     while pending:
         c = pending.pop(0)
         if c[0] == "quit":
