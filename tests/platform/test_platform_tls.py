@@ -1,0 +1,93 @@
+"""HTTPS downloads and API (--tls-cert/--tls-key) and an mqtts:// external broker."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import ssl
+import urllib.request
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from fota_host.platform import start_platform
+from helpers import Mosquitto, free_port, wait_port
+from platform_fakes import FakeDevice, wait_device_state
+
+
+def make_cert(folder: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    os.chmod(key_path, 0o644)
+    return cert_path, key_path
+
+
+def test_https_downloads_and_api(tmp_path: Path, firmware: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    proc = start_platform(tmp_path / "data", tls_cert=cert, tls_key=key)
+    try:
+        assert proc.api.startswith("https://") and proc.file_base.startswith("https://")
+        api = proc.client()  # trusts service.json's tls_cert
+        pkg = api.create_package(file=str(firmware), version="2.0.0")
+        task = api.create_task(package=pkg["id"], name="tls")
+        api.add_devices(task["id"], ["tls-1"])
+        dev = FakeDevice("tls-1", proc.broker).start()
+        try:
+            api.start_task(task["id"])
+            notice = dev.wait_notice()
+            ctx = ssl.create_default_context(cafile=str(cert))
+            with urllib.request.urlopen(dev.download_url(notice), context=ctx) as resp:
+                assert resp.read() == firmware.read_bytes()
+            dev.progress(notice["taskId"], 100, "ok")
+            dev.inform(notice["taskId"], "2.0.0")
+            wait_device_state(api, task["id"], "tls-1", "succeeded")
+        finally:
+            dev.stop()
+    finally:
+        proc.stop()
+
+
+def test_mqtts_external_broker(tmp_path: Path, firmware: Path) -> None:
+    cert, key = make_cert(tmp_path)
+    tls_port = free_port()
+    # started as root, mosquitto switches to user mosquitto before it reads the key
+    user = "user root\n" if os.geteuid() == 0 else ""
+    broker = Mosquitto(tmp_path, extra_conf=f"{user}listener {tls_port} 127.0.0.1\n"
+                                            f"certfile {cert}\nkeyfile {key}\n").start()
+    wait_port(tls_port)
+    try:
+        proc = start_platform(tmp_path / "data", broker=f"mqtts://127.0.0.1:{tls_port}",
+                              ca=cert)
+        try:
+            api = proc.client()
+            pkg = api.create_package(file=str(firmware), version="2.0.0")
+            task = api.create_task(package=pkg["id"], name="mqtts")
+            api.add_devices(task["id"], ["s-1"])
+            dev = FakeDevice("s-1", broker.url).start()  # the device on the plain listener
+            try:
+                api.start_task(task["id"])
+                dev.upgrade(dev.wait_notice())
+                wait_device_state(api, task["id"], "s-1", "succeeded")
+            finally:
+                dev.stop()
+        finally:
+            proc.stop()
+    finally:
+        broker.stop()
