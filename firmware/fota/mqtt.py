@@ -33,6 +33,7 @@ class _Sock:
         self.got = False  # a byte arrived since the caller cleared this
         self.rx = ticks_ms()  # when the last byte arrived
         self.end = ticks_add(self.rx, tmo)
+        self.one = bytearray(1)
         self.p = select.poll()
         self.p.register(s, _IN)
         s.setblocking(False)
@@ -68,12 +69,19 @@ class _Sock:
             if n:  # a garbage length: refuse it rather than die in MemoryError
                 raise OSError(_EMSGSIZE)
             return b""  # the real read(0) would look like EOF to umqtt
+        if self.nb:  # check_msg()'s probe, on every poll: readinto allocates nothing
+            b = self.s.readinto(self.one)
+            if not b:
+                if b is None:
+                    return None
+                raise OSError(-1)
+            self.rx = ticks_ms()
+            self.got = True
+            return self.one  # umqtt only takes res[0] and compares it to bytes
         buf = b""
         while len(buf) < n:
             b = self.s.read(n - len(buf))
             if b is None:
-                if self.nb and not buf:
-                    return None  # check_msg(): nothing pending
                 if not self.wait(_IN, self.tmo):
                     raise OSError(_ETIMEDOUT)
             elif b:

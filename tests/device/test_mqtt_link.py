@@ -535,3 +535,11 @@ def test_tls_verifies_the_broker_certificate(tmp_path, devices):
     finally:
         broker.stop()
         shutil.rmtree(certs, ignore_errors=True)
+
+
+def test_idle_poll_allocates_nothing(mosquitto, devices):
+    """poll() on a quiet link runs with the heap locked (micropython.heap_lock)."""
+    dev = devices("idle", mosquitto.port, heap="24K")
+    ev = dev.wait("idle")
+    assert ev["ok"] is True and ev["connected"] is True and ev["ms"] >= 1000
+    assert dev.finish() == "" and dev.proc.returncode == 0

@@ -1,6 +1,6 @@
 # Device side of tests/device/test_mqtt_link.py: runs fota.mqtt.Link on the unix
 # port and prints one JSON object per line (events, with device-clock times in ms).
-# argv: mode host port [key=value ...]; modes: loop, connect, pub1.
+# argv: mode host port [key=value ...]; modes: loop, connect, pub1, idle.
 import gc
 import json
 import sys
@@ -85,6 +85,25 @@ if mode == "pub1":  # connect, then one QoS 1 publish, timed
     t = now()
     r = link.publish(b"t/out", b"x" * 10, qos=1)
     out(ev="pub", qos=1, ok=r, ms=now() - t, connected=link.connected)
+    sys.exit(0)
+
+if mode == "idle":  # a connected link with nothing to do: polling allocates nothing
+    import micropython
+
+    def idle(n):
+        micropython.heap_lock()
+        try:
+            while n:
+                n -= 1
+                link.poll()  # a MemoryError in here would take the link down
+                time.sleep_ms(2)
+        finally:
+            micropython.heap_unlock()
+
+    ok = link.connect()
+    t = now()
+    idle(500)
+    out(ev="idle", ok=ok, connected=link.connected, ms=now() - t)
     sys.exit(0)
 
 link.connect = traced_connect
