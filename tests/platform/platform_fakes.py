@@ -10,9 +10,12 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from fota_host.platform import start_platform
+from helpers import Mosquitto
 
 
 def broker_addr(url: str) -> tuple[str, int, str | None, str | None]:
@@ -162,3 +165,38 @@ def wait_device_state(client: Any, task_id: int, device: str, state: str,
                       timeout: float = 10.0) -> dict[str, Any]:
     return wait_for(lambda: (row := device_row(client, task_id, device))["state"] == state
                     and row, timeout, what=f"{device} {state}")
+
+
+class Env:
+    """A platform on a real broker (embedded amqtt or mosquitto) in a temp folder."""
+
+    def __init__(self, kind: str, tmp_path: Path) -> None:
+        self.kind = kind
+        self.tmp = tmp_path
+        self.data = tmp_path / "data"
+        self.mosquitto: Mosquitto | None = None
+        self.proc: Any = None
+        self.options: dict[str, Any] = {}
+        if kind == "mosquitto":
+            (tmp_path / "mq").mkdir()
+            self.mosquitto = Mosquitto(tmp_path / "mq").start()
+
+    def start(self, **options: Any) -> Any:
+        self.options = options or self.options
+        broker = self.mosquitto.url if self.mosquitto else None
+        self.proc = start_platform(self.data, broker=broker, **self.options)
+        return self.proc
+
+    @property
+    def broker(self) -> str:
+        return self.proc.broker
+
+    @property
+    def api(self) -> Any:
+        return self.proc.client()
+
+    def stop(self) -> None:
+        if self.proc:
+            self.proc.stop()
+        if self.mosquitto:
+            self.mosquitto.stop()
