@@ -16,19 +16,27 @@ _EMSGSIZE = const(90)
 _AI = ((None,),)  # a getaddrinfo() answer: umqtt only takes [0][-1]
 
 
+def _call(f, *a):  # run an application callback; its bugs must not cost the link
+    if f:
+        try:
+            f(*a)
+        except Exception as e:
+            import sys
+
+            sys.print_exception(e)
+
+
 class _Sock:
     # The socket umqtt.simple uses and, during its connect(), its `socket` module.
     # Why: umqtt's wait_msg() calls setblocking(True), which on lwIP ports means no
-    # timeout at all, so a half-open link hangs the board (facts page; umqtt.simple
-    # wait_msg in both 1.3.4 and 1.8). Here the real socket stays non-blocking and
-    # every wait is a poll() bounded by `tmo` (restarts on progress) and by `end`
-    # (the caller's deadline for the whole operation).
+    # timeout at all, so a half-open link hangs the board (facts page; wait_msg in
+    # both 1.3.4 and 1.8). Here the real socket stays non-blocking and every wait
+    # is a poll() bounded by `tmo` (restarts on progress) and by `end` (the
+    # caller's deadline for the whole operation).
     def __init__(self, s, tmo, mx):
         import select
 
-        self.s = s
-        self.tmo = tmo
-        self.mx = mx
+        self.s, self.tmo, self.mx = s, tmo, mx
         self.nb = False  # True from umqtt's check_msg() to its first read
         self.got = False  # a byte arrived since the caller cleared this
         self.rx = ticks_ms()  # when the last byte arrived
@@ -69,15 +77,14 @@ class _Sock:
             if n:  # a garbage length: refuse it rather than die in MemoryError
                 raise OSError(_EMSGSIZE)
             return b""  # the real read(0) would look like EOF to umqtt
-        if self.nb:  # check_msg()'s probe, on every poll: readinto allocates nothing
+        if self.nb:  # check_msg()'s 1-byte probe on every poll: readinto allocates nothing
             b = self.s.readinto(self.one)
+            if b is None:
+                return None
             if not b:
-                if b is None:
-                    return None
                 raise OSError(-1)
-            self.rx = ticks_ms()
-            self.got = True
-            return self.one  # umqtt only takes res[0] and compares it to bytes
+            self.rx, self.got = ticks_ms(), True
+            return self.one  # umqtt only takes res[0] and compares res with bytes
         buf = b""
         while len(buf) < n:
             b = self.s.read(n - len(buf))
@@ -86,8 +93,7 @@ class _Sock:
                     raise OSError(_ETIMEDOUT)
             elif b:
                 buf = buf + b if buf else b
-                self.rx = ticks_ms()
-                self.got = True
+                self.rx, self.got = ticks_ms(), True
             else:
                 raise OSError(-1)  # EOF, as umqtt reports it
         return buf
@@ -109,23 +115,16 @@ class Link:
                  tls=None, server_hostname=None, timeout_ms=10000, on_message=None,
                  on_connect=None, backoff_min_ms=500, backoff_max_ms=30000,
                  retries=2, max_packet=4096):
-        self._host = host
-        self._port = port
-        self._tls = tls
-        self._sni = server_hostname or host
-        self._tmo = timeout_ms
-        self.on_message = on_message
-        self.on_connect = on_connect
-        self._bmin = backoff_min_ms
-        self._bmax = backoff_max_ms
-        self._retries = retries
-        self._mx = max_packet
+        self._host, self._port, self._tmo = host, port, timeout_ms
+        self._tls, self._sni = tls, server_hostname or host
+        self.on_message, self.on_connect = on_message, on_connect
+        self._bmin, self._bmax = backoff_min_ms, backoff_max_ms
+        self._retries, self._mx = retries, max_packet
         self._pi = keepalive * 250  # ping interval (keepalive/4) in ms; 0: no pings
         self._subs = {}  # topic: qos, subscribed again on every connect
         self._sk = None
         self._want = True  # poll() (re)connects until close()
-        self._next = ticks_ms()
-        self._fails = 0
+        self._next, self._fails = ticks_ms(), 0
         self._pt = 0  # when the last PINGREQ went out
         self._ack = 0  # packet id of the QoS 1 PUBLISH waiting for its PUBACK
         self._b = bytearray(4)
@@ -137,13 +136,7 @@ class Link:
         return self._sk is not None
 
     def _cb(self, topic, msg, *_):  # *_: a umqtt that also passes the retain flag
-        if self.on_message:
-            try:
-                self.on_message(topic, msg)
-            except Exception as e:  # a bug in the agent must not cost the link
-                import sys
-
-                sys.print_exception(e)
+        _call(self.on_message, topic, msg)
 
     def _down(self):
         # The one link-down path: close, forget, schedule the next connect.
@@ -165,8 +158,7 @@ class Link:
     def subscribe(self, topic, qos=1):
         if len(topic) > 120:  # umqtt 1.3.4 packs the SUBSCRIBE length in one byte
             raise ValueError("topic")
-        qos = 1 if qos else 0  # umqtt.simple cannot take QoS 2 deliveries (assert 0)
-        self._subs[topic] = qos
+        qos = self._subs[topic] = 1 if qos else 0  # umqtt can't take QoS 2 (assert 0)
         if self._sk:
             self._sk.end = ticks_add(ticks_ms(), self._tmo)
             try:
@@ -190,9 +182,9 @@ class Link:
             ai = socket.getaddrinfo(self._host, self._port, 0, socket.SOCK_STREAM)[0]
             s = socket.socket(ai[0], socket.SOCK_STREAM)
             sk = _Sock(s, self._tmo, self._mx)  # its `end` bounds the whole connect
-            try:  # umqtt writes each packet in pieces: without TCP_NODELAY, Nagle and
-                # the broker's delayed ACK add 40-200 ms to every request/response
-                s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY: same in Linux and lwIP
+            try:  # umqtt writes each packet in pieces: with Nagle and the broker's
+                # delayed ACK every request/response costs 40-200 ms
+                s.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY (Linux and lwIP)
             except Exception:
                 pass
             try:  # umqtt 1.3.4 has no connect timeout: connect without blocking
@@ -204,9 +196,9 @@ class Link:
             if not r or r & _ERR:  # a blackhole, or refused
                 raise OSError(_ETIMEDOUT)
             if self._tls:
-                # 1.3.4 only knows ussl.wrap_socket(), so the SSLContext is applied
-                # here and umqtt gets ssl=False. The handshake blocks, bounded by
-                # the socket timeout.
+                # 1.3.4 only knows ussl.wrap_socket(): the SSLContext is applied here
+                # and umqtt gets ssl=False. The handshake blocks, bounded by the
+                # socket timeout.
                 s.setblocking(True)
                 s.settimeout(self._tmo / 1000)
                 s = self._tls.wrap_socket(s, server_hostname=self._sni)
@@ -228,11 +220,8 @@ class Link:
             self._sk = sk
             self._down()
             return False
-        self._sk = sk
-        self._fails = 0
-        self._pt = ticks_ms()
-        if self.on_connect:
-            self.on_connect()
+        self._sk, self._fails, self._pt = sk, 0, ticks_ms()
+        _call(self.on_connect)
         return True
 
     def _one(self):  # handle one pending packet; False if none was there
@@ -278,7 +267,7 @@ class Link:
         sk = self._sk
         if not sk:
             return False
-        c = self._c
+        c, b = self._c, self._b
         try:
             sk.end = ticks_add(ticks_ms(), self._tmo)
             if not qos:
@@ -287,12 +276,10 @@ class Link:
             # QoS 1 is written here: umqtt's publish(qos=1) waits for PUBACK
             # forever and cannot set DUP on a retransmission.
             c.pid = pid = c.pid % 65535 + 1
-            b = self._b
             n = self._retries + 1
             for i in range(n):
-                sz = 4 + len(topic) + len(msg)
+                sz, j = 4 + len(topic) + len(msg), 1
                 b[0] = 0x32 | (i > 0) << 3 | retain
-                j = 1
                 while sz > 0x7F:
                     b[j] = sz & 0x7F | 0x80
                     sz >>= 7
@@ -301,8 +288,7 @@ class Link:
                 sk.end = ticks_add(ticks_ms(), self._tmo)
                 sk.write(b, j + 1)
                 c._send_str(topic)
-                b[0] = pid >> 8
-                b[1] = pid & 0xFF
+                b[0], b[1] = pid >> 8, pid & 0xFF
                 sk.write(b, 2)
                 sk.write(msg)
                 self._ack = pid
