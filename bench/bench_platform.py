@@ -34,6 +34,7 @@ DEVICES = 40
 MESSAGES_PER_DEVICE = 2500  # 100,000 progress reports
 CLIENTS = 200
 ROUNDS = 3
+ROUNDS_INGEST = 2
 IMAGE_SIZE = 3 * 512 * 1024  # 1.5 MiB
 
 
@@ -104,6 +105,43 @@ def _publish_all(port: int, files: list[tuple[str, Path]]) -> None:
             raise RuntimeError("mosquitto_pub failed")
 
 
+def _mosquitto_alone(port: int, files: list[tuple[str, Path]], total: int, n: int) -> float:
+    """The same publishers, mosquitto, one subscriber (`mosquitto_sub`, QoS 1)."""
+    sub = subprocess.Popen(["mosquitto_sub", "-p", str(port), "-h", "127.0.0.1", "-q", "1",
+                            "-t", f"bench{n}/+/ota/progress", "-C", str(total),
+                            "-i", f"bench-sub-{n}"], stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    started = time.perf_counter()
+    procs = []
+    for device, path in files:
+        with open(path, "rb") as f:
+            procs.append(subprocess.Popen(
+                ["mosquitto_pub", "-p", str(port), "-h", "127.0.0.1", "-q", "1", "-l",
+                 "-i", f"bench-{n}-{device}", "-t", f"bench{n}/{device}/ota/progress"],
+                stdin=f))
+    for p in procs:
+        p.wait(300)
+    sub.wait(300)
+    return total / (time.perf_counter() - started)
+
+
+def _platform_ingest(db: sqlite3.Connection, port: int, files: list[tuple[str, Path]],
+                     total: int) -> tuple[float, int]:
+    """The same publishers, mosquitto, the platform; done when the store holds them all."""
+    query = "SELECT COALESCE(SUM(reports),0) FROM subtasks"
+    base = db.execute(query).fetchone()[0]
+    started = time.perf_counter()
+    _publish_all(port, files)
+    deadline = time.monotonic() + 300
+    stored = 0
+    while time.monotonic() < deadline:
+        stored = db.execute(query).fetchone()[0] - base
+        if stored >= total:
+            break
+        time.sleep(0.01)
+    return stored / (time.perf_counter() - started), stored
+
+
 def _ingest(work: Path) -> dict[str, Any]:
     from fota_host.platform import start_platform
 
@@ -124,47 +162,18 @@ def _ingest(work: Path) -> dict[str, Any]:
         api.start_task(task["id"])
         files = _payload_files(work, subtasks)
 
-        # 1. mosquitto alone: the same publishers, one subscriber
-        sub = subprocess.Popen(["mosquitto_sub", "-p", str(broker.port), "-h", "127.0.0.1",
-                                "-q", "1", "-t", "bench/+/ota/progress", "-C", str(total),
-                                "-i", "bench-sub"], stdout=subprocess.DEVNULL)
-        time.sleep(0.5)
-        bench_files = []
-        for device, path in files:
-            bench_files.append((device.replace("ing-", "b-"), path))
-        started = time.perf_counter()
-        procs = []
-        for device, path in bench_files:
-            with open(path, "rb") as f:
-                procs.append(subprocess.Popen(
-                    ["mosquitto_pub", "-p", str(broker.port), "-h", "127.0.0.1", "-q", "1",
-                     "-l", "-i", f"bench-{device}", "-t", f"bench/{device}/ota/progress"],
-                    stdin=f))
-        for p in procs:
-            p.wait(300)
-        sub.wait(300)
-        mosq_rate = total / (time.perf_counter() - started)
-        _log(f"mosquitto alone: {mosq_rate:,.0f} msg/s")
-
-        # 2. the platform: ingest and persist every report
         db = sqlite3.connect(str(work / "data" / "platform.db"))
-        base = db.execute("SELECT COALESCE(SUM(reports),0) FROM subtasks").fetchone()[0]
-        started = time.perf_counter()
-        _publish_all(broker.port, files)
-        published = time.perf_counter() - started
-        deadline = time.monotonic() + 300
+        mosq_rate = plat_rate = 0.0
         stored = 0
-        while time.monotonic() < deadline:
-            stored = db.execute("SELECT COALESCE(SUM(reports),0) FROM subtasks").fetchone()[0]
-            stored -= base
-            if stored >= total:
+        for attempt in range(ROUNDS_INGEST):  # best of each, alternating, against noise
+            mosq_rate = max(mosq_rate, _mosquitto_alone(broker.port, files, total, attempt))
+            _log(f"mosquitto alone: {mosq_rate:,.0f} msg/s (best so far)")
+            rate, stored = _platform_ingest(db, broker.port, files, total)
+            plat_rate = max(plat_rate, rate)
+            _log(f"platform: {stored}/{total} reports persisted, {rate:,.0f} msg/s")
+            if stored < total:
                 break
-            time.sleep(0.01)
-        elapsed = time.perf_counter() - started
         db.close()
-        plat_rate = stored / elapsed
-        _log(f"platform: {stored}/{total} reports persisted, {plat_rate:,.0f} msg/s "
-             f"(publishers done after {published:.2f}s)")
         return {
             "platform_ingest_msgs_per_s": round(plat_rate),
             "platform_ingest_persisted": stored,
