@@ -1,0 +1,33 @@
+# The smallest useful program around fota.mqtt.Link, to measure the heap the link
+# needs: echo every message on t/in to t/out (QoS 1, then QoS 0) until "quit".
+# argv: host port
+import gc
+import sys
+import time
+
+from fota.mqtt import Link
+
+inbox = []
+
+
+def on_message(topic, msg):  # keep it short: the main loop does the work
+    inbox.append(msg)
+
+
+link = Link("echo", sys.argv[1], int(sys.argv[2]), keepalive=5, timeout_ms=2000,
+            on_message=on_message, on_connect=lambda: print("connected"))
+link.subscribe(b"t/in")
+n = 0
+end = time.ticks_add(time.ticks_ms(), 15000)
+while time.ticks_diff(end, time.ticks_ms()) > 0:
+    link.poll()
+    while inbox:
+        m = inbox.pop(0)
+        if m == b"quit":
+            end = time.ticks_ms()
+            break
+        n += link.publish(b"t/out", m, qos=1) + link.publish(b"t/out", m)
+    time.sleep_ms(2)
+link.close()
+gc.collect()
+print("echoed", n, "in use", gc.mem_alloc())
