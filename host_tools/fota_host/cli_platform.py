@@ -120,7 +120,7 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
                           settings=settings)
     try:
         run_service(opts)
-    except OSError as exc:
+    except (OSError, PlatformError) as exc:
         fail(f"cannot serve: {exc}")
 
 

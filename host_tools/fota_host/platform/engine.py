@@ -510,6 +510,8 @@ class Platform:
         task_id = msg.get("taskId")
         if not isinstance(task_id, int) or isinstance(task_id, bool):
             return self._drop(topic, "taskId is not an integer")
+        if not -1 <= task_id < 2**62:
+            return self._drop(topic, "taskId out of range")
         params = msg["params"]
         if kind == "progress" and self._hot.get(task_id) == device:
             step = params.get("step")
@@ -562,12 +564,11 @@ class Platform:
                 return self.store.commit()
             if version == sub["target"]:
                 self._finish(sub, "succeeded", 100, f"already on {version}")
-            elif sub["push_due"] is None or sub["push_due"] > now:
-                # (Re)connected without the upgrade in hand: send the notice now. A retry
-                # waiting for its backoff keeps its time.
-                if sub["push_due"] is None:
-                    self.store.update_subtask(sub["id"], state="pending", push_due=now,
-                                              desc=f"device online on {version}")
+            elif sub["push_due"] is None:
+                # (Re)connected without an upgrade in hand (taskId -1): send the notice
+                # (again). A retry waiting for its backoff keeps its time.
+                self.store.update_subtask(sub["id"], state="pending", push_due=now,
+                                          desc=f"device online on {version}")
             return self.store.commit()
         sub = self._own_subtask(topic, device, task_id)
         if sub is None:

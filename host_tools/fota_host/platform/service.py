@@ -143,6 +143,7 @@ class MqttLink:
         self.platform = platform
         self.url = url
         self.connected = threading.Event()
+        self.stopping = False
         # A persistent session: an external broker keeps device reports (QoS 1) while the
         # platform restarts.
         self.client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
@@ -173,7 +174,10 @@ class MqttLink:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any = None) -> None:
         self.connected.clear()
-        log.warning("disconnected from broker (%s); reconnecting", rc)
+        if self.stopping:
+            log.info("disconnected from broker")
+        else:
+            log.warning("disconnected from broker (%s); reconnecting", rc)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.platform.on_message(msg.topic, msg.payload)
@@ -192,6 +196,7 @@ class MqttLink:
         self.thread.start()
 
     def stop(self) -> None:
+        self.stopping = True
         self.client.outbox.append(None)
         self.thread.join(3)
         if self.thread.is_alive():  # broker unreachable: stop the reconnect loop
@@ -211,7 +216,13 @@ async def _start_embedded_broker(host: str, port: int) -> Any:
                     {"allow_anonymous": True}},
     }
     broker = Broker(config)
-    await broker.start()
+    quiet = logging.getLogger("amqtt.broker")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # a busy port is reported by the caller, in one line
+    try:
+        await broker.start()
+    finally:
+        quiet.setLevel(level)
     return broker
 
 
@@ -245,7 +256,11 @@ async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None
         url = parse_broker_url(opts.broker)
     else:
         mqtt_port = opts.mqtt_port or _free_port(opts.host)
-        broker = await _start_embedded_broker(opts.host, mqtt_port)
+        try:
+            broker = await _start_embedded_broker(opts.host, mqtt_port)
+        except Exception as exc:
+            sock.close()
+            raise PlatformError(f"embedded broker on {opts.host}:{mqtt_port}: {exc}") from None
         url = BrokerURL("mqtt", local, mqtt_port)
 
     platform = Platform(data_dir, settings)
