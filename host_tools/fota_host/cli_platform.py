@@ -276,12 +276,8 @@ def task_import(data_dir: Path, task_id: str, csv_file: Path) -> None:
 @DATA
 @click.argument("task_id")
 def task_start(data_dir: Path, task_id: str) -> None:
-    """Start a task now."""
-    emit_json(_summary(_run(data_dir, "start_task", task_id)))
-
-
-def _summary(task: dict[str, Any]) -> dict[str, Any]:
-    return {"id": task["id"], "state": task["state"], "devices": len(task["devices"])}
+    """Start a task now; prints the task as `task show --json` does."""
+    emit_json(_run(data_dir, "start_task", task_id))
 
 
 @task_group.command("show")

@@ -290,3 +290,27 @@ def test_bad_api_input_changes_nothing(embedded, firmware: Path, tmp_path: Path)
     assert status == 401
     status, body, _ = http_get(info["api"] + "/openapi.json")
     assert status == 200 and "/api/tasks/{id}/start" in json.loads(body)["paths"]
+
+
+def test_fleet_upgrade_respects_push_rate(env, firmware: Path) -> None:
+    """24 devices, 120 notices a minute (a burst of 20, then 2 a second): all succeed."""
+    env.start(push_rate=120, device_timeout=30)
+    api = env.api
+    names = [f"fleet-{i:02d}" for i in range(24)]
+    _, task = make_task(api, firmware, names)
+    devices = [FakeDevice(n, env.broker).start() for n in names]
+    try:
+        started = time.monotonic()
+        api.start_task(task["id"])
+        arrivals = []
+        for dev in devices:
+            notice = dev.wait_notice(timeout=15)
+            arrivals.append(time.monotonic() - started)
+            dev.upgrade(notice, steps=(50, 100))
+        # the last 4 notices waited for the rate limit (2 a second after the burst)
+        assert max(arrivals) >= 1.4
+        wait_for(lambda: api.get_task(task["id"])["state"] == "finished", timeout=15)
+        assert {d["state"] for d in api.get_task(task["id"])["devices"]} == {"succeeded"}
+    finally:
+        for dev in devices:
+            dev.stop()
