@@ -8,14 +8,14 @@ failed (digest, length, header), -4 flash write failed, -1 anything else. The
 boot selection changes only after every check passed, so a power cut at any
 moment leaves the running image selected.
 
-A source has `open(offset, size) -> (stream, offset served)`; the stream has
-`readinto`. A target (esp32slot.py, fileslot.py) has `capacity`, `label`,
+A source is a function `(offset, size) -> (stream, offset served)` (see
+http.source); the stream has `readinto`. A target (esp32slot.py, fileslot.py) has `capacity`, `label`,
 `pending()`, `busy()`, `check_header(buf)`, `write_block(n, buf)`,
 `write_tail(n, buf, length)`, `read_block(n, buf)` and `switch(info)`.
 
-Resume: the journal names the image once (task, size, digests, slot) and every
-8 blocks records the blocks safely written and a CRC-32 of their first 256
-bytes each. MicroPython's md5 cannot be saved, so a
+Resume: the journal names the image once (task, size, digests, slot) and, at
+most every 15 ms, records the blocks safely written and a CRC-32 of their first
+64 bytes each. MicroPython's md5 cannot be saved, so a
 restart re-reads that prefix from flash to rebuild the digests, and the CRC
 proves the flash still holds those blocks. (A CRC over every byte would cost
 three times the MD5; the sample is enough because the final MD5 and read-back
@@ -27,8 +27,9 @@ from fota import journal as jr
 
 BLOCK = const(4096)
 _SHIFT = const(12)
-_CHECKPOINT = const(8)       # blocks between journal writes: a resume repeats < 32 KiB
-_SAMPLE = const(256)         # bytes per block covered by the journal CRC
+_CHECKPOINT = const(8)       # blocks moved between looks at the clock and the journal
+_CHECKPOINT_MS = const(15)   # journal writes at most ~66 a second (flash wear, CPU)
+_SAMPLE = const(64)          # bytes per block covered by the journal CRC
 # Slots of the state list shared with _pump (a list, not an object: cheaper in RAM,
 # and assigning to a slot allocates nothing).
 _MD5 = const(0)
@@ -154,35 +155,29 @@ def _run(target, source, size, md5, sha256, progress, journal, task, readback,
         sha256 = sha256.lower()
     buf = block_buffer()
     # The url is left out on purpose: a retried notice may carry a fresh token.
-    ident = [task, size, md5, sha256, target.label]
+    ident = binascii.crc32(repr([task, size, md5, sha256, target.label]).encode())
     st = _state(sha256)
     blocks = 0
     ck = None
     if journal:
-        saved = jr.load(journal)
-        if saved and saved.get("id") == ident:
-            try:
-                ck = jr.ck_open(journal, False)
-                point = jr.ck_last(ck)
-            except OSError:
-                point = None
-            if point:
-                # md5 state can't be saved: rebuild it from flash, and check the
-                # flash still holds what the journal recorded.
-                _hash_slot(target, st, point[0] << _SHIFT, buf)
-                if st[_CRC] == point[1]:
-                    blocks = point[0]
-                else:
-                    st = _state(sha256)
-        if ck is None or not blocks:
+        ck = jr.ck_open(journal, ident, False)
+        point = jr.ck_last(ck) if ck else None
+        if point:
+            # md5 state can't be saved: rebuild it from flash, and check the
+            # flash still holds what the journal recorded.
+            _hash_slot(target, st, point[0] << _SHIFT, buf)
+            if st[_CRC] == point[1]:
+                blocks = point[0]
+            else:
+                st = _state(sha256)
+        if not blocks:
             if ck is not None:
                 ck[0].close()
-            ck = jr.ck_open(journal, True)       # truncates old checkpoints first
-            jr.save(journal, {"id": ident})
+            ck = jr.ck_open(journal, ident, True)     # starts a new journal
     last = size >> _SHIFT
     tail = size - (last << _SHIFT)
     try:
-        stream, offset = source.open(blocks << _SHIFT, size)
+        stream, offset = source(blocks << _SHIFT, size)
     except OSError as exc:
         raise UpdateError(-2, "cannot open the image: %s" % exc)
     if offset != blocks << _SHIFT:       # the server would not resume: from the top
@@ -191,10 +186,18 @@ def _run(target, source, size, md5, sha256, progress, journal, task, readback,
     if decoder is not None:              # the seam for compressed or delta images
         stream = decoder(stream)
     crc32 = binascii.crc32
+    import time
+
+    ticks_ms = time.ticks_ms
+    ticks_diff = time.ticks_diff
+    saved_at = ticks_ms()
     try:
         while blocks < last:
-            if ck is not None and blocks:
+            # Checkpoint at a bounded rate: a cut repeats at most ~15 ms of download
+            # (and never less than the 8 blocks since the last look).
+            if ck is not None and blocks and ticks_diff(ticks_ms(), saved_at) >= _CHECKPOINT_MS:
                 jr.ck_write(ck, blocks, st[_CRC])
+                saved_at = ticks_ms()
             if progress:
                 progress(blocks << _SHIFT, size)
             # Every block after the first is the steady state and must not allocate:

@@ -4,7 +4,7 @@ urequests cannot be used for images: it never verifies TLS certificates, has no
 Range support and no deadline on reads. This client sends one GET and hands back
 the socket positioned at the body, so the engine `readinto`s straight from it.
 Errors are raised as engine.UpdateError with CTWing step -2 (-3 for a length
-that contradicts the notice).
+that contradicts the notice, -1 for a refused configuration).
 """
 
 
@@ -14,44 +14,36 @@ def _fail(reason, step=-2):
     return UpdateError(step, reason)
 
 
-def split_url(url):
-    """'https://host:8443/a/b?c' -> (tls, host, port, '/a/b?c')."""
-    if url.startswith("https://"):
-        tls, rest, port = True, url[8:], 443
-    elif url.startswith("http://"):
-        tls, rest, port = False, url[7:], 80
-    else:
-        raise _fail("unsupported url scheme")
-    slash = rest.find("/")
-    hostport, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
-    colon = hostport.rfind(":")
-    if colon > 0 and "]" not in hostport[colon:]:
-        try:
-            port = int(hostport[colon + 1:])
-        except ValueError:
-            raise _fail("bad port in url")
-        hostport = hostport[:colon]
-    if not hostport:
-        raise _fail("no host in url")
-    return tls, hostport.strip("[]"), port, path
-
-
 def get(url, start=0, timeout_ms=10000, ca=None, insecure=False):
     """One GET (with `Range: bytes=start-` when start > 0).
 
-    Returns (sock, status, content_length, range_start, range_total, location);
-    -1 where a header is absent. The caller closes the socket.
+    Returns (sock, status, content_length, range_start, range_total, location),
+    -1/None where a header is absent. The caller closes the socket.
     """
     import socket
 
-    tls, host, port, path = split_url(url)
+    tls = url.startswith("https://")
+    if not tls and not url.startswith("http://"):
+        raise _fail("unsupported url scheme")
+    rest = url[8:] if tls else url[7:]
+    slash = rest.find("/")
+    host, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+    port = 443 if tls else 80
+    colon = host.rfind(":")
+    if colon > 0 and "]" not in host[colon:]:
+        try:
+            port = int(host[colon + 1:])
+        except ValueError:
+            raise _fail("bad port in url")
+        host = host[:colon]
+    host = host.strip("[]")
     try:
         addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
     except OSError:
         raise _fail("cannot resolve " + host)
     sock = socket.socket()
     try:
-        sock.settimeout(timeout_ms / 1000)
+        sock.settimeout(timeout_ms / 1000)     # every read and write, not just connect
         sock.connect(addr)
         if tls:
             from fota.tls import context
@@ -79,11 +71,10 @@ def get(url, start=0, timeout_ms=10000, ca=None, insecure=False):
             if name == b"content-length":
                 length = int(value)
             elif name == b"content-range" and value.startswith(b"bytes "):
-                dash = value.find(b"-")
-                slash = value.find(b"/")
-                rstart = int(value[6:dash])
-                if value[slash + 1:] != b"*":
-                    rtotal = int(value[slash + 1:])
+                rstart = int(value[6:value.find(b"-")])
+                total = value[value.find(b"/") + 1:]
+                if total != b"*":
+                    rtotal = int(total)
             elif name == b"location":
                 location = value.decode()
             elif name == b"transfer-encoding" and b"chunked" in value.lower():
@@ -100,27 +91,24 @@ def get(url, start=0, timeout_ms=10000, ca=None, insecure=False):
         raise
 
 
-class HttpSource:
-    """An engine source that downloads `url`, resuming with Range when asked."""
+def source(url, timeout_ms=10000, ca=None, insecure=False):
+    """An engine source for `url`: `open(offset, size) -> (stream, offset served)`.
 
-    def __init__(self, url, timeout_ms=10000, ca=None, insecure=False):
-        if url.startswith("https://") and not ca and not insecure:
-            # Refuse before any byte moves: an unverified image server is a hole.
-            raise _fail("https download refused: no CA configured", -1)
-        self.url = url
-        self.timeout_ms = timeout_ms
-        self.ca = ca
-        self.insecure = insecure
+    Resumes with Range; a server that answers 200, 416 or another range means
+    starting from the top. Follows a few redirects.
+    """
+    if url.startswith("https://") and not ca and not insecure:
+        # Refuse before any byte moves: an unverified image server is a hole.
+        raise _fail("https download refused: no CA configured", -1)
 
-    def open(self, offset, size):
-        """Returns (stream, offset actually served)."""
-        url = self.url
-        for _ in range(4):                      # a few redirects at most
+    def open_(offset, size):
+        where = url
+        for _ in range(4):
             sock, status, length, rstart, rtotal, location = get(
-                url, offset, self.timeout_ms, self.ca, self.insecure)
+                where, offset, timeout_ms, ca, insecure)
             if 300 < status < 309 and location:
                 sock.close()
-                url = location
+                where = location
                 continue
             if status == 206 and offset > 0 and rstart == offset and rtotal in (-1, size):
                 return sock, offset
@@ -135,3 +123,5 @@ class HttpSource:
                 continue
             raise _fail("HTTP %d" % status)
         raise _fail("too many redirects")
+
+    return open_

@@ -3,11 +3,11 @@
 `load`/`save`/`clear`: a JSON document replaced atomically (temp file + rename),
 so a cut leaves the old version or the new one, never half of one.
 
-`ck_*`: the resume progress of an update, written every few blocks. A
-rename per checkpoint would cost more than the download itself on a fast link, so
-a checkpoint is a 16-byte record written in place, alternating between two
-slots; each record carries a sequence number and its own CRC, so a cut in the
-middle of a write leaves the other slot valid.
+`ck_*`: the resume journal of an update. A 16-byte header names the update (a
+CRC-32 of task, size, digests and slot); then two 16-byte checkpoint records,
+written in place alternately (a rename per checkpoint would cost more than the
+download on a fast link). Each record carries a sequence number and its own
+CRC, so a cut in the middle of a write leaves the other record valid.
 """
 from micropython import const
 
@@ -39,17 +39,36 @@ def save(path, data):
 def clear(path):
     import os
 
-    for name in (path, path + ".tmp", path + ".ck"):
+    for name in (path, path + ".tmp"):
         try:
             os.remove(name)
         except OSError:
             pass
 
 
-def ck_open(path, fresh):
-    """Open the checkpoint file; returns the handle list [file, record, head, seq]."""
+def ck_open(path, ident, fresh):
+    """The checkpoint file of the update `ident` (a CRC-32 naming task and image).
+
+    Returns the handle [file, record, head, seq], or None when the file on disk
+    belongs to another update (or is unreadable) and `fresh` is False.
+    """
+    import struct
+
     rec = bytearray(_REC)
-    return [open(path + ".ck", "w+b" if fresh else "r+b"), rec, memoryview(rec)[:12], 0]
+    if fresh:
+        f = open(path, "w+b")
+        struct.pack_into("<4sI", rec, 0, b"FJ01", ident)
+        f.write(rec)
+        f.flush()
+    else:
+        try:
+            f = open(path, "r+b")
+        except OSError:
+            return None
+        if f.readinto(rec) != _REC or struct.unpack_from("<4sI", rec) != (b"FJ01", ident):
+            f.close()
+            return None
+    return [f, rec, memoryview(rec)[:12], 0]
 
 
 def ck_last(ck):
@@ -59,7 +78,7 @@ def ck_last(ck):
 
     f, rec, head, _ = ck
     best = None
-    for slot in (0, 1):
+    for slot in (1, 2):
         f.seek(slot * _REC)
         if f.readinto(rec) != _REC:
             continue
@@ -81,6 +100,6 @@ def ck_write(ck, blocks, crc):
     ck[3] = seq
     struct.pack_into("<IIII", rec, 0, seq, blocks, crc, 0)
     struct.pack_into("<I", rec, 12, binascii.crc32(head))
-    f.seek((seq & 1) * _REC)
+    f.seek(16 + (seq & 1) * _REC)
     f.write(rec)
     f.flush()
