@@ -17,6 +17,7 @@ from esp32_check import image_problem  # loaded up front: late imports fragment 
 SLOT_SIZE = 0x180000
 _LABELS = ("ota_0", "ota_1")
 _scratch = None
+_ERASED = b"\xff" * 64
 
 
 def _path(name):
@@ -95,8 +96,8 @@ class Partition:
             return 4096
         if op == 6:
             self._f.seek(arg * 4096)
-            for _ in range(16):
-                self._f.write(b"\xff" * 256)
+            for _ in range(64):
+                self._f.write(_ERASED)
         return 0
 
     def get_next_update(self):

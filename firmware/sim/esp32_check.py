@@ -6,6 +6,9 @@ checksum byte is not recomputed here: the SHA-256 covers it.
 """
 
 
+_buf = bytearray(512)   # allocated at import, before the updater fragments the heap
+
+
 def image_problem(f, size):
     """ESP-IDF-style validation of the image at the start of open file `f`."""
     import hashlib
@@ -37,13 +40,12 @@ def image_problem(f, size):
         h = hashlib.sha256()
         f.seek(0)
         left = pos
-        buf = bytearray(512)   # small: this runs beside the updater's own buffers
         while left:
-            n = f.readinto(buf)
+            n = f.readinto(_buf)
             if n <= 0:
                 return "truncated image"
             n = min(n, left)
-            h.update(memoryview(buf)[:n])
+            h.update(_buf if n == 512 else memoryview(_buf)[:n])
             left -= n
         f.seek(pos)
         if f.read(32) != h.digest():

@@ -9,16 +9,15 @@
 import sys
 
 
-class FileSource:
+def file_source(path):
     """A local image file as a resumable engine source."""
 
-    def __init__(self, path):
-        self.path = path
-
-    def open(self, offset, size):
-        f = open(self.path, "rb")
+    def open_(offset, size):
+        f = open(path, "rb")
         f.seek(offset)
         return f, offset
+
+    return open_
 
 
 def target_for(board):
@@ -70,15 +69,15 @@ def update(args):
     try:
         target = target_for(board)
         if src.startswith("http://") or src.startswith("https://"):
-            from fota.http import HttpSource
+            from fota.http import source as http_source
 
             ca = None
             if ca_file:
                 with open(ca_file, "rb") as f:
                     ca = f.read()
-            source = HttpSource(src, 10000, ca, insecure)
+            source = http_source(src, 10000, ca, insecure)
         else:
-            source = FileSource(src)
+            source = file_source(src)
         if trace:
             try:
                 step, reason = engine._run(target, source, size, md5, sha256, progress,
