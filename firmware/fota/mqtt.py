@@ -111,6 +111,15 @@ class _Sock:
 
 
 class Link:
+    # Use: subscribe() the topics, then call poll() often (every 10-100 ms) from
+    # the main loop; it connects, reconnects, pings and dispatches. An idle poll()
+    # allocates nothing; it may block up to timeout_ms (a reconnect attempt, or a
+    # peer sending slowly). on_message(topic, msg) runs inside poll() or inside a
+    # QoS 1 publish(): keep it short, record the work and do it in the main loop.
+    # publish() returns False (never raises) when the link is down; a QoS 1
+    # publish waits about timeout_ms at most for its PUBACK (retries with DUP),
+    # then takes the link down. Clean sessions: re-publish what matters after
+    # on_connect; QoS 1 can deliver duplicates.
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=60,
                  tls=None, server_hostname=None, timeout_ms=10000, on_message=None,
                  on_connect=None, backoff_min_ms=500, backoff_max_ms=30000,

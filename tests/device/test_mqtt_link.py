@@ -347,17 +347,34 @@ def test_half_open_link_is_detected_and_recovered(mosquitto, devices):
         proxy.close()
 
 
-def test_connect_to_blackhole_times_out(devices):
-    # A listener that never accepts: the kernel completes the TCP handshake, but no
-    # CONNACK ever comes back.
-    srv = socket.create_server((HOST, 0), backlog=4)
+@pytest.mark.parametrize("hole", ["no-connack", "no-syn-ack"])
+def test_connect_to_blackhole_times_out(devices, hole):
+    # A listener that never accepts. "no-connack": the kernel completes the TCP
+    # handshake, but no CONNACK ever comes. "no-syn-ack": its accept queue is full,
+    # so the SYN goes unanswered and TCP connect itself hangs.
+    srv = socket.socket()
+    srv.bind((HOST, 0))
+    srv.listen(0 if hole == "no-syn-ack" else 4)
+    port = srv.getsockname()[1]
+    fillers = []
+    if hole == "no-syn-ack":
+        for _ in range(4):
+            f = socket.socket()
+            f.setblocking(False)
+            f.connect_ex((HOST, port))
+            fillers.append(f)
+        time.sleep(0.2)
+        with pytest.raises(TimeoutError):  # check the hole really is one
+            socket.create_connection((HOST, port), timeout=0.3).close()
     try:
-        dev = devices("connect", srv.getsockname()[1], tmo=800)
+        dev = devices("connect", port, tmo=800)
         ev = dev.wait("connect", timeout=10)
         assert ev["ok"] is False
         assert 700 <= ev["ms"] <= 1800
         assert dev.finish() == "" and dev.proc.returncode == 0
     finally:
+        for f in fillers:
+            f.close()
         srv.close()
 
 
