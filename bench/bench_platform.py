@@ -188,6 +188,38 @@ def _ingest(work: Path) -> dict[str, Any]:
         broker.stop()
 
 
+def _ingest_embedded(work: Path) -> dict[str, Any]:
+    """Raw figure, no ratio: the same reports through the embedded (amqtt) broker."""
+    from fota_host.platform import start_platform
+
+    devices, per_device = 20, 1000
+    fw = work / "fw.bin"
+    fw.write_bytes(os.urandom(4096))
+    platform = start_platform(work / "data", device_timeout=3600, push_rate=100000)
+    try:
+        api = platform.client()
+        pkg = api.create_package(file=str(fw), version="2.0.0")
+        task = api.create_task(package=pkg["id"], name="ingest-embedded")
+        added = api.add_devices(task["id"], [f"emb-{i:03d}" for i in range(devices)])
+        api.start_task(task["id"])
+        files = []
+        for r in added:
+            path = work / f"pub-{r['device']}.txt"
+            path.write_text("".join(json.dumps({"taskId": r["subtask"], "params": {
+                "step": 1 + i % 99, "desc": "downloading", "module": "MCU"}}) + "\n"
+                for i in range(per_device)))
+            files.append((r["device"], path))
+        port = int(platform.broker.rsplit(":", 1)[1])
+        db = sqlite3.connect(str(work / "data" / "platform.db"))
+        rate, stored = _platform_ingest(db, port, files, devices * per_device)
+        db.close()
+    finally:
+        platform.stop()
+    _log(f"platform, embedded broker: {stored}/{devices * per_device} persisted, "
+         f"{rate:,.0f} msg/s")
+    return {"platform_ingest_embedded_broker_msgs_per_s": round(rate)}
+
+
 def _curl_parallel(work: Path, urls: list[str], name: str) -> float:
     """Download every url ROUNDS times, CLIENTS at a time; returns bytes per second."""
     cfg = work / f"curl-{name}.cfg"
@@ -297,6 +329,8 @@ def run() -> dict[str, Any]:
                 shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()):
             (work / "ingest").mkdir()
             figures.update(_ingest(work / "ingest"))
+            (work / "ingest-embedded").mkdir()
+            figures.update(_ingest_embedded(work / "ingest-embedded"))
         else:
             _log("mosquitto and its clients (mosquitto_pub/sub) needed: ingest skipped")
             figures["platform_ingest_skipped"] = "mosquitto or mosquitto-clients not installed"

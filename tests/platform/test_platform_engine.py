@@ -95,3 +95,31 @@ def test_progress_is_persisted_for_a_new_reader(plat: Platform, firmware: Path,
     db = sqlite3.connect(str(tmp_path / "data" / "platform.db"))
     row = db.execute("SELECT state, step, reports FROM subtasks WHERE id=?", (sid,)).fetchone()
     assert row == ("upgrading", 50, 50)
+
+
+def test_interleaved_progress_then_failure_and_success(plat: Platform, firmware: Path) -> None:
+    """Batched progress of several devices stays exact, and a final report after it wins."""
+    plat.settings.push_rate = 600
+    task = _task(plat, firmware, ["x1", "x2", "x3"])
+    plat.start_task(task["id"])
+    plat._bucket = 10
+    plat.tick()
+    sids = {t.split("/")[1]: n["taskId"] for t, n in plat.rec.sent}
+    for step in range(1, 31):
+        for dev, sid in sids.items():
+            plat.on_message(f"devices/{dev}/ota/progress", json.dumps(
+                {"taskId": sid, "params": {"step": step, "desc": f"{dev} {step}"}}).encode())
+    plat.on_message("devices/x2/ota/progress", json.dumps(
+        {"taskId": sids["x2"], "params": {"step": -3, "desc": "bad digest"}}).encode())
+    plat.on_message("devices/x3/ota/inform", json.dumps(
+        {"taskId": sids["x3"], "params": {"version": "2.0.0"}}).encode())
+    plat.on_message("devices/x3/ota/progress", json.dumps(
+        {"taskId": sids["x3"], "params": {"step": 40, "desc": "late"}}).encode())
+    plat.tick()
+    rows = {d["device"]: d for d in plat.get_task(task["id"])["devices"]}
+    assert (rows["x1"]["state"], rows["x1"]["step"], rows["x1"]["desc"]) == (
+        "upgrading", 30, "x1 30")
+    assert (rows["x2"]["state"], rows["x2"]["step"], rows["x2"]["desc"]) == (
+        "failed", -3, "bad digest")
+    assert (rows["x3"]["state"], rows["x3"]["step"]) == ("succeeded", 100)
+    assert plat.stats()["reports"] == 30 * 3 + 2  # every valid report is counted

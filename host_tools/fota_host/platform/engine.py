@@ -160,7 +160,8 @@ class Platform:
         # Fast path for the bulk of the traffic, progress of an upgrading sub-task: the
         # report is kept in `_pending` and written in one batch by the next tick (0.1 s).
         # `_hot` maps the sub-tasks known to be upgrading to their device; any other state
-        # change clears it, and the batch UPDATE only touches rows still upgrading.
+        # change removes its entry (or clears it all), and the batch UPDATE only touches
+        # rows still upgrading.
         self._hot: dict[int, str] = {}
         self._pending: dict[int, list[Any]] = {}
         self._pending_lock = threading.Lock()
@@ -531,7 +532,7 @@ class Platform:
             with self.store.lock:
                 try:
                     self._apply_pending()
-                    self._hot.clear()
+                    self._hot.pop(task_id, None)
                     if kind == "inform":
                         self._inform(topic, device, task_id, params)
                     else:
@@ -562,6 +563,7 @@ class Platform:
                 " t.state = 'running' ORDER BY s.id LIMIT 1", (device,))
             if sub is None:
                 return self.store.commit()
+            self._hot.pop(sub["id"], None)
             if version == sub["target"]:
                 self._finish(sub, "succeeded", 100, f"already on {version}")
             elif sub["push_due"] is None:
@@ -622,6 +624,7 @@ class Platform:
             self.store.commit()
 
     def _finish(self, sub: dict[str, Any], state: str, step: int, desc: str) -> None:
+        self._hot.pop(sub["id"], None)
         self.store.update_subtask(sub["id"], state=state, step=step, desc=desc, push_due=None,
                                   token_expires=0)
         self._maybe_finish(sub["task_id"])
@@ -629,6 +632,7 @@ class Platform:
     def _fail(self, sub: dict[str, Any], desc: str, step: int | None = None,
               final_state: str = "failed") -> None:
         step = sub["step"] if step is None else step
+        self._hot.pop(sub["id"], None)
         if sub["attempts"] < self.settings.retries:
             delay = self.settings.retry_backoff * (2 ** sub["attempts"])
             self.store.update_subtask(
