@@ -274,7 +274,8 @@ async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None
     if opts.tls_cert:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_ctx.load_cert_chain(opts.tls_cert, opts.tls_key)
-    site = web.SockSite(runner, sock, ssl_context=ssl_ctx)
+    # A fleet connects at once: the default backlog (128) drops SYNs, costing 1 s retries.
+    site = web.SockSite(runner, sock, ssl_context=ssl_ctx, backlog=1024)
     await site.start()
     link.start()
     try:
