@@ -288,7 +288,8 @@ def task_show(data_dir: Path, task_id: str, as_json: bool) -> None:
     """Per-device details of a task (a table with progress bars, or JSON)."""
     task = _run(data_dir, "get_task", task_id)
     if as_json:
-        emit_json(task)
+        # Exactly these three keys (the API's GET /api/tasks/{id} has the task's details).
+        emit_json({"id": task["id"], "state": task["state"], "devices": task["devices"]})
         return
     from rich.console import Console
     from rich.progress_bar import ProgressBar
