@@ -3,7 +3,7 @@ token-checked downloads, over an embedded or external MQTT broker.
 
 Modules: `store` (SQLite), `engine` (the rules), `service` (MQTT, HTTP, clock),
 `web` (file server + admin API), `openapi`, `client` (what the CLI uses),
-`mosquitto` (config generator).
+`mosquitto` (config generator), `packages` (firmware images), `validate` (input checks).
 """
 
 from .service import PlatformProcess, ServiceOptions, run_service, start_platform

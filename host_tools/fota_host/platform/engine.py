@@ -1,4 +1,4 @@
-"""The platform's rules: packages, tasks, sub-tasks, and what each device message does.
+"""The platform's rules: tasks, sub-tasks, downloads, and what each device message does.
 
 `Platform` is synchronous and transport-free: the service feeds it MQTT messages
 (`on_message`) and clock ticks (`tick`), and hands it a `publish(topic, payload)` callable
@@ -10,39 +10,37 @@ call in concurrently.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
-import os
-import re
 import secrets
-import shutil
 import threading
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
+from .packages import PackageStore, hash_file
 from .store import ACTIVE_STATES, Store
+from .validate import (
+    DEVICE_RE,
+    MAX_TEXT,
+    PACKAGE_RE,
+    PlatformError,
+    TopicMap,
+    check_device_id,
+    int_id,
+    parse_time,
+    text,
+)
+
+__all__ = ["PACKAGE_RE", "Platform", "PlatformError", "Settings", "TopicMap",
+           "check_device_id", "hash_file"]
 
 log = logging.getLogger("fota.platform")
 
-DEVICE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
-PACKAGE_RE = re.compile(r"^[0-9a-f]{20}$")
 MAX_PAYLOAD = 4096  # bytes; inform and progress messages are a few dozen bytes
-MAX_TEXT = 256
-
-
-class PlatformError(ValueError):
-    """Bad input from an operator (CLI/API): a clear message and an HTTP status."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -58,91 +56,9 @@ class Settings:
     flush_interval: float = 0.2  # seconds between commits of progress updates
 
 
-def hash_file(path: Path) -> tuple[int, str, str]:
-    md5, sha = hashlib.md5(), hashlib.sha256()
-    size = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 16):
-            md5.update(chunk)
-            sha.update(chunk)
-            size += len(chunk)
-    return size, md5.hexdigest(), sha.hexdigest()
+class Platform(PackageStore):
+    """The platform over one data folder (store + package files); packages: `PackageStore`."""
 
-
-def parse_time(value: str | float | None, what: str) -> float | None:
-    """ISO 8601 (naive means UTC) or epoch seconds → epoch seconds."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, str):
-        raise PlatformError(f"{what}: expected an ISO 8601 time")
-    from datetime import datetime, timezone
-
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise PlatformError(f"{what}: {value!r} is not an ISO 8601 time") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
-
-
-def _text(value: Any, what: str, default: str = "", required: bool = False) -> str:
-    if value is None or value == "":
-        if required:
-            raise PlatformError(f"{what} is required")
-        return default
-    if not isinstance(value, str):
-        raise PlatformError(f"{what} must be a string")
-    if len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
-        raise PlatformError(f"{what} must be at most {MAX_TEXT} printable characters")
-    return value
-
-
-def _int_id(value: Any, what: str) -> int:
-    if isinstance(value, bool):
-        raise PlatformError(f"{what} must be an integer")
-    try:
-        out = int(value)
-    except (TypeError, ValueError):
-        raise PlatformError(f"{what} must be an integer, got {value!r}") from None
-    if out < 1 or out > 2**62:
-        raise PlatformError(f"{what} out of range: {value!r}")
-    return out
-
-
-def check_device_id(device: Any) -> str:
-    if not isinstance(device, str) or not DEVICE_RE.match(device):
-        raise PlatformError(
-            f"invalid device id {device!r}: 1-64 characters of A-Z a-z 0-9 _ . : @ -")
-    return device
-
-
-class TopicMap:
-    """Topic prefix template (`devices/{device}`) ↔ device id."""
-
-    def __init__(self, template: str) -> None:
-        if template.count("{device}") != 1 or any(c in template for c in "+#"):
-            raise PlatformError("topic prefix must contain {device} once and no wildcards")
-        self.template = template
-        head, tail = template.split("{device}")
-        self.regex = re.compile(
-            "^" + re.escape(head) + r"([^/]+)" + re.escape(tail) + r"/ota/(inform|progress)$")
-
-    def topic(self, device: str, kind: str) -> str:
-        return self.template.format(device=device) + f"/ota/{kind}"
-
-    def subscriptions(self) -> list[str]:
-        base = self.template.replace("{device}", "+")
-        return [f"{base}/ota/inform", f"{base}/ota/progress"]
-
-    def parse(self, topic: str) -> tuple[str, str] | None:
-        m = self.regex.match(topic)
-        return (m.group(1), m.group(2)) if m else None
-
-
-class Platform:
     def __init__(self, data_dir: Path, settings: Settings | None = None,
                  publish: Callable[[str, bytes], None] | None = None) -> None:
         self.data_dir = Path(data_dir)
@@ -183,108 +99,11 @@ class Platform:
                 " reports=reports+? WHERE id=? AND state='upgrading'",
                 [(v[0], v[1], v[2], now, v[3], sid) for sid, v in pending.items()])
 
-    # == packages ======================================================================
-    def package_path(self, package_id: str) -> Path | None:
-        """The file of a stored package, or None; ids are validated so no path escapes."""
-        if not isinstance(package_id, str) or not PACKAGE_RE.match(package_id):
-            return None
-        path = self.files_dir / f"{package_id}.bin"
-        return path if path.is_file() else None
-
-    def new_upload_path(self) -> Path:
-        return self.files_dir / f".upload-{secrets.token_hex(8)}"
-
-    def add_package(self, upload: Path, *, version: Any, name: Any = None, product: Any = None,
-                    sign: Any = "md5", desc: Any = None, module: Any = None,
-                    source: str = "upload") -> dict[str, Any]:
-        """Register a file already written to `new_upload_path()`; it is moved into the store.
-
-        On any error the upload is removed, and nothing is stored.
-        """
-        try:
-            version = _text(version, "version", required=True)
-            name = _text(name, "name", default=version)
-            product = _text(product, "product", default="default")
-            module = _text(module, "module", default="MCU")
-            desc = _text(desc, "desc")
-            if sign not in ("md5", "sha256"):
-                raise PlatformError("sign must be md5 or sha256")
-            size, md5, sha = hash_file(upload)
-            if size == 0:
-                raise PlatformError("the firmware file is empty")
-            package_id = secrets.token_hex(10)
-            final = self.files_dir / f"{package_id}.bin"
-            with self.store.lock:
-                try:
-                    self.store.insert_package(dict(
-                        id=package_id, name=name, product=product, version=version,
-                        module=module, sign=sign, size=size, md5=md5, sha256=sha, desc=desc,
-                        source=source, created=time.time()))
-                    os.replace(upload, final)
-                    self.store.commit()
-                except BaseException:
-                    self.store.rollback()
-                    raise
-            return self.get_package(package_id)
-        finally:
-            if upload.exists():
-                upload.unlink()
-
-    def add_package_file(self, path: str | Path, **meta: Any) -> dict[str, Any]:
-        src = Path(path)
-        if not src.is_file():
-            raise PlatformError(f"no such file: {src}")
-        upload = self.new_upload_path()
-        shutil.copyfile(src, upload)
-        return self.add_package(upload, source=f"file:{src.name}", **meta)
-
-    def add_package_stream(self, stream: BinaryIO, *, source: str, max_bytes: int,
-                           **meta: Any) -> dict[str, Any]:
-        upload = self.new_upload_path()
-        total = 0
-        try:
-            with open(upload, "wb") as out:
-                while chunk := stream.read(1 << 16):
-                    total += len(chunk)
-                    if total > max_bytes:
-                        raise PlatformError(f"firmware larger than {max_bytes} bytes")
-                    out.write(chunk)
-        except BaseException:
-            upload.unlink(missing_ok=True)
-            raise
-        return self.add_package(upload, source=source, **meta)
-
-    def add_package_url(self, url: Any, max_bytes: int = 64 << 20, timeout: float = 30.0,
-                        **meta: Any) -> dict[str, Any]:
-        """Fetch a remote firmware once, hash it and store it."""
-        if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-            raise PlatformError("url must be an http(s) address")
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
-                return self.add_package_stream(resp, source=url, max_bytes=max_bytes, **meta)
-        except OSError as exc:
-            raise PlatformError(f"could not fetch {url}: {exc}", 502) from None
-
-    def _package_view(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {k: row[k] for k in ("id", "name", "product", "version", "module", "sign", "size",
-                                    "md5", "sha256", "desc", "source", "created")}
-
-    def get_package(self, package_id: Any) -> dict[str, Any]:
-        with self.store.lock:
-            row = self.store.package(package_id) if isinstance(package_id, str) else None
-        if row is None:
-            raise PlatformError(f"unknown package {package_id!r}", 404)
-        return self._package_view(row)
-
-    def list_packages(self) -> list[dict[str, Any]]:
-        with self.store.lock:
-            return [self._package_view(r) for r in self.store.packages()]
-
     # == tasks =========================================================================
     def create_task(self, *, package: Any, name: Any, desc: Any = None, start: Any = None,
                     end: Any = None) -> dict[str, Any]:
-        name = _text(name, "name", required=True)
-        desc = _text(desc, "desc")
+        name = text(name, "name", required=True)
+        desc = text(desc, "desc")
         start_at = parse_time(start, "start")
         end_at = parse_time(end, "end")
         if start_at and end_at and end_at <= start_at:
@@ -297,7 +116,7 @@ class Platform:
         return self.get_task(task_id)
 
     def _task_row(self, task_id: Any) -> dict[str, Any]:
-        tid = _int_id(task_id, "task id")
+        tid = int_id(task_id, "task id")
         row = self.store.task(tid)
         if row is None:
             raise PlatformError(f"unknown task {task_id!r}", 404)

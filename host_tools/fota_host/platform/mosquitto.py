@@ -17,7 +17,7 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from .engine import PlatformError, TopicMap, check_device_id
+from .validate import PlatformError, TopicMap, check_device_id
 
 _ITERATIONS = 101  # mosquitto_passwd's default for $7$
 

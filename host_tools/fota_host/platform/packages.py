@@ -1,0 +1,137 @@
+"""Firmware packages: images in `DIR/packages/<id>.bin`, metadata in the store.
+
+An image is written to a temporary upload file, hashed (size, MD5, SHA-256) and moved into
+place only when its row is stored, so a failed upload leaves nothing behind. Package ids
+are 20 lowercase hex digits (the notices' `fileId`); only such names are ever opened, so a
+download request can't reach any other file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from .store import Store
+from .validate import PACKAGE_RE, PlatformError, text
+
+
+def hash_file(path: Path) -> tuple[int, str, str]:
+    md5, sha = hashlib.md5(), hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            md5.update(chunk)
+            sha.update(chunk)
+            size += len(chunk)
+    return size, md5.hexdigest(), sha.hexdigest()
+
+
+class PackageStore:
+    """Package operations; mixed into `Platform` (uses its `store` and `files_dir`)."""
+
+    store: Store
+    files_dir: Path
+
+    def package_path(self, package_id: str) -> Path | None:
+        """The file of a stored package, or None; ids are validated so no path escapes."""
+        if not isinstance(package_id, str) or not PACKAGE_RE.match(package_id):
+            return None
+        path = self.files_dir / f"{package_id}.bin"
+        return path if path.is_file() else None
+
+    def new_upload_path(self) -> Path:
+        return self.files_dir / f".upload-{secrets.token_hex(8)}"
+
+    def add_package(self, upload: Path, *, version: Any, name: Any = None, product: Any = None,
+                    sign: Any = "md5", desc: Any = None, module: Any = None,
+                    source: str = "upload") -> dict[str, Any]:
+        """Register a file already written to `new_upload_path()`; it is moved into the store.
+
+        On any error the upload is removed, and nothing is stored.
+        """
+        try:
+            version = text(version, "version", required=True)
+            name = text(name, "name", default=version)
+            product = text(product, "product", default="default")
+            module = text(module, "module", default="MCU")
+            desc = text(desc, "desc")
+            if sign not in ("md5", "sha256"):
+                raise PlatformError("sign must be md5 or sha256")
+            size, md5, sha = hash_file(upload)
+            if size == 0:
+                raise PlatformError("the firmware file is empty")
+            package_id = secrets.token_hex(10)
+            final = self.files_dir / f"{package_id}.bin"
+            with self.store.lock:
+                try:
+                    self.store.insert_package(dict(
+                        id=package_id, name=name, product=product, version=version,
+                        module=module, sign=sign, size=size, md5=md5, sha256=sha, desc=desc,
+                        source=source, created=time.time()))
+                    os.replace(upload, final)
+                    self.store.commit()
+                except BaseException:
+                    self.store.rollback()
+                    final.unlink(missing_ok=True)
+                    raise
+            return self.get_package(package_id)
+        finally:
+            if upload.exists():
+                upload.unlink()
+
+    def add_package_file(self, path: str | Path, **meta: Any) -> dict[str, Any]:
+        src = Path(path)
+        if not src.is_file():
+            raise PlatformError(f"no such file: {src}")
+        upload = self.new_upload_path()
+        shutil.copyfile(src, upload)
+        return self.add_package(upload, source=f"file:{src.name}", **meta)
+
+    def add_package_stream(self, stream: BinaryIO, *, source: str, max_bytes: int,
+                           **meta: Any) -> dict[str, Any]:
+        upload = self.new_upload_path()
+        total = 0
+        try:
+            with open(upload, "wb") as out:
+                while chunk := stream.read(1 << 16):
+                    total += len(chunk)
+                    if total > max_bytes:
+                        raise PlatformError(f"firmware larger than {max_bytes} bytes")
+                    out.write(chunk)
+        except BaseException:
+            upload.unlink(missing_ok=True)
+            raise
+        return self.add_package(upload, source=source, **meta)
+
+    def add_package_url(self, url: Any, max_bytes: int = 64 << 20, timeout: float = 30.0,
+                        **meta: Any) -> dict[str, Any]:
+        """Fetch a remote firmware once, hash it and store it."""
+        if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+            raise PlatformError("url must be an http(s) address")
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+                return self.add_package_stream(resp, source=url, max_bytes=max_bytes, **meta)
+        except OSError as exc:
+            raise PlatformError(f"could not fetch {url}: {exc}", 502) from None
+
+    def _package_view(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {k: row[k] for k in ("id", "name", "product", "version", "module", "sign", "size",
+                                    "md5", "sha256", "desc", "source", "created")}
+
+    def get_package(self, package_id: Any) -> dict[str, Any]:
+        with self.store.lock:
+            row = self.store.package(package_id) if isinstance(package_id, str) else None
+        if row is None:
+            raise PlatformError(f"unknown package {package_id!r}", 404)
+        return self._package_view(row)
+
+    def list_packages(self) -> list[dict[str, Any]]:
+        with self.store.lock:
+            return [self._package_view(r) for r in self.store.packages()]
