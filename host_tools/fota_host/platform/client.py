@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .engine import Platform, PlatformError
-from .service import pid_alive, read_service_info
+from .process import pid_alive, read_service_info
 
 
 class ApiClient:

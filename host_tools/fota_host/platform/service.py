@@ -17,53 +17,22 @@ import secrets
 import signal
 import socket
 import ssl
-import subprocess
-import sys
-import threading
-import time
-import urllib.parse
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from aiohttp import web
 
+from .api import make_app
+from .broker import start_embedded_broker
 from .engine import Platform, PlatformError, Settings
-from .web import make_app
+from .mqttlink import BrokerURL, MqttLink, parse_broker_url
+from .process import PlatformProcess, pid_alive, read_service_info, start_platform
+
+__all__ = ["PlatformProcess", "ServiceOptions", "parse_broker_url", "pid_alive",
+           "read_service_info", "run_service", "serve", "start_platform"]
 
 log = logging.getLogger("fota.platform")
-
-
-@dataclass
-class BrokerURL:
-    scheme: str
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme == "mqtts"
-
-    def public(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
-
-
-def parse_broker_url(url: str) -> BrokerURL:
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise PlatformError(f"broker must look like mqtt[s]://[user:pass@]HOST:PORT, got {url!r}")
-    try:
-        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-    except ValueError:
-        raise PlatformError(f"bad port in {url!r}") from None
-    unquote = urllib.parse.unquote
-    return BrokerURL(parts.scheme, parts.hostname, port,
-                     unquote(parts.username) if parts.username else None,
-                     unquote(parts.password) if parts.password else None)
 
 
 @dataclass
@@ -111,121 +80,6 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-class _Client(mqtt.Client):
-    """paho's client with an outbox drained by its own network thread.
-
-    The platform runs paho's `loop_forever` in a thread of its own (not `loop_start`, whose
-    wake-up socket pair costs two extra system calls per received QoS 1 message), so other
-    threads must not write to the socket: they queue notices here, and the network thread
-    sends them after each pass of its loop (at most `timeout` later).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.outbox: deque[tuple[str, bytes] | None] = deque()
-
-    def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
-        rc = super()._loop(timeout)
-        while self.outbox:
-            item = self.outbox.popleft()
-            if item is None:
-                self.disconnect()
-                break
-            self.publish(item[0], item[1], qos=1)
-        return rc
-
-
-class MqttLink:
-    """The platform's own MQTT client: subscribes to every device's inform and progress."""
-
-    def __init__(self, url: BrokerURL, platform: Platform, client_id: str,
-                 ca: str | None, insecure: bool) -> None:
-        self.platform = platform
-        self.url = url
-        self.connected = threading.Event()
-        self.stopping = False
-        # A persistent session: an external broker keeps device reports (QoS 1) while the
-        # platform restarts.
-        self.client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                              clean_session=False)
-        self.client.max_queued_messages_set(0)
-        self.client.max_inflight_messages_set(100)
-        if url.username:
-            self.client.username_pw_set(url.username, url.password)
-        if url.tls:
-            self.client.tls_set(ca_certs=ca)
-            if insecure:
-                self.client.tls_insecure_set(True)
-        self.client.reconnect_delay_set(0.2, 5)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_message = self._on_message
-        self.thread = threading.Thread(target=self._run, name="fota-mqtt", daemon=True)
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
-                    props: Any = None) -> None:
-        if rc.is_failure:
-            log.error("broker refused the platform: %s", rc)
-            return
-        client.subscribe([(t, 1) for t in self.platform.topics.subscriptions()])
-        self.connected.set()
-        log.info("connected to broker %s", self.url.public())
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
-                       props: Any = None) -> None:
-        self.connected.clear()
-        if self.stopping:
-            log.info("disconnected from broker")
-        else:
-            log.warning("disconnected from broker (%s); reconnecting", rc)
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.platform.on_message(msg.topic, msg.payload)
-
-    def publish(self, topic: str, payload: bytes) -> None:
-        self.client.outbox.append((topic, payload))
-
-    def _run(self) -> None:
-        try:
-            self.client.loop_forever(timeout=0.05, retry_first_connection=True)
-        except Exception:
-            log.exception("MQTT network thread failed")
-
-    def start(self) -> None:
-        self.client.connect_async(self.url.host, self.url.port, keepalive=30)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopping = True
-        self.client.outbox.append(None)
-        self.thread.join(3)
-        if self.thread.is_alive():  # broker unreachable: stop the reconnect loop
-            self.client._thread_terminate = True
-            self.thread.join(6)
-
-
-async def _start_embedded_broker(host: str, port: int) -> Any:
-    from amqtt.broker import Broker
-
-    for name in ("amqtt", "transitions"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    config = {
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}",
-                                  "max_connections": 5000}},
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
-                    {"allow_anonymous": True}},
-    }
-    broker = Broker(config)
-    quiet = logging.getLogger("amqtt.broker")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # a busy port is reported by the caller, in one line
-    try:
-        await broker.start()
-    finally:
-        quiet.setLevel(level)
-    return broker
-
-
 async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM when running in the main thread)."""
     data_dir = Path(opts.data_dir)
@@ -257,7 +111,7 @@ async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None
     else:
         mqtt_port = opts.mqtt_port or _free_port(opts.host)
         try:
-            broker = await _start_embedded_broker(opts.host, mqtt_port)
+            broker = await start_embedded_broker(opts.host, mqtt_port)
         except Exception as exc:
             sock.close()
             raise PlatformError(f"embedded broker on {opts.host}:{mqtt_port}: {exc}") from None
@@ -326,123 +180,3 @@ def run_service(opts: ServiceOptions) -> None:
     asyncio.run(serve(opts))
 
 
-def read_service_info(data_dir: Path) -> dict[str, Any] | None:
-    path = Path(data_dir) / "service.json"
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
-
-
-def pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class PlatformProcess:
-    """A platform running in a child process (`python -m fota_host.platform serve ...`)."""
-
-    def __init__(self, data_dir: Path, args: list[str], timeout: float,
-                 log_path: Path | None) -> None:
-        self.data_dir = Path(data_dir)
-        self.args = args
-        self.timeout = timeout
-        self.log_path = log_path or self.data_dir / "platform.log"
-        self.proc: subprocess.Popen | None = None
-        self.info: dict[str, Any] = {}
-
-    @property
-    def api(self) -> str:
-        return self.info["api"]
-
-    @property
-    def broker(self) -> str:
-        return self.info["broker"]
-
-    @property
-    def admin_token(self) -> str:
-        return self.info["admin_token"]
-
-    @property
-    def file_base(self) -> str:
-        return self.info["file_base"]
-
-    def client(self) -> Any:
-        from .client import ApiClient
-
-        return ApiClient(self.info)
-
-    def start(self) -> PlatformProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "service.json").unlink(missing_ok=True)
-        logf = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fota_host.platform", "serve", "--data", str(self.data_dir),
-             *self.args], stdout=logf, stderr=subprocess.STDOUT)
-        logf.close()
-        deadline = time.monotonic() + self.timeout
-        while time.monotonic() < deadline:
-            info = read_service_info(self.data_dir)
-            if info and info.get("pid") == self.proc.pid:
-                self.info = info
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        tail = self.log_path.read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"platform did not start; log tail:\n{tail}")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
-
-    def kill(self) -> None:
-        """SIGKILL: the crash case (no clean shutdown)."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def __enter__(self) -> PlatformProcess:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
-
-
-def start_platform(data_dir: str | Path, *, broker: str | None = None, http_port: int = 0,
-                   mqtt_port: int = 0, host: str = "127.0.0.1", extra_args: list[str] | None = None,
-                   timeout: float = 30.0, log_path: Path | None = None,
-                   **options: Any) -> PlatformProcess:
-    """Start `fota platform serve` in a child process and wait until it is ready.
-
-    `options` map to the serve flags: push_rate=600 → `--push-rate 600`, etc. With http_port
-    or mqtt_port 0 a free port is picked (see `.info`, the parsed service.json).
-    """
-    args = ["--host", host, "--http-port", str(http_port)]
-    if broker:
-        args += ["--broker", broker]
-    else:
-        args += ["--mqtt-port", str(mqtt_port)]
-    for key, value in options.items():
-        if value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        args += [flag] if value is True else [flag, str(value)]
-    args += extra_args or []
-    return PlatformProcess(Path(data_dir), args, timeout, log_path).start()

@@ -1,10 +1,9 @@
-"""HTTP side of the platform: the device file server and the admin JSON API (aiohttp).
+"""The admin JSON API (aiohttp) and the app that also holds the device file server.
 
-- `GET /file/upgrade?fileId=&taskId=&deviceId=&accessToken=`: the spec's download address.
-  Token checked per device and task; the file is streamed from disk by `FileResponse`
-  (sendfile), which also answers `Range` with 206/416.
-- `/api/...`: the console's operations, guarded by `Authorization: Bearer <admin token>`.
+- `/api/...`: the console's operations, guarded by `Authorization: Bearer <admin token>`;
+  bad input gets `{"error": message}` with 400/404/409/413.
 - `GET /openapi.json`: the API description (no token needed).
+- `GET /file/upgrade`: see `fileserver.py`.
 """
 
 from __future__ import annotations
@@ -12,18 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from . import fileserver
 from .engine import Platform, PlatformError
+from .fileserver import PLATFORM_KEY
 from .openapi import OPENAPI
 
 log = logging.getLogger("fota.platform.http")
 
 MAX_UPLOAD = 64 << 20
-PLATFORM_KEY = web.AppKey("platform", Platform)
 TOKEN_KEY = web.AppKey("admin_token", str)
 
 
@@ -61,20 +60,6 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
 
 def _platform(request: web.Request) -> Platform:
     return request.app[PLATFORM_KEY]
-
-
-# -- device downloads ---------------------------------------------------------------------
-async def download(request: web.Request) -> web.StreamResponse:
-    q = request.query
-    status, result = _platform(request).check_download(
-        q.get("fileId", ""), q.get("taskId", ""), q.get("deviceId", ""), q.get("accessToken", ""))
-    if status != 200:
-        log.info("download refused (%d, %s): device %.64r file %.40r", status, result,
-                 q.get("deviceId"), q.get("fileId"))
-        return web.Response(status=status, text=f"{result}\n")
-    assert isinstance(result, Path)
-    return web.FileResponse(result, chunk_size=256 * 1024,
-                            headers={"Content-Type": "application/octet-stream"})
 
 
 # -- admin API ----------------------------------------------------------------------------
@@ -187,7 +172,7 @@ def make_app(platform: Platform, admin_token: str) -> web.Application:
     app[PLATFORM_KEY] = platform
     app[TOKEN_KEY] = admin_token
     r = app.router
-    r.add_get("/file/upgrade", download)
+    fileserver.add_routes(app)
     r.add_get("/openapi.json", openapi)
     r.add_get("/api/health", health)
     r.add_get("/api/stats", stats)

@@ -1,0 +1,140 @@
+"""The platform's MQTT side: the broker address, and the client that subscribes to every
+device's inform and progress and publishes the upgrade notices (paho-mqtt)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import urllib.parse
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from .engine import Platform, PlatformError
+
+log = logging.getLogger("fota.platform")
+
+
+@dataclass
+class BrokerURL:
+    scheme: str
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "mqtts"
+
+    def public(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> BrokerURL:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise PlatformError(f"broker must look like mqtt[s]://[user:pass@]HOST:PORT, got {url!r}")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise PlatformError(f"bad port in {url!r}") from None
+    unquote = urllib.parse.unquote
+    return BrokerURL(parts.scheme, parts.hostname, port,
+                     unquote(parts.username) if parts.username else None,
+                     unquote(parts.password) if parts.password else None)
+
+
+class _Client(mqtt.Client):
+    """paho's client with an outbox drained by its own network thread.
+
+    The platform runs paho's `loop_forever` in a thread of its own (not `loop_start`, whose
+    wake-up socket pair costs two extra system calls per received QoS 1 message), so other
+    threads must not write to the socket: they queue notices here, and the network thread
+    sends them after each pass of its loop (at most `timeout` later).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.outbox: deque[tuple[str, bytes] | None] = deque()
+
+    def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
+        rc = super()._loop(timeout)
+        while self.outbox:
+            item = self.outbox.popleft()
+            if item is None:
+                self.disconnect()
+                break
+            self.publish(item[0], item[1], qos=1)
+        return rc
+
+
+class MqttLink:
+    """The platform's own MQTT client: subscribes to every device's inform and progress."""
+
+    def __init__(self, url: BrokerURL, platform: Platform, client_id: str,
+                 ca: str | None, insecure: bool) -> None:
+        self.platform = platform
+        self.url = url
+        self.connected = threading.Event()
+        self.stopping = False
+        # A persistent session: an external broker keeps device reports (QoS 1) while the
+        # platform restarts.
+        self.client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                              clean_session=False)
+        self.client.max_queued_messages_set(0)
+        self.client.max_inflight_messages_set(100)
+        if url.username:
+            self.client.username_pw_set(url.username, url.password)
+        if url.tls:
+            self.client.tls_set(ca_certs=ca)
+            if insecure:
+                self.client.tls_insecure_set(True)
+        self.client.reconnect_delay_set(0.2, 5)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.thread = threading.Thread(target=self._run, name="fota-mqtt", daemon=True)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                    props: Any = None) -> None:
+        if rc.is_failure:
+            log.error("broker refused the platform: %s", rc)
+            return
+        client.subscribe([(t, 1) for t in self.platform.topics.subscriptions()])
+        self.connected.set()
+        log.info("connected to broker %s", self.url.public())
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
+                       props: Any = None) -> None:
+        self.connected.clear()
+        if self.stopping:
+            log.info("disconnected from broker")
+        else:
+            log.warning("disconnected from broker (%s); reconnecting", rc)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self.platform.on_message(msg.topic, msg.payload)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.client.outbox.append((topic, payload))
+
+    def _run(self) -> None:
+        try:
+            self.client.loop_forever(timeout=0.05, retry_first_connection=True)
+        except Exception:
+            log.exception("MQTT network thread failed")
+
+    def start(self) -> None:
+        self.client.connect_async(self.url.host, self.url.port, keepalive=30)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping = True
+        self.client.outbox.append(None)
+        self.thread.join(3)
+        if self.thread.is_alive():  # broker unreachable: stop the reconnect loop
+            self.client._thread_terminate = True
+            self.thread.join(6)
