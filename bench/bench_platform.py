@@ -284,6 +284,7 @@ def _download(work: Path) -> dict[str, Any]:
     image = work / "image.bin"
     image.write_bytes(os.urandom(IMAGE_SIZE))
     platform = start_platform(work / "dl-data", push_rate=100000, token_ttl=3600)
+    nginx = None
     figures: dict[str, Any] = {}
     try:
         api = platform.client()
@@ -294,7 +295,7 @@ def _download(work: Path) -> dict[str, Any]:
         api.start_task(task["id"])
         db = sqlite3.connect(str(work / "dl-data" / "platform.db"))
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # the notices carry one token per device
             rows = db.execute("SELECT device, token FROM subtasks WHERE task_id=? AND token"
                               " IS NOT NULL", (task["id"],)).fetchall()
             if len(rows) == CLIENTS:
@@ -302,29 +303,31 @@ def _download(work: Path) -> dict[str, Any]:
             time.sleep(0.1)
         db.close()
         base = platform.file_base
-        urls = [f"{base}?" + urllib.parse.urlencode({"fileId": pkg["id"], "taskId": task["id"],
-                                                     "deviceId": dev, "accessToken": token})
-                for dev, token in rows]
-        plat_bps = _curl_parallel(work, urls, "platform")
-        figures["platform_download_mib_per_s"] = round(plat_bps / 2**20, 1)
-        _log(f"platform: {plat_bps / 2**20:,.0f} MiB/s")
+        plat_urls = [f"{base}?" + urllib.parse.urlencode({
+            "fileId": pkg["id"], "taskId": task["id"], "deviceId": dev, "accessToken": token})
+            for dev, token in rows]
+        nginx = _nginx(work, image)
+        if nginx is None:
+            _log("nginx not installed: download_throughput_ratio_vs_nginx skipped")
+            figures["download_throughput_ratio_vs_nginx_skipped"] = "nginx not installed"
+        nginx_urls = [f"http://127.0.0.1:{nginx[1]}/fw.bin?c={i}" for i in range(CLIENTS)
+                      ] if nginx else []
+        plat_bps = nginx_bps = 0.0
+        for attempt in range(2):  # best of each, alternating, against noise
+            plat_bps = max(plat_bps, _curl_parallel(work, plat_urls, f"platform{attempt}"))
+            _log(f"platform: {plat_bps / 2**20:,.0f} MiB/s (best so far)")
+            if nginx:
+                nginx_bps = max(nginx_bps, _curl_parallel(work, nginx_urls, f"nginx{attempt}"))
+                _log(f"nginx: {nginx_bps / 2**20:,.0f} MiB/s (best so far)")
     finally:
         platform.stop()
-    started = _nginx(work, image)
-    if started is None:
-        _log("nginx not installed: download_throughput_ratio_vs_nginx skipped")
-        figures["download_throughput_ratio_vs_nginx_skipped"] = "nginx not installed"
-        return figures
-    proc, port = started
-    try:
-        urls = [f"http://127.0.0.1:{port}/fw.bin?c={i}" for i in range(CLIENTS)]
-        nginx_bps = _curl_parallel(work, urls, "nginx")
-    finally:
-        proc.terminate()
-        proc.wait(10)
-    figures["nginx_download_mib_per_s"] = round(nginx_bps / 2**20, 1)
-    figures["download_throughput_ratio_vs_nginx"] = round(plat_bps / nginx_bps, 3)
-    _log(f"nginx: {nginx_bps / 2**20:,.0f} MiB/s")
+        if nginx:
+            nginx[0].terminate()
+            nginx[0].wait(10)
+    figures["platform_download_mib_per_s"] = round(plat_bps / 2**20, 1)
+    if nginx_bps:
+        figures["nginx_download_mib_per_s"] = round(nginx_bps / 2**20, 1)
+        figures["download_throughput_ratio_vs_nginx"] = round(plat_bps / nginx_bps, 3)
     return figures
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from platform_fakes import FakeDevice, http_get
@@ -33,8 +34,20 @@ def test_tokens_ranges_and_refusals(embedded, firmware: Path) -> None:
         assert headers["Content-Range"] == f"bytes 1000-{len(data) - 1}/{len(data)}"
         status, body, _ = http_get(url, {"Range": "bytes=0-99"})
         assert status == 206 and body == data[:100]
-        status, _, headers = http_get(url, {"Range": f"bytes={len(data) + 10}-"})
-        assert status == 416
+        status, body, headers = http_get(url, {"Range": "bytes=-100"})  # the last 100
+        assert status == 206 and body == data[-100:]
+        assert headers["Content-Range"] == f"bytes {len(data) - 100}-{len(data) - 1}/{len(data)}"
+        status, body, _ = http_get(url, {"Range": "bytes=100-99999999"})  # clamped
+        assert status == 206 and body == data[100:]
+        for bad in (f"bytes={len(data) + 10}-", f"bytes={len(data)}-", "bytes=5-2",
+                    "items=0-1", "bytes=x-"):
+            status, _, headers = http_get(url, {"Range": bad})
+            assert status == 416, bad
+            assert headers["Content-Range"] == f"bytes */{len(data)}"
+        req = urllib.request.Request(url, method="HEAD")
+        with urllib.request.urlopen(req) as resp:
+            assert resp.status == 200 and resp.headers["Content-Length"] == str(len(data))
+            assert resp.read() == b""
         # wrong token, another device's token, someone else's device id
         assert http_get(a.download_url(na, token="x" * 22))[0] == 403
         assert http_get(a.download_url(na, token=""))[0] == 403
