@@ -123,3 +123,5 @@ def test_interleaved_progress_then_failure_and_success(plat: Platform, firmware:
         "failed", -3, "bad digest")
     assert (rows["x3"]["state"], rows["x3"]["step"]) == ("succeeded", 100)
     assert plat.stats()["reports"] == 30 * 3 + 2  # every valid report is counted
+    seen = {d["id"]: d for d in plat.list_devices()}
+    assert set(seen) == {"x1", "x2", "x3"} and all(d["online"] for d in seen.values())

@@ -98,6 +98,9 @@ class Platform(PackageStore):
                 "UPDATE subtasks SET step=?, desc=?, last_report=?, updated=?,"
                 " reports=reports+? WHERE id=? AND state='upgrading'",
                 [(v[0], v[1], v[2], now, v[3], sid) for sid, v in pending.items()])
+            self.store.db.executemany(
+                "UPDATE devices SET last_seen=? WHERE id=?",
+                [(v[2], v[4]) for v in pending.values()])
 
     # == tasks =========================================================================
     def create_task(self, *, package: Any, name: Any, desc: Any = None, start: Any = None,
@@ -341,7 +344,7 @@ class Platform(PackageStore):
                 with self._pending_lock:
                     entry = self._pending.get(task_id)
                     if entry is None:
-                        self._pending[task_id] = [step, desc[:MAX_TEXT], now, 1]
+                        self._pending[task_id] = [step, desc[:MAX_TEXT], now, 1, device]
                     else:
                         entry[0], entry[1], entry[2] = step, desc[:MAX_TEXT], now
                         entry[3] += 1
@@ -426,6 +429,7 @@ class Platform(PackageStore):
         if sub is None:
             return
         self.accepted += 1
+        self.store.touch_device(device)
         now = time.time()
         desc = desc[:MAX_TEXT]
         if sub["state"] not in ACTIVE_STATES:
