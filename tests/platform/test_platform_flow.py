@@ -69,6 +69,8 @@ def test_offline_device_gets_notice_on_next_inform(env, firmware: Path) -> None:
     dev = FakeDevice("late", env.broker).start()  # informs -1 on connect
     try:
         notice = dev.wait_notice()
+        # an MD5 package: exactly the spec's payload
+        assert set(notice["payload"]) == {"size", "version", "url", "md5", "token", "module"}
         dev.upgrade(notice)
         wait_device_state(api, task["id"], "late", "succeeded")
     finally:
