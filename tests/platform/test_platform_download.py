@@ -59,8 +59,16 @@ def test_tokens_ranges_and_refusals(embedded, firmware: Path) -> None:
         q = {"fileId": file_id, "taskId": "999", "deviceId": "dl-a",
              "accessToken": na["payload"]["token"]}
         assert http_get(f"{base}?{urllib.parse.urlencode(q)}")[0] == 403
-        q["taskId"] = "abc"
+        for bad_task in ("abc", "9" * 30, "-1", "0"):
+            q["taskId"] = bad_task
+            assert http_get(f"{base}?{urllib.parse.urlencode(q)}")[0] == 403, bad_task
+        q["taskId"] = str(task["id"])
+        for bad_token in ("é" * 22, "\x00", na["payload"]["token"] + "x"):
+            q["accessToken"] = bad_token
+            assert http_get(f"{base}?{urllib.parse.urlencode(q)}")[0] == 403, bad_token
+        q["accessToken"], q["deviceId"] = na["payload"]["token"], "dl-ä"
         assert http_get(f"{base}?{urllib.parse.urlencode(q)}")[0] == 403
+        q["deviceId"] = "dl-a"
         # unknown files and path escapes are 404 (only store files are served)
         q["taskId"] = str(task["id"])
         for bad in ("0" * 20, "../platform.db", "../../etc/passwd", f"{pkg['id']}/../x",

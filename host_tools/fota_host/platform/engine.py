@@ -294,6 +294,8 @@ class Platform(PackageStore):
             tid = int(task_id)
         except (TypeError, ValueError):
             return 403, "bad task id"
+        if not 0 < tid < 2**62:
+            return 403, "bad task id"
         with self.store.lock:
             row = self.store.one(
                 "SELECT s.token, s.token_expires, s.state, t.package_id FROM subtasks s"
@@ -301,7 +303,8 @@ class Platform(PackageStore):
                 (tid, device or ""))
         if row is None or row["package_id"] != file_id:
             return 403, "no such task for this device and file"
-        if not row["token"] or not secrets.compare_digest(str(row["token"]), token or ""):
+        given = (token or "").encode("utf-8", "surrogateescape")
+        if not row["token"] or not secrets.compare_digest(row["token"].encode(), given):
             return 403, "bad token"
         if row["token_expires"] < time.time():
             return 403, "token expired"
