@@ -125,3 +125,23 @@ def test_interleaved_progress_then_failure_and_success(plat: Platform, firmware:
     assert plat.stats()["reports"] == 30 * 3 + 2  # every valid report is counted
     seen = {d["id"]: d for d in plat.list_devices()}
     assert set(seen) == {"x1", "x2", "x3"} and all(d["online"] for d in seen.values())
+
+
+def test_custom_topic_prefix(tmp_path: Path, firmware: Path) -> None:
+    rec = Recorder()
+    p = Platform(tmp_path / "custom", Settings(topic_prefix="fleet/{device}/fw"), publish=rec)
+    try:
+        task = _task(p, firmware, ["c-1"])
+        p.start_task(task["id"])
+        p.tick()
+        topic, notice = rec.sent[0]
+        assert topic == "fleet/c-1/fw/ota/upgrade"
+        p.on_message("fleet/c-1/fw/ota/inform", json.dumps(
+            {"taskId": notice["taskId"], "params": {"version": "2.0.0"}}).encode())
+        p.on_message("devices/c-1/ota/inform", b"{}")  # not ours: ignored, not an error
+        assert p.get_task(task["id"])["devices"][0]["state"] == "succeeded"
+        assert p.stats()["dropped"] == 0
+    finally:
+        p.close()
+    with pytest.raises(PlatformError):
+        Platform(tmp_path / "bad", Settings(topic_prefix="fleet/+/x"))
