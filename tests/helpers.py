@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -74,3 +75,58 @@ class Mosquitto:
         self.stop()
         time.sleep(down_seconds)
         self.start()
+
+
+class StallingProxy:
+    """A TCP proxy that can go silent without closing either end (a half-open link)."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.port = free_port()
+        self.forward = threading.Event()
+        self.forward.set()
+        self.conns = 0
+        self.srv = socket.create_server(("127.0.0.1", self.port))
+        self.srv.settimeout(0.2)
+        self.stop = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop:
+            try:
+                a, _ = self.srv.accept()
+            except OSError:
+                continue
+            self.conns += 1
+            threading.Thread(target=self._pipe, args=(a,), daemon=True).start()
+
+    def _pipe(self, a: socket.socket) -> None:
+        import select
+
+        b = None
+        try:
+            while not self.forward.is_set():  # stalled: accept, answer nothing
+                if self.stop:
+                    return
+                time.sleep(0.02)
+            b = socket.create_connection(("127.0.0.1", self.target))
+            while not self.stop:
+                if not self.forward.is_set():  # stop forwarding, keep both ends open
+                    time.sleep(0.02)
+                    continue
+                r, _, _ = select.select([a, b], [], [], 0.05)
+                for s in r:
+                    data = s.recv(4096)
+                    if not data:
+                        return
+                    (b if s is a else a).sendall(data)
+        except OSError:
+            return
+        finally:
+            a.close()
+            if b:
+                b.close()
+
+    def close(self) -> None:
+        self.stop = True
+        self.srv.close()

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 
 @dataclass
@@ -61,6 +61,10 @@ class ImageServer:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
 
+    def notice_url(self, name: str, url_task: int | str = 1) -> str:
+        """The url of a CTWing notice for file `name`: <base>/file/upgrade/<fileId>/<taskId>."""
+        return f"http://127.0.0.1:{self.port}/file/upgrade/{name}/{url_task}"
+
     def start(self) -> ImageServer:
         self.thread.start()
         return self
@@ -77,12 +81,17 @@ class ImageServer:
 
     def _serve(self, h: BaseHTTPRequestHandler) -> None:
         f = self.faults
-        name = urlparse(h.path).path.lstrip("/")
+        parsed = urlparse(h.path)
+        name = parsed.path.lstrip("/")
+        query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
+        if name == "file/upgrade" and "fileId" in query:
+            # CTWing's download address: /file/upgrade?fileId=&taskId=&deviceId=&accessToken=
+            name = query["fileId"]
         path = (self.root / name).resolve()
         rng = h.headers.get("Range")
         with self.stats.lock:
             first = not self.stats.requests
-            self.stats.requests.append({"path": h.path, "range": rng})
+            self.stats.requests.append({"path": h.path, "range": rng, "query": query})
         if f.status:
             self._plain(h, f.status)
             return

@@ -23,7 +23,7 @@ import paho.mqtt.client as paho
 import paho.mqtt.publish as paho_publish
 import pytest
 from fota_host import mprun, paths
-from helpers import Mosquitto, free_port, wait_port
+from helpers import Mosquitto, StallingProxy, free_port, wait_port
 
 SCRIPT = Path(__file__).parent / "scripts" / "mqtt_link.py"
 HOST = "127.0.0.1"
@@ -143,59 +143,6 @@ def send(port: int, topic: str, payload: str, qos: int = 1) -> None:
     paho_publish.single(topic, payload, qos=qos, hostname=HOST, port=port)
 
 
-# --- a TCP proxy that can go silent without closing (a half-open link) ------------
-
-class StallingProxy:
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.port = free_port()
-        self.forward = threading.Event()
-        self.forward.set()
-        self.conns = 0
-        self.srv = socket.create_server((HOST, self.port))
-        self.srv.settimeout(0.2)
-        self.stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.stop:
-            try:
-                a, _ = self.srv.accept()
-            except OSError:
-                continue
-            self.conns += 1
-            threading.Thread(target=self._pipe, args=(a,), daemon=True).start()
-
-    def _pipe(self, a: socket.socket) -> None:
-        import select
-
-        b = None
-        try:
-            while not self.forward.is_set():  # stalled: accept, answer nothing
-                if self.stop:
-                    return
-                time.sleep(0.02)
-            b = socket.create_connection((HOST, self.target))
-            while not self.stop:
-                if not self.forward.is_set():  # stop forwarding, keep both ends open
-                    time.sleep(0.02)
-                    continue
-                r, _, _ = select.select([a, b], [], [], 0.05)
-                for s in r:
-                    data = s.recv(4096)
-                    if not data:
-                        return
-                    (b if s is a else a).sendall(data)
-        except OSError:
-            return
-        finally:
-            a.close()
-            if b:
-                b.close()
-
-    def close(self) -> None:
-        self.stop = True
-        self.srv.close()
 
 
 # --- a scripted fake broker ------------------------------------------------------
