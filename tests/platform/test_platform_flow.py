@@ -235,6 +235,9 @@ def test_restart_mid_task_carries_on(env, firmware: Path) -> None:
         api = env.api
         assert device_row(api, task["id"], "r1")["state"] == "upgrading"
         assert api.get_task(task["id"])["state"] == "running"
+        if env.kind == "mosquitto":
+            row = wait_for(lambda: (r := device_row(api, task["id"], "r2"))["step"] == 30 and r)
+            assert row["desc"] == "while down"
         wait_for(lambda: d1.connected.is_set() and d2.connected.is_set())
         d1.upgrade(n1)  # the token issued before the crash still works
         d2.upgrade(n2)
