@@ -46,7 +46,7 @@ class Esp32Target:
         if partition_cls is None:
             from esp32 import Partition as partition_cls
         self._cls = partition_cls
-        self.running = partition_cls(partition_cls.RUNNING)
+        self.running = partition_cls(partition_cls.RUNNING)  # type: ignore  # stub says str; RUNNING/BOOT ints are documented
         self.running_label = self.running.info()[4]
         self.part = self.running.get_next_update()   # OSError(ENOENT): no OTA table
         # Whole blocks go straight to the partition's own (erasing) writeblocks:
@@ -68,7 +68,7 @@ class Esp32Target:
         return bool(record) and record.get("slot") == self.running_label
 
     def busy(self):
-        boot = self._cls(self._cls.BOOT).info()[4]
+        boot = self._cls(self._cls.BOOT).info()[4]  # type: ignore  # as above: the stub's Partition(id: str) is wrong
         if boot != self.running_label:
             return "a new image is selected and waits for a reboot"
         return None

@@ -184,7 +184,7 @@ class Link:
             self._down()
         c = self._c
         s = sk = None
-        old = _um.socket
+        old = _um.socket  # type: ignore  # the esp32 stub omits umqtt.simple's `socket` import
         try:
             # DNS on every attempt: the broker may have moved. (getaddrinfo itself
             # takes no timeout on MicroPython.)
@@ -215,15 +215,15 @@ class Link:
             c.sock = None  # 1.8 closes the previous socket in connect()
             c.ssl = False
             c.pid = 0  # 1.3.4 never wraps pid at 65535; a clean session restarts it
-            _um.socket = sk  # so umqtt's "socket.socket()" is ours
+            _um.socket = sk  # type: ignore  # (stub) so umqtt's "socket.socket()" is ours
             c.connect()  # clean session
-            _um.socket = old
+            _um.socket = old  # type: ignore  # (stub, see above)
             for t in self._subs:
                 c.subscribe(t, self._subs[t])
         except Exception:
             # OSError, MQTTException (CONNACK refused), AssertionError/IndexError
             # from umqtt's checks on garbage: all mean "no link".
-            _um.socket = old
+            _um.socket = old  # type: ignore  # (stub, see above)
             if s and not sk:
                 s.close()
             self._sk = sk

@@ -1,0 +1,56 @@
+# Pico W entry: the launcher. RP2040 cannot switch firmware slots, so the application
+# lives in A/B folders (slots/a, slots/b) that OTA updates; fota.fileslot.launch()
+# picks the active one and counts unconfirmed boots (falls back after max_trials).
+# The application is a module `app` in the slot with, all optional:
+#   step()     called every loop turn (keep it short: the agent polls in between)
+#   healthy()  True when the app works; a new slot is confirmed only then
+# A broken app does not stop the agent, so the board can still be fixed remotely.
+import os
+import sys
+
+from fota.fileslot import launch
+
+
+def _trials():
+    try:
+        import json
+
+        with open("fota_config.json") as f:
+            return int(json.load(f).get("max_trials", 3))
+    except Exception:  # noqa: board.start() reports a bad config clearly
+        return 3
+
+
+slot = launch("", _trials())  # "slots/a" or "slots/b", relative to / at boot
+sys.path.insert(0, slot)
+health = None
+app = None
+for name in ("app.mpy", "app.py", "app"):
+    try:
+        os.stat(slot + "/" + name)
+    except OSError:
+        continue
+    try:
+        import app  # pyright: ignore[reportMissingImports] - the user's module
+    except Exception as e:  # noqa: a broken app must not take the agent down
+        sys.print_exception(e)
+        health = lambda: False  # noqa: E731 - never confirm a slot whose app is broken
+    else:
+        health = getattr(app, "healthy", None)
+    break
+step = getattr(app, "step", None)
+
+
+def _step():
+    global step
+    if step:
+        try:
+            step()
+        except Exception as e:  # noqa: stop calling a failing app; keep the agent
+            sys.print_exception(e)
+            step = None
+
+
+from fota import board  # noqa: E402
+
+board.run(health=health, app_step=_step if step else None)
