@@ -6,6 +6,7 @@ Anonymous, no ACL: for a desk or CI. For a fleet use mosquitto (see `mosquitto.p
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 
@@ -28,4 +29,17 @@ async def start_embedded_broker(host: str, port: int) -> Any:
         await broker.start()
     finally:
         quiet.setLevel(level)
+    _deepen_backlog(broker)
     return broker
+
+
+def _deepen_backlog(broker: Any, backlog: int = 1024) -> None:
+    """amqtt listens with asyncio's default backlog (100): a fleet connecting at once would
+    lose SYNs and wait a second per retry. listen() again on a duplicate of the socket."""
+    for server in getattr(broker, "_servers", {}).values():
+        for sock in getattr(server.instance, "sockets", ()) or ():
+            try:
+                with socket.fromfd(sock.fileno(), sock.family, sock.type) as dup:
+                    dup.listen(backlog)
+            except OSError:
+                pass
