@@ -51,4 +51,48 @@ def bundle_cmd(folder: Path, version: str, no_compile: bool, output: Path) -> No
     emit_json({"file": str(output), "version": version, **images.digests(data)})
 
 
+@pack.command("esp32")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--version", "version", required=True,
+              help="Version the image carries (its app descriptor's version).")
+@click.option("--chip", type=click.Choice(["esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6"]),
+              default="esp32", show_default=True, help="Chip of the boards.")
+@click.option("--layout", type=click.Choice(["esp32-generic-ota", "8mib-ota"]),
+              default="esp32-generic-ota", show_default=True,
+              help="Partition table on the boards (decides the OTA slot size).")
+@click.option("--register", is_flag=True, help="Also store it as a platform package.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Platform data folder (with --register).")
+@click.option("--name", help="Package name (with --register; default: the version).")
+@click.option("--module", help="Module (with --register; default MCU).")
+@click.option("--product", help="Product (with --register).")
+@click.option("--sign", type=click.Choice(["md5", "sha256"]), default="md5", show_default=True,
+              help="Signature method of the package (with --register).")
+def esp32_cmd(file: Path, version: str, chip: str, layout: str, register: bool,
+              data_dir: Path | None, name: str | None, module: str | None,
+              product: str | None, sign: str) -> None:
+    """Validate a MicroPython ESP32 app image for OTA; prints size, md5, sha256, version, chip.
+
+    FILE is the app image (micropython.bin), not the combined firmware.bin.
+    """
+    from . import esp32pack, esp_image
+
+    if register and data_dir is None:
+        fail("--register needs --data DIR (the platform data folder)")
+    try:
+        facts = esp32pack.check_image(file.read_bytes(), version, chip, layout)
+    except esp_image.ImageError as exc:
+        fail(f"{file}: {exc}")
+    out = {"file": str(file), **facts}
+    if register:
+        from .platform.engine import PlatformError
+
+        try:
+            out["package"] = esp32pack.register(file, data_dir, version, name=name,
+                                                module=module, product=product, sign=sign)
+        except (PlatformError, OSError) as exc:
+            fail(f"registering with the platform failed: {exc}")
+    emit_json(out)
+
+
 COMMANDS: list[click.Command] = [pack]
