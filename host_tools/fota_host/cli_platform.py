@@ -75,7 +75,7 @@ def platform_group() -> None:
 @click.option("--topic-prefix", default="devices/{device}", show_default=True,
               help="Per-device topic prefix template.")
 @click.option("--push-rate", type=click.FloatRange(min=0.1), default=600, show_default=True,
-              help="Upgrade notices per minute at most.")
+              help="Upgrade notices per minute at most (bursts of ten seconds' worth).")
 @click.option("--retries", type=click.IntRange(0, 100), default=0, show_default=True,
               help="Times a failed or timed-out device is notified again.")
 @click.option("--retry-backoff", type=click.FloatRange(min=0), default=30, show_default=True,
