@@ -36,3 +36,19 @@ lint: setup
 
 clean:
 	rm -rf build
+
+# == Real boards (docs/boards.md) =========================================================
+# Device code against the official MicroPython port stubs (pyright); 0 errors or it fails.
+typecheck: setup
+	$(BIN)/fota typecheck
+
+# make deploy BOARD=esp32|pico_w PORT=/dev/ttyUSB0 CONFIG=device.json [DRY_RUN=1]
+deploy: setup
+	@test -n "$(BOARD)" || { echo "usage: make deploy BOARD=esp32|pico_w PORT=/dev/ttyUSB0 CONFIG=device.json [DRY_RUN=1]" >&2; exit 2; }
+	@test -n "$(CONFIG)" || { echo "make deploy: CONFIG=device.json is missing (fota device provision writes one)" >&2; exit 2; }
+	$(BIN)/fota deploy --board $(BOARD) --port "$(PORT)" --config $(CONFIG) $(if $(DRY_RUN),--dry-run)
+
+# make hil BOARD=esp32|pico_w PORT=/dev/ttyUSB0 CONFIG=device.json DATA=platform-data IMAGE=new.bin VERSION=V
+hil: setup
+	@test -n "$(PORT)" && test -e "$(PORT)" || { echo "make hil: no board at PORT='$(PORT)': connect an ESP32 or Pico W over USB and pass PORT=/dev/ttyUSB0 (see docs/boards.md, 'Hardware in the loop')" >&2; exit 2; }
+	$(BIN)/fota hil --board $(BOARD) --port $(PORT) --config $(CONFIG) --data $(DATA) --image $(IMAGE) --version $(VERSION)

@@ -45,9 +45,9 @@ def build_cmd(refetch: bool) -> None:
 
 
 def _attach_groups() -> None:
-    from . import cli_pack, cli_platform, cli_sim
+    from . import cli_boards, cli_pack, cli_platform, cli_sim
 
-    for module in (cli_pack, cli_sim, cli_platform):
+    for module in (cli_pack, cli_sim, cli_platform, cli_boards):
         for command in module.COMMANDS:
             cli.add_command(command)
 

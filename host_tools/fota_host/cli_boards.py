@@ -1,0 +1,132 @@
+"""Real boards: `fota typecheck`, `fota deploy`, `fota hil` and `fota device provision`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .cli import emit_json, fail
+from .cli_platform import device_group
+
+BOARDS = click.Choice(["esp32", "pico_w"])
+
+
+@click.command("typecheck")
+@click.option("--port", "ports", type=click.Choice(["esp32", "rp2"]), multiple=True,
+              help="Only this port (repeat); default both.")
+@click.option("--warnings", is_flag=True, help="Show warnings too.")
+def typecheck_cmd(ports: tuple[str, ...], warnings: bool) -> None:
+    """Type-check the device code against the official MicroPython port stubs."""
+    from . import typecheck
+
+    failed = False
+    try:
+        for port in ports or tuple(typecheck.PORTS):
+            result = typecheck.check(port)
+            for line in typecheck.format_diagnostics(result, warnings):
+                click.echo(line)
+            s = result.summary()
+            click.echo(f"{port}: {s['files']} files, {s['errors']} errors, "
+                       f"{s['warnings']} warnings")
+            failed |= not result.ok
+    except typecheck.TypecheckError as exc:
+        fail(str(exc))
+    if failed:
+        raise SystemExit(1)
+
+
+@click.command("deploy")
+@click.option("--board", type=BOARDS, required=True)
+@click.option("--port", default="", help="Serial port of the board, e.g. /dev/ttyUSB0.")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Device config (fota device provision writes one).")
+@click.option("--dry-run", is_flag=True, help="Print the mpremote commands, touch no board.")
+def deploy_cmd(board: str, port: str, config: Path, dry_run: bool) -> None:
+    """Copy the compiled device code, libraries, entry files and config to a board."""
+    from . import deploy
+
+    try:
+        p = deploy.plan(board, port or ("/dev/ttyUSB0" if dry_run else ""), config)
+        if dry_run:
+            for line in p.lines():
+                click.echo(line)
+            return
+        deploy.run(p)
+    except deploy.DeployError as exc:
+        fail(str(exc))
+
+
+@click.command("hil")
+@click.option("--board", type=BOARDS, required=True)
+@click.option("--port", default="", help="Serial port of the board.")
+@click.option("--config", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The device config deployed on the board.")
+@click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+              required=True, help="Data folder of the running platform service.")
+@click.option("--image", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The new image: ESP32 app image or Pico W bundle.")
+@click.option("--version", "version", required=True, help="Version the new image carries.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True)
+def hil_cmd(board: str, port: str, config: Path, data_dir: Path, image: Path, version: str,
+            timeout: float) -> None:
+    """One real update of a connected board through the local platform; JSON result."""
+    from . import hil
+
+    try:
+        result = hil.run(board, port, config, data_dir, image, version, timeout,
+                         echo=lambda s: click.echo(s, err=True))
+    except hil.HilError as exc:
+        fail(str(exc))
+    emit_json(result)
+    if not result["ok"]:
+        raise SystemExit(1)
+
+
+@click.command("provision")
+@click.option("--id", "device", required=True, help="Device id (also its MQTT user name).")
+@click.option("--broker-host", required=True, help="Broker host name or address.")
+@click.option("--broker-port", type=click.IntRange(1, 65535),
+              help="Default 1883, or 8883 with --tls.")
+@click.option("--mosquitto", "mosquitto_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of `fota platform mosquitto-config`: the device's credentials.")
+@click.option("--user", help="Broker user (instead of --mosquitto).")
+@click.option("--password", help="Broker password (instead of --mosquitto).")
+@click.option("--tls", is_flag=True, help="MQTT over TLS (needs --ca).")
+@click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="CA certificate for the broker (copied next to the config as ca.pem).")
+@click.option("--topic-prefix", help='Default devices/<id>; "" for real CTWing.')
+@click.option("--module", help="Module name (default MCU).")
+@click.option("--wifi-ssid", help="Wi-Fi network.")
+@click.option("--wifi-password", help="Wi-Fi password.")
+@click.option("--wdt", "wdt_s", type=click.FloatRange(min=0), help="Watchdog seconds (0: off).")
+@click.option("--health-deadline", "health_deadline_s", type=click.FloatRange(min=1),
+              help="Seconds a new image has to prove itself healthy.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def provision_cmd(device: str, broker_host: str, broker_port: int | None,
+                  mosquitto_dir: Path | None, user: str | None, password: str | None, tls: bool,
+                  ca: Path | None, topic_prefix: str | None, module: str | None,
+                  wifi_ssid: str | None, wifi_password: str | None, wdt_s: float | None,
+                  health_deadline_s: float | None, output: Path) -> None:
+    """Write a device config (fota_config.json for `make deploy CONFIG=...`)."""
+    from . import provision
+
+    if mosquitto_dir and user:
+        fail("give --mosquitto or --user/--password, not both")
+    try:
+        if mosquitto_dir:
+            user, password = provision.broker_credentials(mosquitto_dir, device)
+        cfg = provision.build_config(
+            device, broker_host, port=broker_port, user=user, password=password, tls=tls,
+            ca="ca.pem" if ca else None, topic_prefix=topic_prefix, module=module,
+            wifi_ssid=wifi_ssid, wifi_password=wifi_password, wdt_s=wdt_s,
+            health_deadline_s=health_deadline_s,
+            download_ca="ca.pem" if ca else None)
+        emit_json(provision.write(cfg, output, ca))
+    except provision.ProvisionError as exc:
+        fail(str(exc))
+
+
+device_group.add_command(provision_cmd)
+
+COMMANDS: list[click.Command] = [typecheck_cmd, deploy_cmd, hil_cmd]

@@ -1,0 +1,110 @@
+"""Hardware in the loop: one real update of a connected board through the local platform.
+
+Preconditions (docs/boards.md, "Hardware in the loop"):
+- the board runs an OTA-capable MicroPython and was deployed (`make deploy`) with a config
+  whose broker is the local platform's (or a mosquitto the platform uses);
+- `fota platform serve --data DIR --public-url http://<this host's LAN address>:8080`
+  runs, reachable from the board;
+- IMAGE is a newer image for that board: an ESP32 app image (micropython.bin) or a Pico W
+  app bundle (`fota pack bundle`).
+
+`run()` checks all of that it can, registers the image as a package, creates and starts a
+task for the device, follows it until it succeeds, fails or times out, and returns a
+result dict. It never touches the board itself, so it works with boards on any port.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import deploy
+
+FINAL = ("succeeded", "failed", "timed_out", "cancelled")
+
+
+class HilError(RuntimeError):
+    pass
+
+
+def check_port(port: str | None) -> str:
+    if not port:
+        raise HilError("no serial port given: make hil PORT=/dev/ttyUSB0 BOARD=esp32 ...")
+    if not os.path.exists(port):
+        raise HilError(
+            f"no board at {port}: this test needs a real ESP32 or Pico W connected over USB "
+            "(ls /dev/ttyUSB* /dev/ttyACM*). It cannot run without one; see docs/boards.md."
+        )
+    return port
+
+
+def _service(data_dir: Path) -> Any:
+    from .platform.client import ApiClient, connect
+    from .platform.engine import PlatformError
+
+    try:
+        client = connect(data_dir)
+    except PlatformError as exc:
+        raise HilError(str(exc)) from None
+    if not isinstance(client, ApiClient):
+        client.close()
+        raise HilError(f"no platform service runs on {data_dir}: start "
+                       f"`fota platform serve --data {data_dir} --public-url http://<LAN IP>:8080`")
+    return client
+
+
+def run(board: str, port: str | None, config: Path, data_dir: Path, image: Path,
+        version: str, timeout: float = 600.0, poll: float = 2.0,
+        echo: Callable[[str], None] = print) -> dict[str, Any]:
+    check_port(port)
+    if board not in deploy.MISSING_LIBS:
+        raise HilError(f"unknown board {board!r}; one of esp32, pico_w")
+    try:
+        cfg = deploy.load_config(config)
+    except deploy.DeployError as exc:
+        raise HilError(str(exc)) from None
+    if not image.is_file():
+        raise HilError(f"no image at {image}")
+    if board == "esp32":
+        from . import esp32pack
+        from .esp_image import ImageError
+
+        try:
+            esp32pack.check_image(image.read_bytes(), version)
+        except ImageError as exc:
+            raise HilError(f"{image}: {exc}") from None
+    device = cfg["device_id"]
+    client = _service(data_dir)
+    try:
+        pkg = client.create_package(file=str(image), version=version, module=cfg["module"])
+        task = client.create_task(package=pkg["id"], name=f"hil {device} {version}")
+        added = client.add_devices(task["id"], [device])
+        if not added or not added[0].get("ok"):
+            raise HilError(f"the platform refused device {device}: {added}")
+        client.start_task(task["id"])
+        echo(f"hil: task {task['id']} started: {device} -> {version}")
+        started = time.monotonic()
+        last = None
+        while True:
+            state = client.get_task(task["id"])
+            sub = next(d for d in state["devices"] if d["device"] == device)
+            now = (sub["state"], sub["step"], sub["desc"])
+            if now != last:
+                echo(f"hil: {sub['state']} step {sub['step']} {sub['desc'] or ''}".rstrip())
+                last = now
+            if sub["state"] in FINAL:
+                break
+            if time.monotonic() - started > timeout:
+                client.cancel(task["id"], [device])
+                sub = {**sub, "state": "timed_out", "desc": f"no result in {timeout:.0f}s"}
+                break
+            time.sleep(poll)
+    finally:
+        client.close()
+    return {"ok": sub["state"] == "succeeded", "device": device, "board": board,
+            "version": version, "task": task["id"], "state": sub["state"],
+            "step": sub["step"], "desc": sub["desc"],
+            "seconds": round(time.monotonic() - started, 1)}
