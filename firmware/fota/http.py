@@ -27,7 +27,13 @@ def get(url, start=0, timeout_ms=10000, ca=None, insecure=False):
         raise _fail("unsupported url scheme")
     rest = url[8:] if tls else url[7:]
     slash = rest.find("/")
-    host, path = (rest, "/") if slash < 0 else (rest[:slash], rest[slash:])
+    query = rest.find("?")
+    if slash < 0 or 0 <= query < slash:
+        slash = query
+    host = rest if slash < 0 else rest[:slash]
+    path = "/" if slash < 0 else rest[slash:]
+    if path[0] == "?":
+        path = "/" + path
     port = 443 if tls else 80
     colon = host.rfind(":")
     if colon > 0 and "]" not in host[colon:]:

@@ -12,7 +12,6 @@ _IN = const(1)  # select.POLLIN
 _OUT = const(4)  # select.POLLOUT
 _ERR = const(24)  # select.POLLERR | select.POLLHUP
 _ETIMEDOUT = const(110)
-_EMSGSIZE = const(90)
 _AI = ((None,),)  # a getaddrinfo() answer: umqtt only takes [0][-1]
 
 
@@ -74,8 +73,10 @@ class _Sock:
 
     def read(self, n):
         if not 0 < n <= self.mx:
-            if n:  # a garbage length: refuse it rather than die in MemoryError
-                raise OSError(_EMSGSIZE)
+            if n > 0:
+                # Bigger than we take: skip it (the callback sees an empty message)
+                # instead of dying in MemoryError or dropping the whole link.
+                self.skip(n)
             return b""  # the real read(0) would look like EOF to umqtt
         if self.nb:  # check_msg()'s 1-byte probe on every poll: readinto allocates nothing
             b = self.s.readinto(self.one)
@@ -97,6 +98,19 @@ class _Sock:
             else:
                 raise OSError(-1)  # EOF, as umqtt reports it
         return buf
+
+    def skip(self, n):
+        scratch = bytearray(128)
+        while n > 0:
+            b = self.s.readinto(scratch, min(n, 128))
+            if b is None:
+                if not self.wait(_IN, self.tmo):
+                    raise OSError(_ETIMEDOUT)
+            elif b:
+                n -= b
+                self.rx, self.got = ticks_ms(), True
+            else:
+                raise OSError(-1)
 
     def write(self, b, n=None):
         mv = memoryview(b)

@@ -3,6 +3,7 @@
     micropython -m fota_sim update BOARD SOURCE MD5 SIZE [SHA256] [--task N] [--lock-heap]
                                    [--no-readback] [--no-journal] [--ca FILE] [--insecure]
     micropython -m fota_sim launch          (file slots: the boot-time slot choice)
+    micropython -m fota_sim agent           (the board's main loop: config, MQTT agent)
 
 `update` prints one JSON line: {"ok", "step", "reason", "bytes"}; exit status 0 on success.
 """
@@ -96,14 +97,46 @@ def update(args):
     return 0 if step == 100 else 1
 
 
+def agent():
+    """The board's main loop, as on hardware (fake machine/network underneath)."""
+    with open("board") as f:
+        board = f.read().strip()
+    target = target_for(board)
+    health = None
+    if board == "esp32":
+        # Synthetic images name themselves "fota-sim-fail-health" when they must
+        # never pass the health check (fota pack sim-image --fail-health).
+        from fota.esp32slot import desc_string
+
+        head = bytearray(0x70)
+        target.running.readblocks(0, head, 0)
+        failing = desc_string(head, 0x50) == "fota-sim-fail-health"
+        health = (lambda: False) if failing else None
+    else:
+        sys.path.insert(0, "slots/" + target.active)
+        try:
+            import app
+
+            health = getattr(app, "healthy", None)
+        except ImportError:
+            pass
+    from fota import board as b
+
+    b.run("fota_config.json", health, target)
+
+
 def main(argv):
     cmd = argv[0] if argv else ""
     if cmd == "update":
         return update(argv[1:])
+    if cmd == "agent":
+        return agent()
     if cmd == "launch":
+        from fota import journal
         from fota.fileslot import launch
 
-        slot = launch("")
+        cfg = journal.load("fota_config.json") or {}
+        slot = launch("", cfg.get("max_trials", 3))
         print(slot)
         return 0
     print("usage: fota_sim update|launch ...")

@@ -105,4 +105,39 @@ def confirm_cmd(flash: Path) -> None:
         fail(str(exc))
 
 
+@sim.command("device")
+@FLASH
+@BOARD
+@click.option("--id", "device_id", required=True, help="Device id (MQTT client id).")
+@click.option("--broker", required=True, help="mqtt://HOST:PORT (mqtts:// for TLS).")
+@click.option("--prefix", default=None,
+              help="Topic prefix (default devices/<id>; '' for CTWing's literal topics).")
+@click.option("--version", "version", help="Seed an empty flash with an image of this version.")
+@click.option("--heap", default="96K", show_default=True, help="MicroPython heap.")
+def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str | None,
+               version: str | None, heap: str) -> None:
+    """Run the agent as a simulated device in the foreground (Ctrl-C stops it).
+
+    Hard resets are supervised: the device boots again through the simulated
+    bootloader, like a board rebooting into its new image.
+    """
+    import signal
+    import sys
+
+    from .simdevice import SimDevice
+    from .simflash import SimError
+
+    try:
+        dev = SimDevice(flash, board, device_id, broker, prefix, version, heap, log=sys.stdout)
+    except (SimError, ValueError) as exc:
+        fail(str(exc))
+
+    def stop(*_: object) -> None:
+        dev.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    dev.run()
+
+
 COMMANDS: list[click.Command] = [sim]

@@ -1,0 +1,247 @@
+"""The device agent: CTWing MQTT FOTA on top of the engine.
+
+It informs its version each time it comes online, takes notices from /ota/upgrade,
+runs the engine, reports progress on /ota/progress, reboots into the new image,
+and confirms that image only when it is healthy. Run it beside your application
+with the poll model: call `agent.poll()` from your main loop every 10-100 ms.
+poll() returns quickly, except while an update runs: then it blocks until the
+update ends (feeding the watchdog and keeping MQTT alive throughout).
+"""
+from micropython import const
+from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
+
+from fota import protocol
+
+_MAX_QUEUED = const(4)      # notices waiting for the main loop; more are dropped
+JOURNAL = "fota_journal.json"
+
+
+def _log(*args):
+    print("fota:", *args)
+
+
+class Agent:
+    def __init__(self, cfg, target, link=None, health=None, reset=None, feed=None):
+        self.cfg = cfg
+        self.target = target
+        self.version = target.version
+        self.module = cfg["module"]
+        prefix = cfg["topic_prefix"]
+        self.t_inform = protocol.topic(prefix, "inform")
+        self.t_progress = protocol.topic(prefix, "progress")
+        self.health = health            # app hook: () -> True when healthy
+        self.reset = reset              # machine.reset
+        self.feed = feed                # watchdog feed
+        self.notices = []
+        self.reports = []               # [task, step, desc] to deliver with QoS 1
+        self.task = None                # task being worked on
+        self.online = False             # inform due (set on every connect)
+        self.forget_after_report = False
+        self.trial = None
+        self.inform_task = -1
+        state, record = target.boot_state()
+        if state == "pending":
+            self.trial = record
+            self.inform_task = record.get("task", -1)
+            self.trial_end = ticks_add(ticks_ms(), int(cfg["health_deadline_s"] * 1000))
+            _log("new image on trial for task", self.inform_task)
+        elif state == "rolled_back":
+            why = record.get("reason") or "new image was not confirmed"
+            self.reports.append([record.get("task", -1), -1, "rolled back: " + why])
+            self.forget_after_report = True
+            _log("rolled back:", why)
+        self.link = link or self._make_link()
+        self.link.on_message = self._on_message
+        self.link.on_connect = self._on_connect
+        self.link.subscribe(protocol.topic(prefix, "upgrade"), 1)
+
+    def _make_link(self):
+        from fota.mqtt import Link
+
+        b = self.cfg["broker"]
+        tls = None
+        if b["tls"]:
+            from fota.config import read_file
+            from fota.tls import context
+
+            tls = context(read_file(b["ca"]), b["insecure"])
+        return Link(self.cfg["device_id"], b["host"], b["port"], b["user"], b["password"],
+                    b["keepalive"], tls, None, int(b["timeout_s"] * 1000))
+
+    # --- callbacks from the link: record only, the work happens in poll() ---
+    def _on_message(self, topic, msg):
+        # Validated at once (cheap, no I/O) so a flood of junk can't push out a real
+        # notice; the newest notices are kept.
+        try:
+            notice = protocol.parse_notice(msg)
+        except ValueError as exc:
+            _log("notice dropped:", exc)
+            return
+        if notice[1]["module"] != self.module:
+            return
+        if len(self.notices) >= _MAX_QUEUED:
+            _log("notice dropped: too many waiting")
+            self.notices.pop(0)
+        self.notices.append(notice)
+
+    def _on_connect(self):
+        self.online = True
+
+    # --- the main-loop entry point ---
+    def poll(self):
+        if self.feed:
+            self.feed()
+        self.link.poll()
+        if self.link.connected:
+            self._deliver()
+        if self.trial is not None:
+            self._check_trial()
+        while self.notices and self.task is None:
+            self._notice(self.notices.pop(0))
+
+    def _publish(self, topic, msg, qos):
+        return self.link.connected and self.link.publish(topic, msg, qos)
+
+    def _deliver(self):
+        """Reports first (a rollback is told before the version), then the inform."""
+        while self.reports:
+            task, step, desc = self.reports[0]
+            if not self._publish(self.t_progress, protocol.progress(task, step, desc,
+                                                                   self.module), 1):
+                return
+            self.reports.pop(0)
+        if self.forget_after_report:
+            self.target.forget()
+            self.forget_after_report = False
+        if self.online and (self.trial is None or self._healthy()):
+            if self._publish(self.t_inform, protocol.inform(self.inform_task, self.version,
+                                                            self.module), 1):
+                self.online = False
+                if self.trial is not None:
+                    # network up, MQTT up, inform acknowledged, app healthy: keep it
+                    self.target.confirm()
+                    self.trial = None
+                    _log("image confirmed")
+                self.inform_task = -1
+
+    def _healthy(self):
+        try:
+            return self.health is None or bool(self.health())
+        except Exception as exc:  # noqa: a crashing health hook is an unhealthy app
+            _log("health hook failed:", exc)
+            return False
+
+    def _check_trial(self):
+        if ticks_diff(ticks_ms(), self.trial_end) < 0:
+            return
+        if not self.link.connected:
+            why = "no MQTT connection within %ds" % self.cfg["health_deadline_s"]
+        elif not self._healthy():
+            why = "application health check failed"
+        else:
+            why = "version inform not acknowledged"
+        _log("trial failed:", why, "- resetting to the previous image")
+        self.target.note(why)
+        self._restart()
+
+    def _restart(self):
+        try:
+            self.link.close()
+        except Exception:  # noqa: best effort before a reset
+            pass
+        if self.reset:
+            self.reset()
+
+    # --- notices ---
+    def _notice(self, notice):
+        task, p = notice
+        if p["version"] == self.version:
+            # Nothing to download: tell the platform we already run it.
+            self._report_inform(task)
+            return
+        self.task = task
+        try:
+            step, reason = self._update(task, p)
+        finally:
+            self.task = None
+        if step == 100:
+            self._finish(task)
+        else:
+            _log("task", task, "failed:", reason)
+            self.reports.append([task, step, reason])
+            self._deliver()
+
+    def _report_inform(self, task):
+        if not self._publish(self.t_inform, protocol.inform(task, self.version, self.module), 1):
+            self.inform_task = task      # said on the next connect instead
+            self.online = True
+
+    def _busy_refusals(self):
+        while self.notices:
+            task = self.notices.pop(0)[0]
+            if task != self.task:
+                self._publish(self.t_progress, protocol.progress(task, -1, "busy",
+                                                                  self.module), 1)
+
+    def _update(self, task, p):
+        from fota import engine, http
+
+        cfg = self.cfg
+        dl = cfg["download"]
+        try:
+            url = p["url"] if dl["url_as_is"] else protocol.download_url(
+                p["url"], cfg["device_id"], p["token"])
+            ca = None
+            if url.startswith("https://"):
+                from fota.config import read_file
+
+                ca = read_file(dl["ca"])
+            source = http.source(url, int(dl["timeout_s"] * 1000), ca, dl["allow_insecure"])
+        except engine.UpdateError as exc:
+            return exc.step, exc.reason
+        except ValueError as exc:
+            return -2, "bad url: %s" % exc
+        size = p["size"]
+        step_pct = cfg["progress_step"]
+        every = int(cfg["progress_interval_s"] * 1000)
+        sent = [0, ticks_ms()]      # last percent sent, when
+
+        def progress(done, total):
+            if self.feed:
+                self.feed()
+            self.link.poll()                 # keepalive, and notices arriving now
+            if self.notices:
+                self._busy_refusals()
+            pct = done * 100 // total
+            if pct < 1:
+                pct = 1
+            elif pct > 99:
+                pct = 99                     # 100 only once written *and* verified
+            now = ticks_ms()
+            if pct != sent[0] and (pct - sent[0] >= step_pct or ticks_diff(now, sent[1]) >= every):
+                sent[0] = pct
+                sent[1] = now
+                # QoS 0: progress must never stall the download
+                self._publish(self.t_progress, protocol.progress(task, pct, "downloading",
+                                                                  self.module), 0)
+
+        _log("task", task, "updating", self.version, "->", p["version"])
+        return engine.run(self.target, source, size, p["md5"], p.get("sha256"), progress,
+                          JOURNAL, task)
+
+    def _finish(self, task):
+        """Image written, verified and selected: say so, then reboot into it."""
+        desc = "written and verified, rebooting"
+        # The link may be down: wait for it a while (the new image's inform is what
+        # decides success, so the reboot happens anyway after the deadline).
+        end = ticks_add(ticks_ms(), int(self.cfg["health_deadline_s"] * 1000))
+        while not self._publish(self.t_progress, protocol.progress(task, 100, desc,
+                                                                   self.module), 1):
+            if ticks_diff(end, ticks_ms()) <= 0:
+                break
+            if self.feed:
+                self.feed()
+            self.link.poll()
+            sleep_ms(50)
+        _log("task", task, "done: rebooting into the new image")
+        self._restart()

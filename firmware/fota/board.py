@@ -1,0 +1,86 @@
+"""Board start-up: config, watchdog, Wi-Fi, target, agent. The entry points call this.
+
+    from fota import board
+    agent = board.start()           # None (and a clear message) when the config is bad
+    while True:
+        if agent:
+            agent.poll()
+        ...your application's work...
+        time.sleep_ms(50)
+"""
+
+
+def default_target(cfg):
+    import sys
+
+    if sys.platform == "esp32":
+        from fota.esp32slot import Esp32Target
+
+        return Esp32Target()
+    from fota.fileslot import FileSlotTarget
+
+    return FileSlotTarget("")
+
+
+def wifi(cfg, feed=None, timeout_s=20, tries=3):
+    """Station mode with a timeout per try; True once connected (or no Wi-Fi configured)."""
+    w = cfg.get("wifi")
+    if not w:
+        return True
+    import network
+    from time import sleep_ms, ticks_diff, ticks_ms
+
+    sta = network.WLAN(network.STA_IF)
+    sta.active(True)
+    try:
+        sta.config(pm=0xA11140)   # Pico W: power saving off, or MQTT drops (CYW43 only)
+    except (ValueError, OSError, TypeError):
+        pass
+    for attempt in range(tries):
+        if sta.isconnected():
+            return True
+        print("fota: wifi connecting to", w["ssid"], "try", attempt + 1)
+        sta.connect(w["ssid"], w.get("password", ""))
+        start = ticks_ms()
+        while not sta.isconnected() and ticks_diff(ticks_ms(), start) < timeout_s * 1000:
+            if feed:
+                feed()
+            sleep_ms(200)
+    return sta.isconnected()
+
+
+def start(config="fota_config.json", health=None, target=None):
+    from fota import engine
+    from fota.config import ConfigError, load
+
+    engine.block_buffer()       # 4 KiB in one piece, before anything fragments the heap
+    try:
+        cfg = load(config)
+    except ConfigError as exc:
+        # A clear message and no reset: a crash loop would hide the problem.
+        print("fota: config error:", exc, "- OTA disabled until it is fixed")
+        return None
+    import machine
+
+    feed = None
+    if cfg["wdt_s"]:
+        feed = machine.WDT(timeout=int(cfg["wdt_s"] * 1000)).feed
+    if not wifi(cfg, feed):
+        print("fota: no Wi-Fi yet; MQTT keeps retrying")
+    from fota.agent import Agent
+
+    return Agent(cfg, target or default_target(cfg), health=health, reset=machine.reset,
+                 feed=feed)
+
+
+def run(config="fota_config.json", health=None, target=None, app_step=None, period_ms=20):
+    """start(), then poll forever beside `app_step()`."""
+    from time import sleep_ms
+
+    agent = start(config, health, target)
+    while True:
+        if agent:
+            agent.poll()
+        if app_step:
+            app_step()
+        sleep_ms(period_ms)

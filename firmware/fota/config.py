@@ -1,0 +1,101 @@
+"""The device's one JSON config file: load, fill defaults, and say clearly what is wrong.
+
+Example (docs/device-config.md documents every key):
+    {"device_id": "device10001",
+     "broker": {"host": "192.168.1.10", "port": 1883, "user": "device10001",
+                "password": "...", "tls": false, "ca": "ca.pem", "keepalive": 60},
+     "topic_prefix": "devices/device10001", "module": "MCU",
+     "wifi": {"ssid": "...", "password": "..."},
+     "progress_step": 5, "progress_interval_s": 10, "health_deadline_s": 60}
+"""
+
+DEFAULTS = {
+    "module": "MCU",
+    "topic_prefix": None,           # None: "devices/<device_id>"; "" for real CTWing
+    "progress_step": 5,
+    "progress_interval_s": 10,
+    "health_deadline_s": 60,
+    "max_trials": 3,                # file slots: unconfirmed boots before falling back
+    "wdt_s": 0,                     # 0: no watchdog
+    "download": None,
+    "wifi": None,
+}
+DOWNLOAD = {"ca": None, "allow_insecure": False, "url_as_is": False, "timeout_s": 10}
+BROKER = {"port": None, "user": None, "password": None, "tls": False, "ca": None,
+          "keepalive": 60, "timeout_s": 10, "insecure": False}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _need(cond, msg):
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _merge(defaults, given, where):
+    _need(given is None or isinstance(given, dict), where + " must be an object")
+    out = dict(defaults)
+    if given:
+        out.update(given)
+    return out
+
+
+def _num(cfg, key, low):
+    v = cfg[key]
+    _need(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= low,
+          "%s must be a number >= %s" % (key, low))
+
+
+def validate(cfg):
+    _need(isinstance(cfg, dict), "the config must be a JSON object")
+    out = dict(DEFAULTS)
+    out.update(cfg)
+    dev = out.get("device_id")
+    _need(isinstance(dev, str) and dev and "/" not in dev and "+" not in dev and "#" not in dev,
+          "device_id must be a non-empty string without / + #")
+    b = _merge(BROKER, out.get("broker"), "broker")
+    _need(isinstance(b.get("host"), str) and b["host"], "broker.host must be a string")
+    if b["port"] is None:
+        b["port"] = 8883 if b["tls"] else 1883
+    _need(isinstance(b["port"], int) and 0 < b["port"] < 65536, "broker.port must be 1..65535")
+    _need(not b["tls"] or b["ca"] or b["insecure"],
+          "broker.tls needs broker.ca (a CA certificate file) or broker.insecure")
+    out["broker"] = b
+    out["download"] = _merge(DOWNLOAD, out.get("download"), "download")
+    if out["topic_prefix"] is None:
+        out["topic_prefix"] = "devices/" + dev
+    _need(isinstance(out["topic_prefix"], str), "topic_prefix must be a string")
+    _need(isinstance(out["module"], str), "module must be a string")
+    for key, low in (("progress_step", 1), ("progress_interval_s", 0),
+                     ("health_deadline_s", 1), ("max_trials", 1), ("wdt_s", 0)):
+        _num(out, key, low)
+    w = out.get("wifi")
+    _need(w is None or isinstance(w, dict) and isinstance(w.get("ssid"), str),
+          "wifi must be an object with ssid and password")
+    return out
+
+
+def load(path="fota_config.json"):
+    import json
+
+    try:
+        with open(path) as f:
+            cfg = json.load(f)
+    except OSError:
+        raise ConfigError("cannot read %s: copy the example config there" % path)
+    except ValueError:
+        raise ConfigError("%s is not valid JSON" % path)
+    return validate(cfg)
+
+
+def read_file(path):
+    """Bytes of a file the config names (CA certificates), or ConfigError."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        raise ConfigError("cannot read " + path)

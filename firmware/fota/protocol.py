@@ -1,0 +1,99 @@
+"""CTWing MQTT FOTA messages: topics, notice validation, download address, reports.
+
+Shapes follow ../shared/spec/ctwing-mqtt-ota.md exactly:
+    inform   {"taskId": -1, "params": {"version": V, "module": M}}
+    upgrade  {"taskId": T, "payload": {"size", "version", "url", "md5", "token", "module"}}
+    progress {"taskId": T, "params": {"step": S, "desc": D, "module": M}}
+"""
+
+
+def topic(prefix, name):
+    """'devices/d1' + 'inform' -> 'devices/d1/ota/inform'; '' -> '/ota/inform' (CTWing)."""
+    return "%s/ota/%s" % (prefix.rstrip("/"), name)
+
+
+def inform(task, version, module):
+    import json
+
+    return json.dumps({"taskId": task, "params": {"version": version, "module": module}})
+
+
+def progress(task, step, desc, module):
+    import json
+
+    return json.dumps({"taskId": task, "params": {"step": step, "desc": desc,
+                                                  "module": module}})
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _hex32(s):
+    if not isinstance(s, str) or len(s) != 32:
+        return False
+    for c in s:
+        if c not in "0123456789abcdefABCDEF":
+            return False
+    return True
+
+
+def parse_notice(raw):
+    """(taskId, payload dict) from an /ota/upgrade message; ValueError says what is wrong."""
+    import json
+
+    try:
+        msg = json.loads(raw)
+    except (ValueError, UnicodeError):
+        raise ValueError("not JSON")
+    if not isinstance(msg, dict):
+        raise ValueError("not an object")
+    task = msg.get("taskId")
+    p = msg.get("payload")
+    if not _is_int(task):
+        raise ValueError("taskId is not an int")
+    if not isinstance(p, dict):
+        raise ValueError("payload is not an object")
+    size = p.get("size")
+    if not _is_int(size) or size <= 0:
+        raise ValueError("size is not a positive int")
+    for key in ("version", "url", "token", "module"):
+        if not isinstance(p.get(key), str):
+            raise ValueError(key + " is not a string")
+    url = p["url"]
+    if not (url.startswith("http://") or url.startswith("https://")):
+        raise ValueError("url is not http(s)")
+    if not _hex32(p.get("md5")):
+        raise ValueError("md5 is not 32 hex digits")
+    sha = p.get("sha256")
+    if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
+        raise ValueError("sha256 is not 64 hex digits")
+    return task, p
+
+
+def quote(s):
+    """Percent-encode everything but unreserved characters (RFC 3986)."""
+    out = []
+    for b in s.encode():
+        c = chr(b)
+        if c.isalpha() and b < 128 or c.isdigit() or c in "-._~":
+            out.append(c)
+        else:
+            out.append("%%%02X" % b)
+    return "".join(out)
+
+
+def download_url(url, device_id, token):
+    """The address the spec's "Building the download address" describes.
+
+    .../file/upgrade/<fileId>/<urlTaskId> ->
+    .../file/upgrade?fileId=<fileId>&taskId=<urlTaskId>&deviceId=<id>&accessToken=<token>
+    """
+    query = url.find("?")
+    if query >= 0:
+        url = url[:query]
+    parts = url.rstrip("/").rsplit("/", 2)
+    if len(parts) != 3 or not parts[1] or not parts[2] or parts[0].endswith(":/"):
+        raise ValueError("url has no /<fileId>/<taskId> at its end")
+    return "%s?fileId=%s&taskId=%s&deviceId=%s&accessToken=%s" % (
+        parts[0], quote(parts[1]), quote(parts[2]), quote(device_id), quote(token))

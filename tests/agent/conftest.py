@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fota_host.simdevice import SimDevice  # noqa: E402
+from peer import Peer  # noqa: E402
+
+FAST = {"health_deadline_s": 4, "progress_interval_s": 1,
+        "broker": {"keepalive": 4, "timeout_s": 2}}
+
+
+@pytest.fixture
+def peer(mosquitto):
+    p = Peer(mosquitto.port)
+    yield p
+    p.close()
+    assert not p.errors, f"messages off the spec: {p.errors}"
+
+
+@pytest.fixture
+def devices(tmp_path, mosquitto):
+    """Factory: start simulated boards (supervised, rebooting) against the broker."""
+    started: list[SimDevice] = []
+
+    def start(device_id: str = "d1", board: str = "esp32", version: str = "1.0.0",
+              broker_url: str | None = None, **config) -> SimDevice:
+        cfg = {**FAST, **config}
+        cfg["broker"] = {**FAST["broker"], **config.get("broker", {})}
+        log = open(tmp_path / f"{device_id}.log", "w")  # noqa: SIM115 (closed at exit)
+        dev = SimDevice(tmp_path / device_id, board, device_id, broker_url or mosquitto.url,
+                        None, version, "96K", log=log, config=cfg)
+        dev.logfile = log
+        dev.start()
+        started.append(dev)
+        return dev
+
+    yield start
+    for dev in started:
+        dev.stop()
+        dev.logfile.close()
+
+
+def log_of(dev: SimDevice) -> str:
+    return Path(dev.logfile.name).read_text()
