@@ -19,8 +19,9 @@ def test_device_code_conforms_to_the_port(port: str) -> None:
 
 
 def test_each_board_is_checked_against_its_own_port() -> None:
-    esp = {Path(f).relative_to(paths.firmware_dir()).as_posix() for f in typecheck.files_for("esp32")}
-    rp2 = {Path(f).relative_to(paths.firmware_dir()).as_posix() for f in typecheck.files_for("rp2")}
+    fw = paths.firmware_dir()
+    esp = {Path(f).relative_to(fw).as_posix() for f in typecheck.files_for("esp32")}
+    rp2 = {Path(f).relative_to(fw).as_posix() for f in typecheck.files_for("rp2")}
     shared = {"fota/engine.py", "fota/http.py", "fota/mqtt.py", "fota/agent.py", "fota/board.py",
               "fota/journal.py", "fota/protocol.py", "fota/config.py", "fota/tls.py"}
     assert shared <= esp and shared <= rp2
