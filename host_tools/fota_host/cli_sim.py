@@ -140,4 +140,116 @@ def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str
     dev.run()
 
 
+@sim.command("fleet")
+@click.option("--count", type=click.IntRange(min=1), required=True, help="Number of devices.")
+@click.option("--broker", required=True, help="mqtt://HOST:PORT the devices connect to.")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for the flash folders and logs (DIR/<id>/, DIR/logs/<id>.log).")
+@click.option("--boards", default="esp32,pico_w", show_default=True,
+              help="Board kinds, assigned in turn.")
+@click.option("--version", "version", default="1.0.0", show_default=True,
+              help="Seed empty flash folders with an image of this version.")
+@click.option("--heap", default="96K", show_default=True, help="MicroPython heap per device.")
+@click.option("--prefix-id", default="dev-", show_default=True,
+              help="Device ids are PREFIX001, PREFIX002, ...")
+@click.option("--topic-prefix", default=None, help="Topic prefix (default devices/<id>).")
+@click.option("--health-deadline", type=float, default=None,
+              help="Seconds a new image has to prove healthy (device default 60).")
+@click.option("--config", "config_json", default=None,
+              help="Extra device config keys as a JSON object (merged into each config).")
+@click.option("--power-cut", type=click.IntRange(min=0), default=0,
+              help="FAULT: N devices lose power once in the middle of a download.")
+@click.option("--offline", type=click.IntRange(min=0), default=0,
+              help="FAULT: N devices are powered on --offline-for seconds late.")
+@click.option("--offline-for", type=float, default=10.0, show_default=True)
+@click.option("--pause", type=click.IntRange(min=0), default=0,
+              help="FAULT: N devices freeze --pause-for seconds mid-download (SIGSTOP).")
+@click.option("--pause-for", type=float, default=5.0, show_default=True)
+@click.option("--mqtt-outage", default=None, metavar="AT,SECONDS",
+              help="FAULT: devices reach the broker through a proxy that cuts every link "
+                   "AT seconds after start and refuses SECONDS long (a broker restart).")
+@click.option("--http-proxy", type=int, default=None, metavar="PORT",
+              help="Run a fault proxy for downloads on PORT (start the platform with "
+                   "--public-url http://127.0.0.1:PORT); needs --http-upstream.")
+@click.option("--http-upstream", default=None, help="The platform's http://HOST:PORT.")
+@click.option("--http-rate", type=float, default=None, help="FAULT: bytes/s per download.")
+@click.option("--http-drop-after", type=int, default=None,
+              help="FAULT: cut downloads after this many bytes ...")
+@click.option("--http-drop-count", type=int, default=None,
+              help="... for the first N connections (default: all).")
+@click.option("--http-corrupt-at", type=int, default=None,
+              help="FAULT: flip the body byte at this offset of every download (step -3).")
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="Which devices the faults pick.")
+@click.option("--for", "duration", type=float, default=None,
+              help="Stop after this many seconds (default: until Ctrl-C or SIGTERM).")
+def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, heap: str,
+              prefix_id: str, topic_prefix: str | None, health_deadline: float | None,
+              config_json: str | None, power_cut: int, offline: int, offline_for: float,
+              pause: int, pause_for: float, mqtt_outage: str | None, http_proxy: int | None,
+              http_upstream: str | None, http_rate: float | None, http_drop_after: int | None,
+              http_drop_count: int | None, http_corrupt_at: int | None, seed: int,
+              duration: float | None) -> None:
+    """Run COUNT simulated devices until Ctrl-C; prints one JSON line with the final states.
+
+    Each device has its own flash folder and id and reboots through the simulated
+    bootloader. Faults are flags (docs/fleet.md).
+    """
+    import json
+    import signal
+    import threading
+
+    from .fleet import Faults, Fleet, HttpFaults
+    from .simflash import SimError
+
+    kinds = tuple(b.strip() for b in boards.split(",") if b.strip())
+    if not kinds or any(b not in ("esp32", "pico_w") for b in kinds):
+        fail("--boards: a comma-separated list of esp32, pico_w")
+    config: dict = {}
+    if config_json:
+        try:
+            config = json.loads(config_json)
+        except ValueError as exc:
+            fail(f"--config is not JSON: {exc}")
+        if not isinstance(config, dict):
+            fail("--config must be a JSON object")
+    if health_deadline is not None:
+        config["health_deadline_s"] = health_deadline
+    outage = None
+    if mqtt_outage:
+        try:
+            at, secs = (float(x) for x in mqtt_outage.split(","))
+        except ValueError:
+            fail("--mqtt-outage must be AT,SECONDS")
+        outage = (at, secs)
+    http = None
+    if http_proxy is not None:
+        if not http_upstream:
+            fail("--http-proxy needs --http-upstream http://HOST:PORT (the platform)")
+        http = HttpFaults(http_proxy, http_upstream, http_rate, http_drop_after,
+                          http_drop_count, http_corrupt_at)
+    faults = Faults(power_cut, offline, offline_for, pause, pause_for, outage, seed)
+    try:
+        fleet = Fleet(data, count, broker, kinds, version, heap, prefix_id, topic_prefix,
+                      config, faults, http).create()
+    except (SimError, ValueError, OSError) as exc:
+        fail(str(exc))
+    done = threading.Event()
+
+    def stop(*_: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    fleet.start()
+    click.echo(f"fleet: {count} devices under {data} (logs in {data}/logs); "
+               "Ctrl-C stops it", err=True)
+    done.wait(duration)
+    memory = fleet.memory()
+    fleet.stop()
+    states = fleet.statuses()
+    emit_json({"devices": count, "memory": memory, "events": fleet.events,
+               "versions": {k: v.get("version") for k, v in states.items()}})
+
+
 COMMANDS: list[click.Command] = [sim]
