@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from . import deploy
+from .platform.engine import PlatformError
 
 FINAL = ("succeeded", "failed", "timed_out", "cancelled")
 
@@ -79,31 +80,39 @@ def run(board: str, port: str | None, config: Path, data_dir: Path, image: Path,
     device = cfg["device_id"]
     client = _service(data_dir)
     try:
-        pkg = client.create_package(file=str(image), version=version, module=cfg["module"])
-        task = client.create_task(package=pkg["id"], name=f"hil {device} {version}")
-        added = client.add_devices(task["id"], [device])
-        if not added or not added[0].get("ok"):
-            raise HilError(f"the platform refused device {device}: {added}")
-        client.start_task(task["id"])
-        echo(f"hil: task {task['id']} started: {device} -> {version}")
-        started = time.monotonic()
-        last = None
-        while True:
-            state = client.get_task(task["id"])
-            sub = next(d for d in state["devices"] if d["device"] == device)
-            now = (sub["state"], sub["step"], sub["desc"])
-            if now != last:
-                echo(f"hil: {sub['state']} step {sub['step']} {sub['desc'] or ''}".rstrip())
-                last = now
-            if sub["state"] in FINAL:
-                break
-            if time.monotonic() - started > timeout:
-                client.cancel(task["id"], [device])
-                sub = {**sub, "state": "timed_out", "desc": f"no result in {timeout:.0f}s"}
-                break
-            time.sleep(poll)
+        return _follow(client, board, device, cfg, image, version, timeout, poll, echo)
+    except PlatformError as exc:
+        raise HilError(f"the platform refused: {exc}") from None
     finally:
         client.close()
+
+
+def _follow(client: Any, board: str, device: str, cfg: dict[str, Any], image: Path,
+            version: str, timeout: float, poll: float,
+            echo: Callable[[str], None]) -> dict[str, Any]:
+    pkg = client.create_package(file=str(image), version=version, module=cfg["module"])
+    task = client.create_task(package=pkg["id"], name=f"hil {device} {version}")
+    added = client.add_devices(task["id"], [device])
+    if not added or not added[0].get("ok"):
+        raise HilError(f"the platform refused device {device}: {added}")
+    client.start_task(task["id"])
+    echo(f"hil: task {task['id']} started: {device} -> {version}")
+    started = time.monotonic()
+    last = None
+    while True:
+        state = client.get_task(task["id"])
+        sub = next(d for d in state["devices"] if d["device"] == device)
+        now = (sub["state"], sub["step"], sub["desc"])
+        if now != last:
+            echo(f"hil: {sub['state']} step {sub['step']} {sub['desc'] or ''}".rstrip())
+            last = now
+        if sub["state"] in FINAL:
+            break
+        if time.monotonic() - started > timeout:
+            client.cancel(task["id"], [device])
+            sub = {**sub, "state": "timed_out", "desc": f"no result in {timeout:.0f}s"}
+            break
+        time.sleep(poll)
     return {"ok": sub["state"] == "succeeded", "device": device, "board": board,
             "version": version, "task": task["id"], "state": sub["state"],
             "step": sub["step"], "desc": sub["desc"],
