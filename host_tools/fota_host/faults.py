@@ -36,6 +36,7 @@ class FaultProxy:
         self.connections = 0     # accepted so far
         self.dropped = 0         # cut by drop_after
         self.sent = 0            # bytes sent to clients in total
+        self.requests: list[str] = []  # "GET /path Range: bytes=N-" of each HTTP request
         self._go = threading.Event()
         self._go.set()
         self._refuse_until = 0.0
@@ -122,6 +123,7 @@ class FaultProxy:
             down = 0            # bytes sent to the client on this connection
             body_at = None      # where the HTTP body starts in the downstream bytes
             head = b""
+            req: bytes | None = b""
             started = time.monotonic()
             while not self._closed:
                 r, _, _ = select.select([a, b], [], [], 0.2)
@@ -132,6 +134,12 @@ class FaultProxy:
                     if not data:
                         return
                     if s is a:
+                        if req is not None:       # the first request's head
+                            req += data
+                            if b"\r\n\r\n" in req or len(req) > 8192:
+                                if req.startswith((b"GET ", b"HEAD ")):
+                                    self._note_request(req)
+                                req = None
                         b.sendall(data)
                         continue
                     if self.corrupt_at is not None:
@@ -157,6 +165,12 @@ class FaultProxy:
                         s.close()
                     except OSError:
                         pass
+
+    def _note_request(self, data: bytes) -> None:
+        lines = data.split(b"\r\n")
+        rng = [ln.split(b":", 1)[1].strip() for ln in lines if ln.lower().startswith(b"range:")]
+        self.requests.append(lines[0].decode(errors="replace")
+                             + (" Range: " + rng[0].decode(errors="replace") if rng else ""))
 
     def _corrupt(self, data: bytes, down: int, body_at: int | None,
                  head: bytes) -> tuple[bytes, int | None, bytes]:
