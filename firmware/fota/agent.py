@@ -61,10 +61,9 @@ class Agent:
         b = self.cfg["broker"]
         tls = None
         if b["tls"]:
-            from fota.config import read_file
-            from fota.tls import context
+            from fota.tls import context, read_ca
 
-            tls = context(read_file(b["ca"]), b["insecure"])
+            tls = context(read_ca(b["ca"]), b["insecure"])
         return Link(self.cfg["device_id"], b["host"], b["port"], b["user"], b["password"],
                     b["keepalive"], tls, None, int(b["timeout_s"] * 1000))
 
@@ -193,9 +192,9 @@ class Agent:
                 p["url"], cfg["device_id"], p["token"])
             ca = None
             if url.startswith("https://"):
-                from fota.config import read_file
+                from fota.tls import read_ca
 
-                ca = read_file(dl["ca"])
+                ca = read_ca(dl["ca"])
             source = http.source(url, int(dl["timeout_s"] * 1000), ca, dl["allow_insecure"])
         except engine.UpdateError as exc:
             return exc.step, exc.reason

@@ -49,6 +49,19 @@ def wifi(cfg, feed=None, timeout_s=20, tries=3):
     return sta.isconnected()
 
 
+def _unload(name):
+    """Drop a module needed only at start-up, so its code's RAM is reclaimed."""
+    import sys
+
+    import fota
+
+    sys.modules.pop("fota." + name, None)
+    try:
+        delattr(fota, name)
+    except AttributeError:
+        pass
+
+
 def start(config="fota_config.json", health=None, target=None):
     from fota import engine
     from fota.config import ConfigError, load
@@ -60,6 +73,8 @@ def start(config="fota_config.json", health=None, target=None):
         # A clear message and no reset: a crash loop would hide the problem.
         print("fota: config error:", exc, "- OTA disabled until it is fixed")
         return None
+    finally:
+        _unload("config")
     import machine
 
     feed = None
@@ -67,6 +82,9 @@ def start(config="fota_config.json", health=None, target=None):
         feed = machine.WDT(timeout=int(cfg["wdt_s"] * 1000)).feed
     if not wifi(cfg, feed):
         print("fota: no Wi-Fi yet; MQTT keeps retrying")
+    import sys
+
+    sys.modules.pop("network", None)    # a Python module only in simulation: free it
     from fota.agent import Agent
 
     return Agent(cfg, target or default_target(cfg), health=health, reset=machine.reset,

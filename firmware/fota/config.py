@@ -88,14 +88,3 @@ def load(path="fota_config.json"):
     except ValueError:
         raise ConfigError("%s is not valid JSON" % path)
     return validate(cfg)
-
-
-def read_file(path):
-    """Bytes of a file the config names (CA certificates), or ConfigError."""
-    if not path:
-        return None
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
-        raise ConfigError("cannot read " + path)

@@ -18,3 +18,14 @@ def context(ca=None, insecure=False):
     else:
         raise ValueError("TLS needs a CA certificate (or allow_insecure)")
     return ctx
+
+
+def read_ca(path):
+    """Bytes of a CA certificate file the config names (None for no file)."""
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        raise ValueError("cannot read the CA file " + path)
