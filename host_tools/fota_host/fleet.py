@@ -64,9 +64,11 @@ class Fleet:
     config: dict[str, Any] = field(default_factory=dict)
     faults: Faults = field(default_factory=Faults)
     http: HttpFaults | None = None
+    poll_ms: int = 100          # the simulated main loop's period (device default 20)
 
     def __post_init__(self) -> None:
         self.data = Path(self.data).resolve()
+        self.config = {"sim_poll_ms": self.poll_ms, **self.config}
         self.devices: list[SimDevice] = []
         self.ids: list[str] = []
         self.logs: list[IO[str]] = []
