@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -43,8 +44,11 @@ class Mosquitto:
         self.port = port or free_port()
         self.workdir = workdir
         self.conf = workdir / "mosquitto.conf"
+        # As root, mosquitto drops to its own user, who can't read pytest's folders
+        # (certificates, the log): keep root for these throw-away brokers.
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"{user}listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             f"log_dest file {workdir / 'mosquitto.log'}\n{extra_conf}"
         )
         self.proc: subprocess.Popen | None = None

@@ -54,7 +54,11 @@ def get(url, start=0, timeout_ms=10000, ca=None, insecure=False):
         if tls:
             from fota.tls import context
 
-            sock = context(ca, insecure).wrap_socket(sock, server_hostname=host)
+            try:
+                sock = context(ca, insecure).wrap_socket(sock, server_hostname=host)
+            except (OSError, ValueError) as exc:
+                # mbedTLS reports a refused certificate as ValueError
+                raise _fail("TLS handshake failed: %s" % str(exc).strip())
         req = "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n" % (path, host)
         if start > 0:
             req += "Range: bytes=%d-\r\n" % start

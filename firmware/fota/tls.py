@@ -12,12 +12,30 @@ def context(ca=None, insecure=False):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if ca:
         ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.load_verify_locations(cadata=ca)
+        ctx.load_verify_locations(cadata=der(ca))
     elif insecure:
         ctx.verify_mode = ssl.CERT_NONE
     else:
         raise ValueError("TLS needs a CA certificate (or allow_insecure)")
     return ctx
+
+
+def der(cert):
+    """DER bytes of a PEM certificate (DER passes through).
+
+    Some MicroPython builds (the unix port's among them) parse only DER in
+    load_verify_locations(cadata=...): "invalid cert" for PEM. The first
+    certificate of a PEM file is used.
+    """
+    if not cert.startswith(b"-----BEGIN"):
+        return cert
+    import binascii
+
+    start = cert.find(b"\n") + 1
+    end = cert.find(b"-----END")
+    if start <= 0 or end < start:
+        raise ValueError("PEM certificate without its END line")
+    return binascii.a2b_base64(cert[start:end].replace(b"\n", b"").replace(b"\r", b""))
 
 
 def read_ca(path):

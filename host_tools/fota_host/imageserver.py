@@ -8,6 +8,7 @@ status codes, a Content-Range that lies, no Range support, slow links.
 from __future__ import annotations
 
 import re
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ class Stats:
 class ImageServer:
     """Serves files from `root` at http://127.0.0.1:PORT/<name>."""
 
-    def __init__(self, root: Path, port: int = 0) -> None:
+    def __init__(self, root: Path, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.root = Path(root)
         self.faults = Faults()
         self.stats = Stats()
@@ -56,14 +57,17 @@ class ImageServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
+        self.scheme = "https" if tls else "http"
+        if tls:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
+    def url(self, name: str, host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{self.port}/{name}"
 
     def notice_url(self, name: str, url_task: int | str = 1) -> str:
         """The url of a CTWing notice for file `name`: <base>/file/upgrade/<fileId>/<taskId>."""
-        return f"http://127.0.0.1:{self.port}/file/upgrade/{name}/{url_task}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/file/upgrade/{name}/{url_task}"
 
     def start(self) -> ImageServer:
         self.thread.start()
