@@ -5,12 +5,11 @@ from __future__ import annotations
 import shutil
 import ssl
 
-from helpers import Mosquitto, free_port
-from peer import Peer, payload_for
-
 from fota_host import certs, images
 from fota_host.imageserver import ImageServer
 from fota_host.simdevice import SimDevice
+from helpers import Mosquitto, free_port
+from peer import Peer, payload_for
 
 
 def test_upgrade_over_mqtts_and_https_with_verified_servers(tmp_path):

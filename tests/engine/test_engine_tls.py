@@ -5,7 +5,6 @@ from __future__ import annotations
 import ssl
 
 import pytest
-
 from fota_host import certs, esp_image, sim, simflash
 from fota_host.imageserver import ImageServer
 
