@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
-
 from fota_host import images
 from fota_host.imageserver import ImageServer
 from fota_host.simdevice import SimDevice
@@ -60,7 +59,7 @@ def _upgrade_ok(root: Path, port: int, srv: ImageServer, info: dict, heap: str,
             if dev.boots == 1:          # (re)send until the download starts: it may be offline
                 peer.publish(f"devices/{dev_id}/ota/upgrade", json.dumps(notice), qos=1)
             seen.wait(2)
-        return seen.is_set() and not dev.status()["pending"] or _confirmed(dev, seen)
+        return _confirmed(dev, seen)
     finally:
         dev.stop()
         peer.loop_stop()
