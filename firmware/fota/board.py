@@ -102,3 +102,45 @@ def run(config="fota_config.json", health=None, target=None, app_step=None, peri
         if app_step:
             app_step()
         sleep_ms(period_ms)
+
+
+def load_app(folder=""):
+    """The user's `app` module in `folder` (None if there is none) and its health hook.
+
+    A broken app does not stop the agent, so the board can still be updated
+    remotely; it never passes the health check, so an update that breaks the app
+    rolls back.
+    """
+    import os
+    import sys
+
+    for name in ("app.mpy", "app.py", "app"):
+        try:
+            os.stat((folder + "/" if folder else "") + name)
+        except OSError:
+            continue
+        try:
+            import app  # pyright: ignore[reportMissingImports] - the user's module
+        except Exception as exc:  # noqa: a broken app must not take the agent down
+            sys.print_exception(exc)
+            return None, lambda: False
+        return app, getattr(app, "healthy", None)
+    return None, None
+
+
+def run_app(folder=""):
+    """The entry points' main loop: the agent polled beside the app's optional step()."""
+    import sys
+
+    app, health = load_app(folder)
+    step = [getattr(app, "step", None)]
+
+    def app_step():
+        if step[0]:
+            try:
+                step[0]()
+            except Exception as exc:  # noqa: stop calling a failing app; keep the agent
+                sys.print_exception(exc)
+                step[0] = None
+
+    run(health=health, app_step=app_step if step[0] else None)

@@ -24,6 +24,18 @@ def slot_bytes(flash: Path, label: str, n: int) -> bytes:
     return (flash / label).read_bytes()[:n]
 
 
+def interrupted_update(tmp_path: Path, served, task: int = 1):
+    """An update of task 1 cut by the server at 400 kB: its journal is left behind."""
+    flash = new_flash(tmp_path)
+    size = 600_000 - 600_000 % 16
+    img = served.add("v2.bin", esp_image.build_sim_image("2.0.0", size))
+    served.server.faults.truncate_at = 400_000
+    served.server.faults.truncate_once = True
+    served.server.faults.delay_per_chunk = 0.01   # a real link: checkpoints happen by time
+    assert sim.update(flash, "esp32", img["url"], img["md5"], size, task=task)["step"] == -2
+    return flash, img, size
+
+
 def test_update_writes_inactive_slot_and_switches_boot(tmp_path, served):
     flash = new_flash(tmp_path)
     img = served.add("v2.bin", esp_image.build_sim_image("2.0.0", SIZE))
@@ -196,13 +208,7 @@ def test_truncated_download_resumes_with_range_from_last_checkpoint(tmp_path, se
 
 @pytest.mark.parametrize("fault", ["ignore_range", "bad_content_range"])
 def test_resume_refused_by_server_starts_over_and_succeeds(tmp_path, served, fault):
-    flash = new_flash(tmp_path)
-    size = 600_000 - 600_000 % 16
-    img = served.add("v2.bin", esp_image.build_sim_image("2.0.0", size))
-    served.server.faults.truncate_at = 400_000
-    served.server.faults.truncate_once = True
-    served.server.faults.delay_per_chunk = 0.01   # a real link: checkpoints happen by time
-    assert sim.update(flash, "esp32", img["url"], img["md5"], size, task=1)["step"] == -2
+    flash, img, size = interrupted_update(tmp_path, served)
     setattr(served.server.faults, fault, True)
     report = sim.update(flash, "esp32", img["url"], img["md5"], size, task=1)
     assert report["ok"], report
@@ -210,13 +216,7 @@ def test_resume_refused_by_server_starts_over_and_succeeds(tmp_path, served, fau
 
 
 def test_journal_of_another_task_starts_over(tmp_path, served):
-    flash = new_flash(tmp_path)
-    size = 600_000 - 600_000 % 16
-    img = served.add("v2.bin", esp_image.build_sim_image("2.0.0", size))
-    served.server.faults.truncate_at = 400_000
-    served.server.faults.truncate_once = True
-    served.server.faults.delay_per_chunk = 0.01   # a real link: checkpoints happen by time
-    assert sim.update(flash, "esp32", img["url"], img["md5"], size, task=1)["step"] == -2
+    flash, img, size = interrupted_update(tmp_path, served)
     # Header plus two checkpoint records: the interrupted update left its journal.
     assert (flash / "fota_journal.json").stat().st_size == 48
     report = sim.update(flash, "esp32", img["url"], img["md5"], size, task=2)
@@ -226,13 +226,7 @@ def test_journal_of_another_task_starts_over(tmp_path, served):
 
 @pytest.mark.parametrize("damage", ["header", "checkpoints"])
 def test_corrupt_journal_starts_over(tmp_path, served, damage):
-    flash = new_flash(tmp_path)
-    size = 600_000 - 600_000 % 16
-    img = served.add("v2.bin", esp_image.build_sim_image("2.0.0", size))
-    served.server.faults.truncate_at = 400_000
-    served.server.faults.truncate_once = True
-    served.server.faults.delay_per_chunk = 0.01   # a real link: checkpoints happen by time
-    assert sim.update(flash, "esp32", img["url"], img["md5"], size, task=1)["step"] == -2
+    flash, img, size = interrupted_update(tmp_path, served)
     journal = flash / "fota_journal.json"
     if damage == "header":
         journal.write_bytes(b"garbage" + journal.read_bytes()[7:])
@@ -245,13 +239,7 @@ def test_corrupt_journal_starts_over(tmp_path, served, damage):
 
 def test_journal_whose_blocks_were_overwritten_starts_over(tmp_path, served):
     """The journal's CRC no longer matches the flash: nothing of it is trusted."""
-    flash = new_flash(tmp_path)
-    size = 600_000 - 600_000 % 16
-    img = served.add("v2.bin", esp_image.build_sim_image("2.0.0", size))
-    served.server.faults.truncate_at = 400_000
-    served.server.faults.truncate_once = True
-    served.server.faults.delay_per_chunk = 0.01   # a real link: checkpoints happen by time
-    assert sim.update(flash, "esp32", img["url"], img["md5"], size, task=1)["step"] == -2
+    flash, img, size = interrupted_update(tmp_path, served)
     with open(flash / "ota_1", "r+b") as f:
         f.write(b"\x00" * 64)                # someone scribbled on the slot
     report = sim.update(flash, "esp32", img["url"], img["md5"], size, task=1)

@@ -5,7 +5,6 @@
 #   step()     called every loop turn (keep it short: the agent polls in between)
 #   healthy()  True when the app works; a new slot is confirmed only then
 # A broken app does not stop the agent, so the board can still be fixed remotely.
-import os
 import sys
 
 from fota.fileslot import launch
@@ -23,34 +22,7 @@ def _trials():
 
 slot = launch("", _trials())  # "slots/a" or "slots/b", relative to / at boot
 sys.path.insert(0, slot)
-health = None
-app = None
-for name in ("app.mpy", "app.py", "app"):
-    try:
-        os.stat(slot + "/" + name)
-    except OSError:
-        continue
-    try:
-        import app  # pyright: ignore[reportMissingImports] - the user's module
-    except Exception as e:  # noqa: a broken app must not take the agent down
-        sys.print_exception(e)
-        health = lambda: False  # noqa: E731 - never confirm a slot whose app is broken
-    else:
-        health = getattr(app, "healthy", None)
-    break
-step = getattr(app, "step", None)
-
-
-def _step():
-    global step
-    if step:
-        try:
-            step()
-        except Exception as e:  # noqa: stop calling a failing app; keep the agent
-            sys.print_exception(e)
-            step = None
-
 
 from fota import board  # noqa: E402
 
-board.run(health=health, app_step=_step if step else None)
+board.run_app(slot)
