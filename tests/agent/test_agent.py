@@ -112,7 +112,8 @@ def test_full_upgrade_through_reboot_and_confirm(peer, devices, served, board):
     assert query == {"fileId": "v2.bin", "taskId": "147589", "deviceId": "d1",
                      "accessToken": "tok en/1"}
     assert "accessToken=tok%20en%2F1" in served.server.stats.requests[0]["path"]
-    st = dev.wait_for(lambda s: not s["pending"] and s["version"] == "2.0.0")
+    st = dev.wait_for(lambda s: not s["pending"] and s["version"] == "2.0.0"
+                      and not (dev.flash / "fota_trial.json").exists())
     assert st["running"] == ("ota_1" if board == "esp32" else "b")
     # Later informs (after reconnects) carry -1 again; the new image stays after a reboot.
     dev.kill()
