@@ -99,6 +99,7 @@ def update(args):
 
 def agent():
     """The board's main loop, as on hardware (fake machine/network underneath)."""
+    ms = _poll_ms()
     with open("board") as f:
         board = f.read().strip()
     target = target_for(board)
@@ -122,25 +123,25 @@ def agent():
             pass
     from fota import board as b
 
+    if not ms:
+        b.run("fota_config.json", health, target)
     # The unix port's sleep_ms wakes up every millisecond: a fleet of idle simulated
     # boards would burn a core on that. One poll() with a timeout sleeps in one syscall.
     import select
 
     idle = select.poll()
-    ms = _poll_ms()
     b.run("fota_config.json", health, target, app_step=lambda: idle.poll(ms), period_ms=0)
 
 
 def _poll_ms():
-    """The main loop's period: "sim_poll_ms" in the config (default 20)."""
-    import json
-
+    """The main loop's period from the file `sim_poll_ms` in the flash folder (fleets
+    write it); 0 without it: then nothing here costs heap (agent_min_heap_kib)."""
     try:
-        with open("fota_config.json") as f:
-            ms = json.load(f).get("sim_poll_ms", 20)
-        return ms if isinstance(ms, int) and 1 <= ms <= 1000 else 20
-    except (OSError, ValueError, AttributeError):
-        return 20
+        with open("sim_poll_ms") as f:
+            ms = int(f.read())
+    except (OSError, ValueError):
+        return 0
+    return ms if 1 <= ms <= 1000 else 0
 
 
 def main(argv):

@@ -163,7 +163,8 @@ def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str
               help="FAULT: N devices are powered on --offline-for seconds late.")
 @click.option("--offline-for", type=float, default=10.0, show_default=True)
 @click.option("--pause", type=click.IntRange(min=0), default=0,
-              help="FAULT: N devices freeze --pause-for seconds mid-download (SIGSTOP).")
+              help="FAULT: N devices freeze --pause-for seconds mid-download (SIGSTOP; "
+                   "with the platform's --device-timeout shorter: timed out).")
 @click.option("--pause-for", type=float, default=5.0, show_default=True)
 @click.option("--mqtt-outage", default=None, metavar="AT,SECONDS",
               help="FAULT: devices reach the broker through a proxy that cuts every link "
@@ -179,6 +180,11 @@ def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str
               help="... for the first N connections (default: all).")
 @click.option("--http-corrupt-at", type=int, default=None,
               help="FAULT: flip the body byte at this offset of every download (step -3).")
+@click.option("--http-delay", type=float, default=None,
+              help="FAULT: hold each download request this many seconds before the server "
+                   "sees it (with the platform's --token-ttl shorter: token expired) ...")
+@click.option("--http-delay-count", type=int, default=None,
+              help="... for the first N connections (default: all).")
 @click.option("--seed", type=int, default=1, show_default=True,
               help="Which devices the faults pick.")
 @click.option("--for", "duration", type=float, default=None,
@@ -188,7 +194,8 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
               config_json: str | None, power_cut: int, offline: int, offline_for: float,
               pause: int, pause_for: float, mqtt_outage: str | None, http_proxy: int | None,
               http_upstream: str | None, http_rate: float | None, http_drop_after: int | None,
-              http_drop_count: int | None, http_corrupt_at: int | None, seed: int,
+              http_drop_count: int | None, http_corrupt_at: int | None,
+              http_delay: float | None, http_delay_count: int | None, seed: int,
               duration: float | None) -> None:
     """Run COUNT simulated devices until Ctrl-C; prints one JSON line with the final states.
 
@@ -227,7 +234,7 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
         if not http_upstream:
             fail("--http-proxy needs --http-upstream http://HOST:PORT (the platform)")
         http = HttpFaults(http_proxy, http_upstream, http_rate, http_drop_after,
-                          http_drop_count, http_corrupt_at)
+                          http_drop_count, http_corrupt_at, http_delay, http_delay_count)
     faults = Faults(power_cut, offline, offline_for, pause, pause_for, outage, seed)
     try:
         fleet = Fleet(data, count, broker, kinds, version, heap, prefix_id, topic_prefix,

@@ -10,6 +10,9 @@ the MQTT broker. What it can do, each switchable while it runs:
   client, for the first `drop_count` connections (None: every connection).
 - `corrupt_at`: flip one byte of each HTTP response body at that offset (a bit error the
   transport did not catch: the device must refuse the image, step -3).
+- `delay` / `delay_count`: hold each of the first `delay_count` connections (None: all)
+  that many seconds before passing it on (a request that reaches the server late, e.g.
+  after its download token expired).
 - `stall()` / `release()`: accept connections but forward nothing until released.
 - `cut()`: close every open connection now; `refuse(seconds)`: close new connections at
   once for a while (a server or broker that went down and comes back).
@@ -27,12 +30,15 @@ class FaultProxy:
     def __init__(self, target_port: int, target_host: str = "127.0.0.1", port: int = 0,
                  host: str = "127.0.0.1", rate: float | None = None,
                  drop_after: int | None = None, drop_count: int | None = None,
-                 corrupt_at: int | None = None) -> None:
+                 corrupt_at: int | None = None, delay: float | None = None,
+                 delay_count: int | None = None) -> None:
         self.target = (target_host, target_port)
         self.rate = rate
         self.drop_after = drop_after
         self.drop_count = drop_count
         self.corrupt_at = corrupt_at
+        self.delay = delay
+        self.delay_count = delay_count
         self.connections = 0     # accepted so far
         self.dropped = 0         # cut by drop_after
         self.sent = 0            # bytes sent to clients in total
@@ -115,6 +121,8 @@ class FaultProxy:
             while not self._go.wait(0.05):
                 if self._closed:
                     return
+            if self.delay and (self.delay_count is None or nth <= self.delay_count):
+                time.sleep(self.delay)  # the request reaches the server late
             b = socket.create_connection(self.target, timeout=10)
             b.settimeout(None)
             self._track(b, True)

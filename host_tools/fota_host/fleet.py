@@ -49,6 +49,8 @@ class HttpFaults:
     drop_after: int | None = None
     drop_count: int | None = None
     corrupt_at: int | None = None
+    delay: float | None = None
+    delay_count: int | None = None
 
 
 @dataclass
@@ -64,11 +66,10 @@ class Fleet:
     config: dict[str, Any] = field(default_factory=dict)
     faults: Faults = field(default_factory=Faults)
     http: HttpFaults | None = None
-    poll_ms: int = 100          # the simulated main loop's period (device default 20)
+    poll_ms: int = 100          # the simulated main loop's period (0: the device's 20 ms)
 
     def __post_init__(self) -> None:
         self.data = Path(self.data).resolve()
-        self.config = {"sim_poll_ms": self.poll_ms, **self.config}
         self.devices: list[SimDevice] = []
         self.ids: list[str] = []
         self.logs: list[IO[str]] = []
@@ -102,7 +103,9 @@ class Fleet:
                                          port=self.http.port, rate=self.http.rate,
                                          drop_after=self.http.drop_after,
                                          drop_count=self.http.drop_count,
-                                         corrupt_at=self.http.corrupt_at)
+                                         corrupt_at=self.http.corrupt_at,
+                                         delay=self.http.delay,
+                                         delay_count=self.http.delay_count)
         for i in range(self.count):
             dev_id = self.device_id(i)
             board = self.boards[i % len(self.boards)]
@@ -111,6 +114,13 @@ class Fleet:
             dev = SimDevice(self.data / dev_id, board, dev_id, broker, self.topic_prefix,
                             self.version, self.heap, log=log, config=self.config)
             dev.device_id = dev_id  # type: ignore[attr-defined]
+            # read by fota_sim's main loop: sleep in one poll() of this many ms (the unix
+            # port's sleep_ms wakes up every millisecond; idle fleets would burn a core)
+            poll_file = dev.flash / "sim_poll_ms"
+            if self.poll_ms:
+                poll_file.write_text(str(self.poll_ms))
+            else:
+                poll_file.unlink(missing_ok=True)
             self.devices.append(dev)
             self.ids.append(dev_id)
         (self.data / "fleet.json").write_text(json.dumps({
