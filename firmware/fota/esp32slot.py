@@ -48,6 +48,8 @@ class Esp32Target:
         self._cls = partition_cls
         self.running = partition_cls(partition_cls.RUNNING)  # type: ignore  # stub says str; RUNNING/BOOT ints are documented
         self.running_label = self.running.info()[4]
+        # (ignored for the checker: the stub's Partition(id: str) omits BOOT/RUNNING ints)
+        self.boot_label = partition_cls(partition_cls.BOOT).info()[4]  # type: ignore
         self.part = self.running.get_next_update()   # OSError(ENOENT): no OTA table
         # Whole blocks go straight to the partition's own (erasing) writeblocks:
         # no Python frame per block in the engine's loop.
@@ -68,8 +70,7 @@ class Esp32Target:
         return bool(record) and record.get("slot") == self.running_label
 
     def busy(self):
-        boot = self._cls(self._cls.BOOT).info()[4]  # type: ignore  # as above: the stub's Partition(id: str) is wrong
-        if boot != self.running_label:
+        if self.boot_label != self.running_label:
             return "a new image is selected and waits for a reboot"
         return None
 
@@ -100,6 +101,7 @@ class Esp32Target:
             from fota.engine import UpdateError
 
             raise UpdateError(-3, "bootloader refused the image: %s" % exc)
+        self.boot_label = self.label
 
     # --- what the agent calls around reboots (in esp32trial: not needed to update) ---
     def boot_state(self):

@@ -58,8 +58,7 @@ def ck_open(path, ident, fresh):
     if fresh:
         f = open(path, "w+b")
         struct.pack_into("<4sI", rec, 0, b"FJ01", ident)
-        f.write(rec)
-        f.flush()
+        f.write(rec)        # made durable by the first checkpoint's flush
     else:
         try:
             f = open(path, "r+b")
