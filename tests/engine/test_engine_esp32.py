@@ -253,3 +253,14 @@ def test_local_file_source(tmp_path, served):
     img = served.add("v2.bin", esp_image.build_sim_image("2.0.0", SIZE))
     report = sim.update(flash, "esp32", img["path"], img["md5"], img["size"])
     assert report["ok"], report
+
+
+def test_a_full_size_update_fits_the_heap_budget(tmp_path, served):
+    """Budget check: a 1.4 MiB update through `fota sim update` in a 48 KiB heap.
+
+    (The engine alone needs less: make bench finds the exact minimum.)
+    """
+    flash = new_flash(tmp_path)
+    img = served.add("v2.bin", esp_image.build_sim_image("2.0.0", 1_468_000))
+    report = sim.update(flash, "esp32", img["url"], img["md5"], img["size"], heap="48K")
+    assert report["ok"], report
