@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 
-from conftest import (
+from e2e_world import (
     NEW,
     OLD,
     SIZE,

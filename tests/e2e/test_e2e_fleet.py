@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import psutil
-from conftest import NEW, OLD, SIZE
+from e2e_world import NEW, OLD, SIZE
 from fota_host import images
 from fota_host.platform import start_platform
 from helpers import free_port
