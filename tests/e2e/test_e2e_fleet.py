@@ -77,7 +77,8 @@ def test_fleet_runs_n_devices_and_stops_cleanly(tmp_path):
 
 
 def test_fleet_fault_flags_during_an_upgrade(tmp_path):
-    """Power cuts, a late device, a broker outage and a slow link, all in one upgrade."""
+    """Power cuts, a late device, a frozen one, a broker outage and a slow link, all in one
+    upgrade."""
     http_port, proxy_port = free_port(), free_port()
     platform = start_platform(tmp_path / "platform", http_port=http_port,
                               public_url=f"http://127.0.0.1:{proxy_port}", retries=2,
@@ -89,6 +90,7 @@ def test_fleet_fault_flags_during_an_upgrade(tmp_path):
         proc = fleet_cmd(platform.broker, data, "--count", "4", "--prefix-id", "f-",
                          "--health-deadline", "5", "--power-cut", "2", "--offline", "1",
                          "--offline-for", "4", "--mqtt-outage", "3,1", "--seed", "7",
+                         "--pause", "1", "--pause-for", "1",
                          "--http-proxy", str(proxy_port), "--http-upstream",
                          f"http://127.0.0.1:{http_port}", "--http-rate", "65536",
                          "--config", json.dumps({"broker": {"keepalive": 4, "timeout_s": 2},
@@ -127,6 +129,7 @@ def test_fleet_fault_flags_during_an_upgrade(tmp_path):
     assert events.count("power cut mid-download") == 2, events
     assert "offline for 4.0s" in events and "powered on" in events, events
     assert "broker unreachable for 1.0s" in events, events
+    assert "frozen for 1.0s" in events, events
     for dev_id, version in result["versions"].items():
         log = (data / "logs" / f"{dev_id}.log").read_text()
         booted = [line.split(" version ")[1].split()[0] for line in log.splitlines()
