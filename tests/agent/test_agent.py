@@ -207,3 +207,52 @@ def test_bad_config_is_a_clear_error_not_a_crash_loop(tmp_path):
     assert alive, out
     assert "config error: device_id must be a non-empty string" in out
     assert simflash.status(flash)["version"] == "1.0.0"
+
+
+def test_empty_prefix_uses_ctwing_literal_topics(devices, mosquitto, served):
+    """Real CTWing: no prefix, the device publishes on /ota/inform itself."""
+    import json
+    import threading
+
+    import paho.mqtt.client as paho
+
+    got: list[tuple[str, dict]] = []
+    seen = threading.Event()
+
+    def on_message(_c, _u, m):
+        got.append((m.topic, json.loads(m.payload)))
+        seen.set()
+
+    sub = paho.Client(paho.CallbackAPIVersion.VERSION2)
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", mosquitto.port)
+    sub.subscribe("/ota/#", 1)
+    sub.loop_start()
+    try:
+        time.sleep(0.3)
+        devices("d1", topic_prefix="")
+        assert seen.wait(30)
+        assert got[0] == ("/ota/inform",
+                          {"taskId": -1, "params": {"version": "1.0.0", "module": "MCU"}})
+        # Notices arrive on the literal /ota/upgrade too.
+        sub.publish("/ota/upgrade", json.dumps({"taskId": 3, "payload": payload_for(
+            {"size": 10, "md5": "0" * 32}, "1.0.0", "http://127.0.0.1:1/file/upgrade/a/b")}),
+            qos=1)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(m["taskId"] == 3 for _, m in got):
+            time.sleep(0.1)
+        assert ("/ota/inform", {"taskId": 3, "params": {"version": "1.0.0",
+                                                          "module": "MCU"}}) in got
+    finally:
+        sub.loop_stop()
+        sub.disconnect()
+
+
+def test_url_as_is_fetches_the_notice_url_unchanged(peer, devices, served):
+    dev = devices("d1", download={"url_as_is": True})
+    first_inform(peer)
+    img = served.add("plain.bin", images.sim_image("esp32", "2.0.0", 200_000))
+    peer.notice("d1", 81, payload_for(img, "2.0.0", served.server.url("plain.bin")))
+    peer.wait_for("inform", "d1", lambda m: m["taskId"] == 81, timeout=60)
+    assert served.server.stats.requests[0]["path"] == "/plain.bin"
+    dev.wait_for(lambda s: s["version"] == "2.0.0")
