@@ -25,8 +25,9 @@ def _log(msg: str) -> None:
     print(f"  {msg}", file=sys.stderr, flush=True)
 
 
-def _engine(srv: ImageServer, info: dict, flash: Path, heap: str | None, *extra: str) -> dict:
-    proc = mprun.run([str(HERE / "engine_run.py"), srv.url("img.bin"), info["md5"],
+def _engine(srv: ImageServer, info: dict, flash: Path, heap: str | None, *extra: str,
+            script: str = "engine_run.py") -> dict:
+    proc = mprun.run([str(HERE / script), srv.url("img.bin"), info["md5"],
                       str(SIZE), *extra], heap=heap, flash=flash, cwd=flash, timeout=300)
     try:
         return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -44,8 +45,8 @@ def min_heap(srv: ImageServer, info: dict, root: Path) -> int:
     """Smallest -X heapsize (KiB) where three fresh updates in a row succeed."""
     best = None
     for kib in range(48, 15, -1):
-        ok = all(_engine(srv, info, _fresh(root, "heap"), f"{kib}K")["step"] == 100
-                 for _ in range(3))
+        ok = all(_engine(srv, info, _fresh(root, "heap"), f"{kib}K",
+                         script="engine_min.py")["step"] == 100 for _ in range(3))
         if not ok:
             break
         best = kib
