@@ -55,7 +55,8 @@ def _upgrade_ok(root: Path, port: int, srv: ImageServer, info: dict, heap: str,
             "size": SIZE, "version": "2.0.0", "url": srv.notice_url("img.bin"),
             "md5": info["md5"], "token": "t", "module": "MCU"}}
         deadline = time.monotonic() + timeout
-        while not seen.is_set() and time.monotonic() < deadline:
+        # More than 3 boots: crashing (out of memory) rather than upgrading.
+        while not seen.is_set() and time.monotonic() < deadline and dev.boots <= 3:
             if dev.boots == 1:          # (re)send until the download starts: it may be offline
                 peer.publish(f"devices/{dev_id}/ota/upgrade", json.dumps(notice), qos=1)
             seen.wait(2)
