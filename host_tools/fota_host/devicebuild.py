@@ -98,7 +98,9 @@ def fetch_libs(force: bool = False) -> list[Path]:
                     raise BuildError(f"{pkg['name']}: {member} missing from the sdist")
                 target = paths.deps_dir() / dest
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(src.read())
+                data = src.read()
+                if not target.exists() or target.read_bytes() != data:
+                    target.write_bytes(data)    # untouched otherwise: no needless recompile
                 written.append(target)
     return written
 
