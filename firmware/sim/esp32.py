@@ -12,11 +12,11 @@ every simulated hard reset. Kept small: on a board this module costs no RAM.
 """
 import os
 
-from esp32_check import image_problem  # loaded up front: late imports fragment the heap
 
 SLOT_SIZE = 0x180000
 _LABELS = ("ota_0", "ota_1")
 _ERASED = b"\xff" * 256
+_buf = bytearray(256)   # for set_boot's validation, allocated before the heap fragments
 
 
 def _path(name):
@@ -37,6 +37,48 @@ def _otadata(data=None):
 def _running():
     with open(_path("running")) as f:
         return f.read().strip()
+
+
+def _valid(f):
+    """What ESP-IDF checks before accepting a slot: magic, segment table, app
+    descriptor, and the appended SHA-256 (which also covers the checksum byte)."""
+    import hashlib
+    import struct
+
+    f.seek(0)
+    head = f.read(24)
+    if len(head) < 24 or head[0] != 0xE9:
+        return False
+    pos = 24
+    for _ in range(head[1]):
+        f.seek(pos)
+        seg = f.read(8)
+        if len(seg) < 8:
+            return False
+        length = struct.unpack("<II", seg)[1]
+        if length % 4 or pos + 8 + length > SLOT_SIZE:
+            return False
+        if pos == 24:
+            f.seek(pos + 8)
+            if f.read(4) != b"\x32\x54\xcd\xab":
+                return False
+        pos += 8 + length
+    pos += 16 - (pos % 16)                 # padding, then the checksum byte ends the line
+    if not head[23]:                       # no hash appended
+        return True
+    if pos + 32 > SLOT_SIZE:
+        return False
+    h = hashlib.sha256()
+    f.seek(0)
+    left = pos
+    while left:
+        n = min(f.readinto(_buf), left)
+        if n <= 0:
+            return False
+        h.update(_buf if n == 256 else memoryview(_buf)[:n])
+        left -= n
+    f.seek(pos)
+    return f.read(32) == h.digest()
 
 
 class Partition:
@@ -101,7 +143,7 @@ class Partition:
     def set_boot(self):
         self._f.flush()
         self._f.seek(0)
-        if image_problem(self._f, SLOT_SIZE):
+        if not _valid(self._f):
             raise OSError(-5379)  # ESP_ERR_OTA_VALIDATE_FAILED
         data = _otadata()
         data["boot"] = self.label
