@@ -16,7 +16,9 @@ import os
 SLOT_SIZE = 0x180000
 _LABELS = ("ota_0", "ota_1")
 _ERASED = b"\xff" * 256
-_buf = bytearray(256)   # for set_boot's validation, allocated before the heap fragments
+# set_boot's validation reads through this, allocated before the heap fragments;
+# 1 KiB: 256 B reads made the hashing cost nearly twice as much CPU.
+_buf = bytearray(1024)
 
 
 def _path(name):
@@ -75,7 +77,7 @@ def _valid(f):
         n = min(f.readinto(_buf), left)
         if n <= 0:
             return False
-        h.update(_buf if n == 256 else memoryview(_buf)[:n])
+        h.update(_buf if n == 1024 else memoryview(_buf)[:n])
         left -= n
     f.seek(pos)
     return f.read(32) == h.digest()

@@ -122,7 +122,7 @@ def parse_app_image(data: bytes, check_hash: bool = True) -> AppImage:
         if pos + 32 > len(data):
             raise ImageError("the appended SHA-256 is missing (file truncated?)")
         if check_hash:
-            hash_ok = hashlib.sha256(data[:pos]).digest() == data[pos:pos + 32]
+            hash_ok = hashlib.sha256(memoryview(data)[:pos]).digest() == data[pos:pos + 32]
             if not hash_ok:
                 raise ImageError("the appended SHA-256 does not match: the file is corrupt")
         pos += 32

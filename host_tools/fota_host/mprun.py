@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,8 +30,31 @@ def device_env(flash: Path | None = None, extra_path: Sequence[Path | str] = (),
     return out
 
 
+# The wheel's `micropython` command is a Python script around an extension module; its
+# Python start-up (site-packages, .pth files) costs more than MicroPython's own. Started
+# this way (isolated, no site) a simulated board boots in ~2/3 of the time.
+_FAST_START = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import micropython_run; "
+               "sys.exit(micropython_run.run_main(['micropython'] + sys.argv[1:]))")
+
+
+@functools.cache
+def _interpreter() -> list[str]:
+    """How to start the unix port: the wheel's extension module directly when the
+    `micropython` found is the wheel's own script, else that command as it is."""
+    exe = paths.micropython_bin()
+    spec = importlib.util.find_spec("micropython_run")
+    try:
+        with open(exe, "rb") as f:
+            head = f.read(512)
+    except OSError:
+        return [exe]
+    if spec is None or not spec.origin or b"from micropython_unix import" not in head:
+        return [exe]
+    return [sys.executable, "-I", "-S", "-c", _FAST_START, str(Path(spec.origin).parent)]
+
+
 def command(args: Sequence[str], heap: str | None = None) -> list[str]:
-    cmd = [paths.micropython_bin()]
+    cmd = list(_interpreter())
     if heap:
         cmd += ["-X", f"heapsize={heap}"]
     return cmd + list(args)

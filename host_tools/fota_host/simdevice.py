@@ -64,7 +64,7 @@ class SimDevice:
 
     def boot_once(self) -> int:
         """One power-on until reset or crash; returns the exit status."""
-        st = simflash.boot(self.flash)
+        st = simflash.boot(self.flash, full_status=False)
         self.boots += 1
         self._say(f"boot {self.boots}: running {st['running']} version {st['version']}"
                   f"{' (trial)' if st['pending'] else ''}")

@@ -112,8 +112,10 @@ def _esp32_image(flash: Path, label: str) -> esp_image.AppImage | None:
         return None
 
 
-def boot(flash: Path) -> dict[str, Any]:
-    """A simulated hard reset; returns the status after it."""
+def boot(flash: Path, full_status: bool = True) -> dict[str, Any]:
+    """A simulated hard reset; returns the status after it. With `full_status=False`
+    (the supervisor, at every simulated reboot) only running/version/pending, from the
+    validation the bootloader just did, instead of validating both slots again."""
     flash = Path(flash)
     if board_of(flash) == "esp32":
         data = _read_otadata(flash)
@@ -125,13 +127,18 @@ def boot(flash: Path) -> dict[str, Any]:
         elif states.get(sel) == "pending_verify":
             states[sel] = "aborted"          # reset before confirming: roll back
             sel = other
-        if states.get(sel) in ("aborted", "invalid") or _esp32_image(flash, sel) is None:
+        img = None if states.get(sel) in ("aborted", "invalid") else _esp32_image(flash, sel)
+        if img is None:
             sel = ESP32_SLOTS[1 - ESP32_SLOTS.index(sel)]
-            if _esp32_image(flash, sel) is None:
+            img = _esp32_image(flash, sel)
+            if img is None:
                 raise SimError(f"{flash}: no bootable image in either slot")
         data["boot"] = sel
         _write_otadata(flash, data)
         _write_atomic(flash / "running", sel)
+        if not full_status:
+            return {"running": sel, "version": img.version,
+                    "pending": states.get(sel) == "pending_verify"}
     else:
         proc = mprun.run(["-m", "fota_sim", "launch"], flash=flash, cwd=flash, timeout=60)
         if proc.returncode != 0:
