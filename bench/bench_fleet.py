@@ -6,6 +6,10 @@
 - fleet_raw_download_seconds: wall time of 100 concurrent plain downloads of the same file
   from the same file server (one `curl --parallel`, valid tokens), best of two, same run.
 - fleet_ratio_vs_raw_downloads = fleet_100_seconds / fleet_raw_download_seconds (goal <= 2.0).
+- fleet_floor_seconds: 100 concurrent MicroPython processes that start, GET the image and
+  MD5 it, nothing else (bench/floor_get.py): the least any fleet of simulated devices on
+  this machine can cost; fleet_floor_ratio_vs_raw_downloads shows how far that floor
+  already is from curl, and fleet_ratio_vs_floor what the whole loop costs over it.
 - fleet_device_code_download_seconds: 100 concurrent updates by the device code alone
   (`fota_sim update`: download, digests, flash write, read-back; no MQTT, no reboot), and
   fleet_ratio_vs_device_code_downloads: what the whole loop costs over that floor.
@@ -88,26 +92,46 @@ def _raw_downloads(work: Path, urls: list[str]) -> float:
 def _mp_downloads(work: Path, urls: list[str], pkg: dict[str, Any]) -> float:
     """Wall time of len(urls) concurrent updates by the device code alone (`fota_sim update`:
     download, MD5/SHA-256, write, read-back into a simulated flash; no MQTT, no reboot)."""
-    from fota_host import mprun, sim
+    from fota_host import sim
 
-    procs, flashes = [], []
+    flashes = []
     for i in range(len(urls)):
         flash = work / "mp" / f"f{i:03d}"
         sim.prepare(flash, "esp32", "1.0.1")
         flashes.append(flash)
+    wall = _concurrently("device-code downloads", [
+        (["-m", "fota_sim", "update", "esp32", url, pkg["md5"], str(pkg["size"]),
+          pkg["sha256"], "--task", "1"], {"heap": "96K", "flash": flash, "cwd": flash})
+        for url, flash in zip(urls, flashes, strict=True)])
+    shutil.rmtree(work / "mp", ignore_errors=True)
+    return wall
+
+
+def _concurrently(what: str, runs: list[tuple[list[str], dict[str, Any]]]) -> float:
+    """Start every MicroPython run at once; the wall time until the last one ends."""
+    from fota_host import mprun
+
     t0 = time.monotonic()
-    for url, flash in zip(urls, flashes, strict=True):
-        procs.append(mprun.popen(["-m", "fota_sim", "update", "esp32", url, pkg["md5"],
-                                  str(pkg["size"]), pkg["sha256"], "--task", "1"],
-                                 heap="96K", flash=flash, cwd=flash, build=False,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    procs = [mprun.popen(args, build=False, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, **kw) for args, kw in runs]
     outs = [p.communicate()[0] for p in procs]
     wall = time.monotonic() - t0
     bad = [o for p, o in zip(procs, outs, strict=True) if p.returncode != 0]
     if bad:
-        raise RuntimeError(f"{len(bad)} device-code downloads failed: {bad[0][-300:]!r}")
-    shutil.rmtree(work / "mp", ignore_errors=True)
+        raise RuntimeError(f"{len(bad)} {what} failed: {bad[0][-300:]!r}")
     return wall
+
+
+def _floor_downloads(urls: list[str], size: int) -> float:
+    """Wall time of len(urls) concurrent MicroPython processes that only start, GET the
+    image and MD5 it (bench/floor_get.py): the least any fleet of simulated devices costs."""
+    script = str(Path(__file__).resolve().parent / "floor_get.py")
+    runs = []
+    for u in urls:
+        p = urllib.parse.urlsplit(u)
+        runs.append(([script, p.hostname or "127.0.0.1", str(p.port), f"{p.path}?{p.query}",
+                      str(size)], {}))
+    return _concurrently("floor downloads", runs)
 
 
 def run() -> dict[str, Any]:
@@ -145,6 +169,8 @@ def run() -> dict[str, Any]:
             for d, t in rows]
         raw_s = _raw_downloads(work, urls)
         _log(f"{N} plain downloads: {raw_s:.3f}s")
+        floor_s = _floor_downloads(urls, pkg["size"])
+        _log(f"{N} MicroPython processes that only GET and MD5 the image: {floor_s:.2f}s")
         mp_s = _mp_downloads(work, urls, pkg)
         _log(f"{N} downloads by the device code alone (no MQTT, no reboot): {mp_s:.2f}s")
 
@@ -199,6 +225,9 @@ def run() -> dict[str, Any]:
             "fleet_100_seconds" if N == 100 else f"fleet_{N}_seconds": round(fleet_s, 2),
             "fleet_raw_download_seconds": round(raw_s, 3),
             "fleet_ratio_vs_raw_downloads": round(fleet_s / raw_s, 2),
+            "fleet_floor_seconds": round(floor_s, 2),
+            "fleet_floor_ratio_vs_raw_downloads": round(floor_s / raw_s, 2),
+            "fleet_ratio_vs_floor": round(fleet_s / floor_s, 2),
             "fleet_device_code_download_seconds": round(mp_s, 2),
             "fleet_ratio_vs_device_code_downloads": round(fleet_s / mp_s, 2),
             "fleet_device_uss_mib": mem["micropython_uss_mib"],
