@@ -125,6 +125,8 @@ class FaultProxy:
                 time.sleep(self.delay)  # the request reaches the server late
             b = socket.create_connection(self.target, timeout=10)
             b.settimeout(None)
+            if self.rate:   # a slow link holds little in flight (loopback would take MiBs)
+                b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
             self._track(b, True)
             drop = self.drop_after if (self.drop_count is None or nth <= self.drop_count) \
                 else None

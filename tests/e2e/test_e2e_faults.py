@@ -202,3 +202,26 @@ def test_cancel_during_a_download(world):
     assert world.api.get_task(tid)["state"] == "finished"
     assert_stayed_on_old(world, "e1")
     assert world.devices["e1"].status()["states"]["ota_1"] == "undefined"
+
+
+def test_cancel_cuts_off_a_download_in_flight(world):
+    """Bytes already flowing: the file server closes the connection at the cancel, the
+    device's resume is refused, it reports -2 and stays on its old image."""
+    world.start(proxy={"rate": 64 * 1024})
+    world.device("e1", "esp32")
+    world.online("e1")
+    # 1 MiB at 64 KiB/s: far more than the buffers along the way hold at the cancel
+    pkg = world.package("esp32", data=images.sim_image("esp32", NEW, 1 << 20))
+    tid = world.task(pkg, "e1")
+    wait_mid_download(world.devices["e1"])
+    assert [r["ok"] for r in world.api.cancel(tid, ["e1"])] == [True]
+    deadline = time.monotonic() + 15
+    while not re.search(r"task \d+ failed", world.log("e1")):
+        assert time.monotonic() < deadline, world.log("e1")[-2000:]
+        time.sleep(0.1)
+    assert "download(s) in flight cut off" in (world.tmp / "platform" / "platform.log").read_text()
+    time.sleep(1.0)                           # its -2 report reaches the platform
+    sub = world.sub(tid, "e1")
+    assert sub["state"] == "cancelled", sub
+    assert_stayed_on_old(world, "e1")
+    assert world.devices["e1"].status()["states"]["ota_1"] == "undefined"

@@ -106,3 +106,52 @@ def test_many_concurrent_downloads_stream(embedded, tmp_path: Path) -> None:
     finally:
         for f in fakes:
             f.stop()
+
+
+def test_cancel_cuts_off_a_download_in_flight(embedded, tmp_path: Path) -> None:
+    """A client reading slowly: the cancel resets its connection long before the whole
+    image went out, and asking again (a resume) is refused. Another device's download
+    goes on to the end."""
+    import os
+    import socket
+
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(8 << 20))
+    embedded.start()
+    api, _, task, (a, b), (na, nb) = _setup(embedded, big, ["cut-a", "cut-b"])
+    try:
+        def slow_get(url: str) -> tuple[socket.socket, int]:
+            """Send the request, read the headers; the socket and body bytes read so far."""
+            u = urllib.parse.urlsplit(url)
+            s = socket.create_connection((u.hostname, u.port), timeout=10)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+            s.sendall(f"GET {u.path}?{u.query} HTTP/1.1\r\nHost: x\r\n"
+                      "Connection: close\r\n\r\n".encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += s.recv(4096)
+            assert b" 200 " in head.split(b"\r\n", 1)[0]
+            return s, len(head.split(b"\r\n\r\n", 1)[1])
+
+        def drain(s: socket.socket, got: int) -> int:
+            try:
+                while chunk := s.recv(1 << 20):
+                    got += len(chunk)
+            except ConnectionResetError:
+                pass
+            s.close()
+            return got
+
+        cut, kept = slow_get(a.download_url(na)), slow_get(b.download_url(nb))
+        time.sleep(0.5)                            # both are well under way
+        assert [r["ok"] for r in api.cancel(task["id"], ["cut-a"])] == [True]
+        got = drain(*cut)
+        assert got < big.stat().st_size // 4, got  # what was in flight, no more
+        status, _, _ = http_get(a.download_url(na), {"Range": f"bytes={got}-"})
+        assert status == 403
+        assert drain(*kept) == big.stat().st_size  # the other device's download went on
+        log = (embedded.data / "platform.log").read_text()
+        assert "1 download(s) in flight cut off" in log and "Traceback" not in log
+    finally:
+        a.stop()
+        b.stop()

@@ -50,12 +50,15 @@ def test_end_time_times_out_active_subtasks(plat: Platform, firmware: Path) -> N
     task = _task(plat, firmware, ["e1"], end=time.time() + 0.2)
     plat.start_task(task["id"])
     plat.tick()
+    stopped: list[str] = []   # a download the file server is streaming to e1
+    plat.watch_download(task["id"], "e1", lambda: stopped.append("e1"))
     time.sleep(0.3)
     plat.tick()
     detail = plat.get_task(task["id"])
     assert detail["state"] == "finished"
     assert detail["devices"][0]["state"] == "timed_out"
     assert detail["devices"][0]["desc"] == "task end time reached"
+    assert stopped == ["e1"]  # cut off with its sub-task
 
 
 def test_started_task_cannot_start_again_and_finished_refuses_devices(

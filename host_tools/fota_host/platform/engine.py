@@ -81,6 +81,43 @@ class Platform(PackageStore):
         self._hot: dict[int, str] = {}
         self._pending: dict[int, list[Any]] = {}
         self._pending_lock = threading.Lock()
+        # Downloads being served, by (task id, device): how to cut each one off. A token
+        # only guards the start of a request; a cancel must also stop bytes in flight.
+        self._live: dict[tuple[int, str], set[Callable[[], None]]] = {}
+        self._live_lock = threading.Lock()
+
+    # == downloads in flight ===========================================================
+    def watch_download(self, task_id: int, device: str,
+                       stop: Callable[[], None]) -> Callable[[], None]:
+        """Register a download being served; `stop()` is called (from any thread) when
+        its sub-task is cancelled or timed out. Returns the call that unregisters it."""
+        key = (task_id, device)
+        with self._live_lock:
+            self._live.setdefault(key, set()).add(stop)
+
+        def done() -> None:
+            with self._live_lock:
+                stops = self._live.get(key)
+                if stops is not None:
+                    stops.discard(stop)
+                    if not stops:
+                        del self._live[key]
+        return done
+
+    def _stop_downloads(self, task_id: int, devices: Iterable[str] | None = None) -> int:
+        """Cut off the downloads of these sub-tasks (all of the task's when None)."""
+        with self._live_lock:
+            keys = [k for k in self._live if k[0] == task_id
+                    and (devices is None or k[1] in devices)]
+            stops = [f for k in keys for f in self._live.pop(k)]
+        for stop in stops:
+            try:
+                stop()
+            except Exception:  # a transport already gone
+                log.debug("stopping a download failed", exc_info=True)
+        if stops:
+            log.info("task %d: %d download(s) in flight cut off", task_id, len(stops))
+        return len(stops)
 
     def close(self) -> None:
         with self.store.lock:
@@ -261,6 +298,7 @@ class Platform(PackageStore):
             except BaseException:
                 self.store.rollback()
                 raise
+        self._stop_downloads(task["id"], {r["device"] for r in results if r["ok"]})
         return results
 
     def _maybe_finish(self, task_id: int) -> None:
@@ -494,8 +532,9 @@ class Platform(PackageStore):
                                         " start_at IS NOT NULL AND start_at <= ?", (now,)):
                     log.info("task %d starts (scheduled)", t["id"])
                     self._start(t)
-                for t in self.store.all("SELECT * FROM tasks WHERE state='running' AND"
-                                        " end_at IS NOT NULL AND end_at <= ?", (now,)):
+                ended = self.store.all("SELECT * FROM tasks WHERE state='running' AND"
+                                       " end_at IS NOT NULL AND end_at <= ?", (now,))
+                for t in ended:
                     self._hot.clear()
                     self.store.write(
                         "UPDATE subtasks SET state='timed_out', desc='task end time reached',"
@@ -515,6 +554,8 @@ class Platform(PackageStore):
             except BaseException:
                 self.store.rollback()
                 raise
+        for t in ended:
+            self._stop_downloads(t["id"])
         return sent
 
     def _push_due(self, now: float) -> int:
