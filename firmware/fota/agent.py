@@ -20,15 +20,33 @@ def _log(*args):
     print("fota:", *args)
 
 
+def loop(agent, step=None, period_ms=20):
+    """The board's main loop: agent.poll() (agent None: OTA disabled by a bad config)
+    beside the application's optional step(), forever."""
+    while True:
+        if agent:
+            agent.poll()
+        if step:
+            try:
+                step()
+            except Exception as exc:  # noqa: stop calling a failing app; keep the agent
+                import sys
+
+                sys.print_exception(exc)
+                step = None
+        sleep_ms(period_ms)
+
+
 class Agent:
-    def __init__(self, cfg, target, link=None, health=None, reset=None, feed=None):
+    def __init__(self, cfg, target, health=None, reset=None, feed=None):
         self.cfg = cfg
         self.target = target
         self.version = target.version
         self.module = cfg["module"]
-        prefix = cfg["topic_prefix"]
-        self.t_inform = protocol.topic(prefix, "inform")
-        self.t_progress = protocol.topic(prefix, "progress")
+        # 'devices/d1' -> 'devices/d1/ota/inform'; '' -> '/ota/inform' (CTWing)
+        prefix = cfg["topic_prefix"].rstrip("/") + "/ota/"
+        self.t_inform = prefix + "inform"
+        self.t_progress = prefix + "progress"
         self.health = health            # app hook: () -> True when healthy
         self.reset = reset              # machine.reset
         self.feed = feed                # watchdog feed
@@ -50,15 +68,21 @@ class Agent:
             self.reports.append([record.get("task", -1), -1, "rolled back: " + why])
             self.forget_after_report = True
             _log("rolled back:", why)
-        self.link = link or self._make_link()
-        self.link.on_message = self._on_message
-        self.link.on_connect = self._on_connect
-        self.link.subscribe(protocol.topic(prefix, "upgrade"), 1)
+        self.t_upgrade = prefix + "upgrade"     # None once the link is made
+
+    def _attach(self):
+        # On the first poll(), not in __init__: board.start() and the config are gone by
+        # then, so the MQTT modules load into the RAM they gave back.
+        link = self.link = self._make_link()
+        link.on_message = self._on_message
+        link.on_connect = self._on_connect
+        link.subscribe(self.t_upgrade, 1)
+        self.t_upgrade = None
 
     def _make_link(self):
         from fota.mqtt import Link
 
-        b = self.cfg["broker"]
+        b = self.cfg.pop("broker")     # needed only here
         tls = None
         if b["tls"]:
             from fota.tls import context, read_ca
@@ -90,6 +114,8 @@ class Agent:
     def poll(self):
         if self.feed:
             self.feed()
+        if self.t_upgrade:
+            self._attach()
         self.link.poll()
         if self.link.connected:
             self._deliver()
@@ -98,23 +124,24 @@ class Agent:
         while self.notices and self.task is None:
             self._notice(self.notices.pop(0))
 
-    def _publish(self, topic, msg, qos):
-        return self.link.connected and self.link.publish(topic, msg, qos)
+    def _send(self, topic, task, qos, **params):
+        """An inform or a progress report; False when the link is down."""
+        params["module"] = self.module
+        return self.link.connected and self.link.publish(topic, protocol.message(task, params),
+                                                         qos)
 
     def _deliver(self):
         """Reports first (a rollback is told before the version), then the inform."""
         while self.reports:
             task, step, desc = self.reports[0]
-            if not self._publish(self.t_progress, protocol.progress(task, step, desc,
-                                                                   self.module), 1):
+            if not self._send(self.t_progress, task, 1, step=step, desc=desc):
                 return
             self.reports.pop(0)
         if self.forget_after_report:
             self.target.forget()
             self.forget_after_report = False
         if self.online and (self.trial is None or self._healthy()):
-            if self._publish(self.t_inform, protocol.inform(self.inform_task, self.version,
-                                                            self.module), 1):
+            if self._send(self.t_inform, self.inform_task, 1, version=self.version):
                 self.online = False
                 if self.trial is not None:
                     # network up, MQTT up, inform acknowledged, app healthy: keep it
@@ -171,7 +198,7 @@ class Agent:
             self._deliver()
 
     def _report_inform(self, task):
-        if not self._publish(self.t_inform, protocol.inform(task, self.version, self.module), 1):
+        if not self._send(self.t_inform, task, 1, version=self.version):
             self.inform_task = task      # said on the next connect instead
             self.online = True
 
@@ -179,8 +206,7 @@ class Agent:
         while self.notices:
             task = self.notices.pop(0)[0]
             if task != self.task:
-                self._publish(self.t_progress, protocol.progress(task, -1, "busy",
-                                                                  self.module), 1)
+                self._send(self.t_progress, task, 1, step=-1, desc="busy")
 
     def _update(self, task, p):
         from fota import engine, http
@@ -221,8 +247,7 @@ class Agent:
                 sent[0] = pct
                 sent[1] = now
                 # QoS 0: progress must never stall the download
-                self._publish(self.t_progress, protocol.progress(task, pct, "downloading",
-                                                                  self.module), 0)
+                self._send(self.t_progress, task, 0, step=pct, desc="downloading")
 
         _log("task", task, "updating", self.version, "->", p["version"])
         return engine.run(self.target, source, size, p["md5"], p.get("sha256"), progress,
@@ -234,8 +259,7 @@ class Agent:
         # The link may be down: wait for it a while (the new image's inform is what
         # decides success, so the reboot happens anyway after the deadline).
         end = ticks_add(ticks_ms(), int(self.cfg["health_deadline_s"] * 1000))
-        while not self._publish(self.t_progress, protocol.progress(task, 100, desc,
-                                                                   self.module), 1):
+        while not self._send(self.t_progress, task, 1, step=100, desc=desc):
             if ticks_diff(end, ticks_ms()) <= 0:
                 break
             if self.feed:

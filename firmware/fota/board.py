@@ -63,9 +63,15 @@ def _unload(name):
 
 
 def start(config="fota_config.json", health=None, target=None):
+    """Config, watchdog, Wi-Fi, target and agent: the Agent, or None for a bad config.
+
+    Start-up code runs once: this module and fota.config leave sys.modules, so their
+    RAM comes back for the main loop once the caller drops its `board` name.
+    """
     from fota import engine
     from fota.config import ConfigError, load
 
+    _unload("board")
     engine.block_buffer()       # 4 KiB in one piece, before anything fragments the heap
     try:
         cfg = load(config)
@@ -89,19 +95,6 @@ def start(config="fota_config.json", health=None, target=None):
 
     return Agent(cfg, target or default_target(cfg), health=health, reset=machine.reset,
                  feed=feed)
-
-
-def run(config="fota_config.json", health=None, target=None, app_step=None, period_ms=20):
-    """start(), then poll forever beside `app_step()`."""
-    from time import sleep_ms
-
-    agent = start(config, health, target)
-    while True:
-        if agent:
-            agent.poll()
-        if app_step:
-            app_step()
-        sleep_ms(period_ms)
 
 
 def load_app(folder=""):
@@ -128,19 +121,8 @@ def load_app(folder=""):
     return None, None
 
 
-def run_app(folder=""):
-    """The entry points' main loop: the agent polled beside the app's optional step()."""
-    import sys
-
+def start_app(folder=""):
+    """The entry points' start: load_app(folder), then start() with the app's health
+    hook. Returns (agent, the app's step() or None) for fota.agent.loop()."""
     app, health = load_app(folder)
-    step = [getattr(app, "step", None)]
-
-    def app_step():
-        if step[0]:
-            try:
-                step[0]()
-            except Exception as exc:  # noqa: stop calling a failing app; keep the agent
-                sys.print_exception(exc)
-                step[0] = None
-
-    run(health=health, app_step=app_step if step[0] else None)
+    return start(health=health), getattr(app, "step", None)

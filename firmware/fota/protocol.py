@@ -1,4 +1,4 @@
-"""CTWing MQTT FOTA messages: topics, notice validation, download address, reports.
+"""CTWing MQTT FOTA messages: reports, notice validation, download address.
 
 Shapes follow ../shared/spec/ctwing-mqtt-ota.md exactly:
     inform   {"taskId": -1, "params": {"version": V, "module": M}}
@@ -7,22 +7,11 @@ Shapes follow ../shared/spec/ctwing-mqtt-ota.md exactly:
 """
 
 
-def topic(prefix, name):
-    """'devices/d1' + 'inform' -> 'devices/d1/ota/inform'; '' -> '/ota/inform' (CTWing)."""
-    return "%s/ota/%s" % (prefix.rstrip("/"), name)
-
-
-def inform(task, version, module):
+def message(task, params):
+    """An inform or a progress report: {"taskId": task, "params": params}."""
     import json
 
-    return json.dumps({"taskId": task, "params": {"version": version, "module": module}})
-
-
-def progress(task, step, desc, module):
-    import json
-
-    return json.dumps({"taskId": task, "params": {"step": step, "desc": desc,
-                                                  "module": module}})
+    return json.dumps({"taskId": task, "params": params})
 
 
 def _is_int(v):

@@ -38,16 +38,20 @@ def main():
             health = getattr(app, "healthy", None)
         except ImportError:
             pass
-    from fota import board as b
+    from fota import board
+
+    agent = board.start("fota_config.json", health, target)
+    del board  # start-up code only: start() unloaded it, this frees its RAM for the loop
+    from fota.agent import loop
 
     if not ms:
-        b.run("fota_config.json", health, target)
+        loop(agent)
     # The unix port's sleep_ms wakes up every millisecond: a fleet of idle simulated
     # boards would burn a core on that. One poll() with a timeout sleeps in one syscall.
     import select
 
     idle = select.poll()
-    b.run("fota_config.json", health, target, app_step=lambda: idle.poll(ms), period_ms=0)
+    loop(agent, lambda: idle.poll(ms), 0)
 
 
 def _poll_ms():

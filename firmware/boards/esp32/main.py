@@ -6,4 +6,8 @@
 # it also never passes the health check, so a new firmware that breaks it rolls back.
 from fota import board
 
-board.run_app("")
+agent, step = board.start_app("")
+del board  # start-up code only: start() unloaded it, this frees its RAM for the loop
+from fota.agent import loop  # noqa: E402
+
+loop(agent, step)

@@ -25,4 +25,8 @@ sys.path.insert(0, slot)
 
 from fota import board  # noqa: E402
 
-board.run_app(slot)
+agent, step = board.start_app(slot)
+del board  # start-up code only: start() unloaded it, this frees its RAM for the loop
+from fota.agent import loop  # noqa: E402
+
+loop(agent, step)
