@@ -14,14 +14,8 @@ def _fail(reason, step=-2):
     return UpdateError(step, reason)
 
 
-def get(url, start=0, timeout_ms=10000, ca=None, insecure=False):
-    """One GET (with `Range: bytes=start-` when start > 0).
-
-    Returns (sock, status, content_length, range_start, range_total, location),
-    -1/None where a header is absent. The caller closes the socket.
-    """
-    import socket
-
+def _split(url):
+    """'http(s)://host[:port]/path?query' -> (tls, host, port, path)."""
     tls = url.startswith("https://")
     if not tls and not url.startswith("http://"):
         raise _fail("unsupported url scheme")
@@ -42,7 +36,51 @@ def get(url, start=0, timeout_ms=10000, ca=None, insecure=False):
         except ValueError:
             raise _fail("bad port in url")
         host = host[:colon]
-    host = host.strip("[]")
+    return tls, host.strip("[]"), port, path
+
+
+def _headers(sock):
+    """Read the response head: (status, content_length, range_start, range_total,
+    location), -1/None where a header is absent."""
+    line = sock.readline()
+    if not line.startswith(b"HTTP/1."):
+        raise _fail("no HTTP response")
+    status = int(line[9:12])
+    length = rstart = rtotal = -1
+    location = None
+    while True:
+        line = sock.readline()
+        if not line:
+            raise _fail("connection closed in headers")
+        if line == b"\r\n" or line == b"\n":
+            return status, length, rstart, rtotal, location
+        colon = line.find(b":")
+        name = line[:colon].lower()
+        value = line[colon + 1:].strip()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"content-range" and value.startswith(b"bytes "):
+            rstart = int(value[6:value.find(b"-")])
+            total = value[value.find(b"/") + 1:]
+            if total != b"*":
+                rtotal = int(total)
+        elif name == b"location":
+            location = value.decode()
+        elif name == b"transfer-encoding" and b"chunked" in value.lower():
+            raise _fail("chunked transfer encoding is not supported for images")
+
+
+def get(url, start=0, timeout_ms=10000, ca=None, insecure=False):
+    """One GET (with `Range: bytes=start-` when start > 0).
+
+    Returns (sock, status, content_length, range_start, range_total, location),
+    -1/None where a header is absent. The caller closes the socket.
+    """
+    import socket
+
+    # (Three functions, not one: loading this module then needs no large contiguous
+    # piece of a fragmented heap.)
+    tls, host, port, path = _split(url)
     try:
         addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0][-1]
     except OSError:
@@ -63,33 +101,7 @@ def get(url, start=0, timeout_ms=10000, ca=None, insecure=False):
         if start > 0:
             req += "Range: bytes=%d-\r\n" % start
         sock.write(req.encode() + b"\r\n")
-        line = sock.readline()
-        if not line.startswith(b"HTTP/1."):
-            raise _fail("no HTTP response")
-        status = int(line[9:12])
-        length = rstart = rtotal = -1
-        location = None
-        while True:
-            line = sock.readline()
-            if not line:
-                raise _fail("connection closed in headers")
-            if line == b"\r\n" or line == b"\n":
-                break
-            colon = line.find(b":")
-            name = line[:colon].lower()
-            value = line[colon + 1:].strip()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"content-range" and value.startswith(b"bytes "):
-                rstart = int(value[6:value.find(b"-")])
-                total = value[value.find(b"/") + 1:]
-                if total != b"*":
-                    rtotal = int(total)
-            elif name == b"location":
-                location = value.decode()
-            elif name == b"transfer-encoding" and b"chunked" in value.lower():
-                raise _fail("chunked transfer encoding is not supported for images")
-        return sock, status, length, rstart, rtotal, location
+        return (sock,) + _headers(sock)
     except OSError as exc:
         sock.close()
         raise _fail("connection failed: %s" % exc)
