@@ -79,6 +79,28 @@ def _confirmed(dev: SimDevice, seen: threading.Event) -> bool:
         return False
 
 
+# What an upgrading ESP32 agent holds as code: the device modules and the simulation's
+# stand-ins for the ESP32 port's built-in modules.
+AGENT_MODULES = ("umqtt.simple", "fota.mqtt", "fota.protocol", "fota.agent", "fota.engine",
+                 "fota.journal", "fota.http", "fota.esp32slot", "fota.esp32trial", "esp32",
+                 "machine")
+
+
+def loaded_code_kib() -> float:
+    """Heap taken by the agent's code (and the names it interns) once loaded as .mpy,
+    before any data: the part of agent_min_heap_kib no amount of care in the code's
+    data handling can remove."""
+    from fota_host import mprun
+
+    script = ("import gc\ngc.collect()\nbase = gc.mem_alloc()\n"
+              f"for m in {AGENT_MODULES!r}:\n    __import__(m)\n"
+              "gc.collect()\nprint(gc.mem_alloc() - base)\n")
+    proc = mprun.run(["-c", script], heap="256K")
+    if proc.returncode != 0:
+        raise RuntimeError(f"loading the agent's modules failed: {proc.stderr[-300:]}")
+    return round(int(proc.stdout.split()[-1]) / 1024, 1)
+
+
 def run() -> dict:
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(mosquitto).exists():
@@ -114,7 +136,8 @@ def run() -> dict:
             while True:
                 bad = next((h for h in range(high + 1, high + WINDOW) if not holds(h)), None)
                 if bad is None and all(holds(high) for _ in range(2)):
-                    return {"agent_min_heap_kib": high}
+                    return {"agent_min_heap_kib": high,
+                            "agent_loaded_code_kib": loaded_code_kib()}
                 high = (bad or high) + 1
                 print(f"  agent heap: fails at {bad or high - 1}K, trying from {high}K",
                       file=sys.stderr)
