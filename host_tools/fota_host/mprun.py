@@ -37,11 +37,14 @@ _FAST_START = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import micropyt
                "sys.exit(micropython_run.run_main(['micropython'] + sys.argv[1:]))")
 
 
-@functools.cache
 def _interpreter() -> list[str]:
-    """How to start the unix port: the wheel's extension module directly when the
-    `micropython` found is the wheel's own script, else that command as it is."""
-    exe = paths.micropython_bin()
+    return _start_command(paths.micropython_bin())   # $MICROPYTHON may change
+
+
+@functools.cache
+def _start_command(exe: str) -> list[str]:
+    """How to start the unix port: the wheel's extension module directly when `exe` is
+    the wheel's own `micropython` script, else `exe` as it is."""
     spec = importlib.util.find_spec("micropython_run")
     try:
         with open(exe, "rb") as f:
