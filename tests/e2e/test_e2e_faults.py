@@ -43,6 +43,14 @@ def wait_mid_download(dev, timeout: float = 20) -> None:
     raise TimeoutError("the download never started")
 
 
+def wait_log(world, dev_id: str, pattern: str, timeout: float = 15) -> None:
+    """Until the device's log has a line matching `pattern`."""
+    deadline = time.monotonic() + timeout
+    while not re.search(pattern, world.log(dev_id)):
+        assert time.monotonic() < deadline, world.log(dev_id)[-2000:]
+        time.sleep(0.1)
+
+
 def upgrade_pair(world, **pkg_kw):
     """One ESP32 and one Pico W, each in its own task (a task has one package)."""
     world.device("e1", "esp32")
@@ -192,10 +200,7 @@ def test_cancel_during_a_download(world):
     assert [r["ok"] for r in world.api.cancel(tid, ["e1"])] == [True]
     pushes = world.sub(tid, "e1")["pushes"]
     world.proxy.release()                     # its token is dead now: 403, the device gives up
-    deadline = time.monotonic() + 15
-    while "failed: HTTP 403" not in world.log("e1"):
-        assert time.monotonic() < deadline, world.log("e1")[-2000:]
-        time.sleep(0.1)
+    wait_log(world, "e1", r"failed: HTTP 403")
     time.sleep(1.0)                           # its -2 report reaches the platform
     sub = world.sub(tid, "e1")
     assert sub["state"] == "cancelled" and sub["pushes"] == pushes, sub
@@ -215,10 +220,7 @@ def test_cancel_cuts_off_a_download_in_flight(world):
     tid = world.task(pkg, "e1")
     wait_mid_download(world.devices["e1"])
     assert [r["ok"] for r in world.api.cancel(tid, ["e1"])] == [True]
-    deadline = time.monotonic() + 15
-    while not re.search(r"task \d+ failed", world.log("e1")):
-        assert time.monotonic() < deadline, world.log("e1")[-2000:]
-        time.sleep(0.1)
+    wait_log(world, "e1", r"task \d+ failed")
     assert "download(s) in flight cut off" in (world.tmp / "platform" / "platform.log").read_text()
     time.sleep(1.0)                           # its -2 report reaches the platform
     sub = world.sub(tid, "e1")
