@@ -84,6 +84,7 @@ def run(devices: int, size: int, timeout: float, work: Path, console: Console) -
         by_board = {b: [i for i, d in zip(fleet.ids, fleet.devices, strict=True) if d.board == b]
                     for b in BOARDS}
         t0 = time.monotonic()
+        deadline = t0 + timeout  # the time allowed counts from the first package made
         tasks: dict[str, int] = {}
         for board in BOARDS:
             if not by_board[board]:
@@ -98,7 +99,7 @@ def run(devices: int, size: int, timeout: float, work: Path, console: Console) -
             tasks[board] = task["id"]
         for tid in tasks.values():
             fota(console, "task", "start", "--data", str(data), str(tid))
-        rows = watch(client, tasks, fleet, timeout, console)
+        rows = watch(client, tasks, fleet, deadline, console)
         seconds = round(time.monotonic() - t0, 1)
         # the platform's word and the device's flash must agree
         states = fleet.statuses()
@@ -119,11 +120,11 @@ def run(devices: int, size: int, timeout: float, work: Path, console: Console) -
     return {"devices": devices, "succeeded": ok, "failed": devices - ok, "seconds": seconds}
 
 
-def watch(client: Any, tasks: dict[str, int], fleet: Fleet, timeout: float,
+def watch(client: Any, tasks: dict[str, int], fleet: Fleet, deadline: float,
           console: Console) -> list[dict[str, Any]]:
-    """Live bars from the platform's per-device step until every sub-task is final."""
+    """Live bars from the platform's per-device step until every sub-task is final or
+    time.monotonic() passes the deadline."""
     boards = {d: dev.board for d, dev in zip(fleet.ids, fleet.devices, strict=True)}
-    deadline = time.monotonic() + timeout
     with Progress(TextColumn("{task.fields[device]:<10}"), TextColumn("{task.fields[board]:<7}"),
                   BarColumn(bar_width=30), TextColumn("{task.percentage:>3.0f}%"),
                   TextColumn("{task.fields[state]:<10}"), TextColumn("[dim]{task.fields[desc]}"),
@@ -165,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--devices", type=int, default=6, help="at least 2 (default 6)")
     ap.add_argument("--size", type=int, default=1024 * 1024,
                     help="image size in bytes (Pico W: at most 320 KiB)")
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds for the upgrade")
+    ap.add_argument("--timeout", type=float, default=60.0,
+                    help="seconds for the upgrade, counted from creating the first package")
     ap.add_argument("--keep", type=Path, help="work in this folder and keep it")
     args = ap.parse_args(argv)
     if args.devices < 2:
