@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from fota_host import bundle, esp_image, images, mprun, sim, simflash
+from helpers import wait_for
 
 CHECKPOINT = 8 * 4096
 
@@ -35,7 +36,14 @@ def test_random_power_cuts_never_boot_a_partial_image_and_resume(tmp_path, serve
     # Slow the server so that every cut lands mid-way (about 1.5 s for the whole image).
     served.server.faults.delay_per_chunk = 0.02 if board == "esp32" else 0.065
     for cut in range(4):
+        asked = len(served.server.stats.requests)
         proc = start_update(flash, board, img, task=5)
+        # Cut at a random moment of the download, timed from the device's request (not from
+        # the process start, which a busy machine makes slow). The last cut waits for a
+        # checkpoint too, so that the resume below is always exercised.
+        wait_for(lambda n=asked: len(served.server.stats.requests) > n, timeout=30)
+        if cut == 3:
+            wait_for(lambda: (flash / "fota_journal.json").exists(), timeout=30)
         time.sleep(rng.uniform(0.05, 0.25))
         proc.kill()                                     # SIGKILL: no cleanup runs
         proc.wait()

@@ -6,7 +6,6 @@ import hashlib
 import json
 import queue
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -15,7 +14,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from fota_host.platform import start_platform
-from helpers import Mosquitto
+from helpers import Mosquitto, wait_for  # noqa: F401 (re-exported for the tests)
 
 
 def broker_addr(url: str) -> tuple[str, int, str | None, str | None]:
@@ -142,18 +141,6 @@ def http_get(url: str, headers: dict[str, str] | None = None,
             return resp.status, resp.read(), dict(resp.headers)
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(), dict(exc.headers)
-
-
-def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05,
-             what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
 def device_row(client: Any, task_id: int, device: str) -> dict[str, Any]:
