@@ -53,6 +53,9 @@ class SimDevice:
         self.proc: subprocess.Popen | None = None
         self.boots = 0
         self.stopping = threading.Event()
+        # stop() and the power-on of a new process exclude each other: a process started
+        # just after stop() looked would run on, orphaned, after the fleet is gone.
+        self._power = threading.Lock()
         sim.prepare(self.flash, board, version)
         cfg = device_config(device_id, broker_url, prefix, **(config or {}))
         (self.flash / "fota_config.json").write_text(json.dumps(cfg, indent=1))
@@ -62,16 +65,19 @@ class SimDevice:
             self.log.write(f"[sim] {text}\n")
             self.log.flush()
 
-    def boot_once(self) -> int:
-        """One power-on until reset or crash; returns the exit status."""
+    def boot_once(self) -> int | None:
+        """One power-on until reset or crash; returns the exit status (None: stopped)."""
         st = simflash.boot(self.flash, full_status=False)
         self.boots += 1
         self._say(f"boot {self.boots}: running {st['running']} version {st['version']}"
                   f"{' (trial)' if st['pending'] else ''}")
-        self.proc = mprun.popen(["-m", "fota_sim", "agent"], heap=self.heap, flash=self.flash,
-                                cwd=self.flash, stdout=self.log or subprocess.DEVNULL,
-                                stderr=subprocess.STDOUT)
-        return self.proc.wait()
+        with self._power:
+            if self.stopping.is_set():
+                return None
+            self.proc = proc = mprun.popen(
+                ["-m", "fota_sim", "agent"], heap=self.heap, flash=self.flash, cwd=self.flash,
+                stdout=self.log or subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        return proc.wait()
 
     def run(self) -> None:
         """Boot, and boot again after every reset, until stop()."""
@@ -90,8 +96,9 @@ class SimDevice:
         return thread
 
     def stop(self, timeout: float = 5.0) -> None:
-        self.stopping.set()
-        proc = self.proc
+        with self._power:
+            self.stopping.set()
+            proc = self.proc
         if proc and proc.poll() is None:
             proc.terminate()
             try:

@@ -159,3 +159,34 @@ def test_fleet_refuses_bad_flags(tmp_path):
                                *args], capture_output=True, text=True, timeout=30,
                               env={**os.environ})
         assert proc.returncode == 2 and message in proc.stderr, (args, proc.stderr)
+
+
+def test_stop_while_a_device_reboots_leaves_no_process(tmp_path, monkeypatch):
+    """stop() landing between the simulated bootloader and the power-on of the next process
+    (a reboot in progress) must not leave an orphaned micropython behind."""
+    import threading
+
+    from fota_host import simdevice, simflash
+
+    in_boot, release = threading.Event(), threading.Event()
+    real_boot = simflash.boot
+
+    def slow_boot(*args, **kwargs):
+        in_boot.set()
+        release.wait(10)
+        return real_boot(*args, **kwargs)
+
+    monkeypatch.setattr(simdevice.simflash, "boot", slow_boot)
+    dev = simdevice.SimDevice(tmp_path / "dev", "esp32", "orphan", "mqtt://127.0.0.1:9",
+                              version=OLD)
+    thread = dev.start()
+    assert in_boot.wait(10)
+    stopper = threading.Thread(target=dev.stop)
+    stopper.start()
+    time.sleep(0.2)              # stop() has run (or waits for the power-on to finish)
+    release.set()
+    stopper.join(10)
+    thread.join(10)
+    assert not thread.is_alive()
+    assert dev.proc is None or dev.proc.poll() is not None
+    assert device_processes(tmp_path) == []

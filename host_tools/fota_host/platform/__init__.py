@@ -8,7 +8,24 @@ Modules: `store` (SQLite), `validate` (input checks), `packages` (firmware image
 uses), `mosquitto` (config generator).
 """
 
-from .process import PlatformProcess, start_platform
-from .service import ServiceOptions, run_service
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .process import PlatformProcess, start_platform
+    from .service import ServiceOptions, run_service
 
 __all__ = ["PlatformProcess", "ServiceOptions", "run_service", "start_platform"]
+
+# Imported on first use: the service pulls in aiohttp and amqtt, which the CLI's quick
+# commands (`fota task list`, ...) talking to a running service do not need.
+_HOMES = {"PlatformProcess": "process", "start_platform": "process",
+          "ServiceOptions": "service", "run_service": "service"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
