@@ -123,10 +123,13 @@ class StallingProxy:
 
         b = None
         try:
-            while not self.forward.is_set():  # stalled: accept, answer nothing
-                if self.stop:
-                    return
-                time.sleep(0.02)
+            if not self.forward.is_set():
+                # Opened while the path is silent: answer nothing, and when the path comes
+                # back drop it rather than replay its stale CONNECT to the broker (which
+                # would take over, and so cut, the device's newer session).
+                while not self.forward.is_set() and not self.stop:
+                    time.sleep(0.02)
+                return
             b = socket.create_connection(("127.0.0.1", self.target))
             while not self.stop:
                 if not self.forward.is_set():  # stop forwarding, keep both ends open

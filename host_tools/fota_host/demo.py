@@ -101,7 +101,9 @@ def run(devices: int, size: int, timeout: float, work: Path, console: Console) -
             fota(console, "task", "start", "--data", str(data), str(tid))
         rows = watch(client, tasks, fleet, deadline, console)
         seconds = round(time.monotonic() - t0, 1)
-        # the platform's word and the device's flash must agree
+        # The platform's word and the device's flash must agree. A device confirms its new
+        # image once the platform acknowledged its inform, so the flash may lag a moment.
+        fleet.wait_versions(NEW, 10, [r["device"] for r in rows if r["state"] == "succeeded"])
         states = fleet.statuses()
         for row in rows:
             st = states.get(row["device"], {})

@@ -15,6 +15,7 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -219,15 +220,18 @@ class Fleet:
                 out[dev_id] = {"error": str(exc)}
         return out
 
-    def wait_versions(self, version: str, timeout: float) -> bool:
-        """True once every device runs `version`, confirmed."""
+    def wait_versions(self, version: str, timeout: float,
+                      ids: Iterable[str] | None = None) -> bool:
+        """True once every device (or those of `ids`) runs `version`, confirmed."""
+        wanted = set(self.ids if ids is None else ids)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            st = self.statuses().values()
+        while True:
+            st = [s for d, s in self.statuses().items() if d in wanted]
             if all(s.get("version") == version and not s.get("pending") for s in st):
                 return True
-            time.sleep(0.2)
-        return False
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)
 
     def memory(self) -> dict[str, Any]:
         return fleet_memory(self.devices)
