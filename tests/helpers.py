@@ -31,6 +31,38 @@ def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05,
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
+class Output:
+    """Collects a text-mode process's stdout in a thread, so a test can wait for a line
+    with a generous timeout instead of sleeping a fixed time (a busy machine starts
+    MicroPython slowly)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:  # type: ignore[union-attr]
+            self.lines.append(line)
+
+    def wait(self, text: str, timeout: float = 30.0) -> bool:
+        """True once `text` was printed; False at the timeout or when the output ends."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in "".join(self.lines):
+                return True
+            if not self.thread.is_alive():
+                return text in "".join(self.lines)
+            time.sleep(0.05)
+        return False
+
+    def text(self) -> str:
+        """Everything printed; call after the process ended."""
+        self.thread.join(10)
+        return "".join(self.lines)
+
+
 def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

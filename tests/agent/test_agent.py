@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
-from conftest import log_of
 from fota_host import images, mprun, simflash
-from helpers import StallingProxy
+from helpers import Output, StallingProxy
 from peer import payload_for
+
+
+def log_of(dev) -> str:
+    """What a simulated board printed (the devices fixture gives each one a log file)."""
+    return Path(dev.logfile.name).read_text()
 
 
 def first_inform(peer, dev="d1", timeout=30):
@@ -123,7 +128,7 @@ def test_full_upgrade_through_reboot_and_confirm(peer, devices, served, board):
 
 @pytest.mark.parametrize("board", ["esp32", "pico_w"])
 def test_image_failing_health_check_rolls_back_and_reports(peer, devices, served, board):
-    dev = devices("d1", board, max_trials=1)
+    dev = devices("d1", board, max_trials=1, health_deadline_s=6)
     first_inform(peer)
     data = images.sim_image(board, "2.0.0", 300_000 if board == "esp32" else None,
                             fail_health=True)
@@ -200,12 +205,13 @@ def test_bad_config_is_a_clear_error_not_a_crash_loop(tmp_path):
     (flash / "fota_config.json").write_text('{"device_id": "", "broker": {}}')
     proc = mprun.popen(["-m", "fota_sim", "agent"], heap="96K", flash=flash, cwd=flash,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(2)
+    out = Output(proc)
+    said = out.wait("config error: device_id must be a non-empty string")
+    time.sleep(1)                        # and it stays up, waiting for a fixed config
     alive = proc.poll() is None
     proc.kill()
-    out = proc.communicate()[0]
-    assert alive, out
-    assert "config error: device_id must be a non-empty string" in out
+    proc.wait()
+    assert said and alive, out.text()
     assert simflash.status(flash)["version"] == "1.0.0"
 
 

@@ -38,7 +38,7 @@ def test_upgrade_over_mqtts_and_https_with_verified_servers(tmp_path):
                             version="1.0.0", heap="256K",
                             log=open(tmp_path / "d1.log", "w"),  # noqa: SIM115
                             config={"broker": {"ca": "ca.pem", "keepalive": 4},
-                                    "download": {"ca": "ca.pem"}, "health_deadline_s": 5})
+                                    "download": {"ca": "ca.pem"}, "health_deadline_s": 15})
             shutil.copy(ca.cert, flash / "ca.pem")
             dev.start()
             peer.wait_for("inform", "d1", lambda m: m["taskId"] == -1)

@@ -51,10 +51,10 @@ def wait_log(world, dev_id: str, pattern: str, timeout: float = 15) -> None:
         time.sleep(0.1)
 
 
-def upgrade_pair(world, **pkg_kw):
+def upgrade_pair(world, device_config=None, **pkg_kw):
     """One ESP32 and one Pico W, each in its own task (a task has one package)."""
-    world.device("e1", "esp32")
-    world.device("p1", "pico_w")
+    world.device("e1", "esp32", **(device_config or {}))
+    world.device("p1", "pico_w", **(device_config or {}))
     world.online("e1", "p1")
     out = {}
     for dev_id, board in (("e1", "esp32"), ("p1", "pico_w")):
@@ -140,7 +140,8 @@ def test_http_server_dropping_connections(world):
 
 def test_new_image_failing_its_health_check_rolls_back_and_is_reported(world):
     world.start()
-    for dev_id, (tid, image) in upgrade_pair(world, fail_health=True).items():
+    for dev_id, (tid, image) in upgrade_pair(world, {"health_deadline_s": 6},
+                                             fail_health=True).items():
         sub = world.wait_sub(tid, dev_id)
         assert (sub["state"], sub["step"]) == ("failed", -1), sub
         assert sub["desc"].startswith("rolled back:"), sub
@@ -171,10 +172,11 @@ def test_device_offline_when_the_task_starts_is_served_on_its_next_inform(world)
 
 
 def test_expired_token_is_refused_then_a_retry_brings_a_fresh_one(world):
-    # the first download request reaches the server 2 s late: its 1 s token has expired
-    world.start(proxy={"delay": 2.0, "delay_count": 1}, token_ttl=1, retries=1,
+    # The first download request reaches the server 6 s late: its 3 s token has expired.
+    # (3 s leaves a loaded machine time to bring the retry's request in with its new token.)
+    world.start(proxy={"delay": 6.0, "delay_count": 1}, token_ttl=3, retries=1,
                 retry_backoff=0.3)
-    world.device("e1", "esp32", download={"timeout_s": 6})
+    world.device("e1", "esp32", download={"timeout_s": 10})
     world.online("e1")
     pkg = world.package("esp32")
     tid = world.task(pkg, "e1")

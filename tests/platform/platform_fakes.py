@@ -100,6 +100,12 @@ class FakeDevice:
     def wait_notice(self, timeout: float = 10.0) -> dict[str, Any]:
         return self.notices.get(timeout=timeout)
 
+    def next_notice(self, timeout: float) -> dict[str, Any] | None:
+        try:
+            return self.notices.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
     def no_notice(self, seconds: float) -> bool:
         try:
             self.notices.get(timeout=seconds)

@@ -79,8 +79,15 @@ def test_platform_survives_broker_restart(tmp_path: Path, firmware: Path) -> Non
             dev.progress(notice["taskId"], 30, "downloading")
             wait_for(lambda: device_row(api, task["id"], "blip-1")["step"] == 30)
             env.mosquitto.restart(down_seconds=0.5)
-            # the device reconnects and informs -1: it gets the notice again, same token
-            again = dev.wait_notice(timeout=15)
+            # Both reconnect (mosquitto runs without persistence: nothing is kept for
+            # either). Once both are back, the device informs -1 and gets the notice
+            # again, with the same token.
+            log = env.proc.log_path
+            wait_for(lambda: log.read_text().count("connected to broker") >= 2, timeout=20,
+                     what="the platform back on the broker")
+            wait_for(dev.connected.is_set, timeout=20, what="the device back on the broker")
+            again = wait_for(lambda: dev.inform(-1) or dev.next_notice(1.0), timeout=20,
+                             interval=0, what="the notice again")
             assert again["taskId"] == notice["taskId"]
             assert again["payload"]["token"] == notice["payload"]["token"]
             dev.upgrade(again)

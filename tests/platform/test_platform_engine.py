@@ -47,12 +47,14 @@ def test_push_rate_limits_notices(plat: Platform, firmware: Path) -> None:
 
 
 def test_end_time_times_out_active_subtasks(plat: Platform, firmware: Path) -> None:
-    task = _task(plat, firmware, ["e1"], end=time.time() + 0.2)
+    end = time.time() + 2
+    task = _task(plat, firmware, ["e1"], end=end)
     plat.start_task(task["id"])
     plat.tick()
+    assert plat.get_task(task["id"])["devices"][0]["state"] == "pending"
     stopped: list[str] = []   # a download the file server is streaming to e1
     plat.watch_download(task["id"], "e1", lambda: stopped.append("e1"))
-    time.sleep(0.3)
+    time.sleep(max(0.0, end - time.time()) + 0.1)
     plat.tick()
     detail = plat.get_task(task["id"])
     assert detail["state"] == "finished"

@@ -257,13 +257,13 @@ def test_scheduled_start(embedded, firmware: Path) -> None:
     embedded.start(**FAST)
     api = embedded.api
     pkg = api.create_package(file=str(firmware), version="2.0.0")
-    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3))  # 2-3 s
+    soon = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 5))  # 4-5 s
     task = api.create_task(package=pkg["id"], name="later", start=soon)
     api.add_devices(task["id"], ["sched"])
+    assert api.get_task(task["id"])["state"] == "not_started"
     dev = FakeDevice("sched", embedded.broker).start()
     try:
-        assert api.get_task(task["id"])["state"] == "not_started"
-        notice = dev.wait_notice(timeout=10)
+        notice = dev.wait_notice(timeout=20)
         assert api.get_task(task["id"])["state"] == "running"
         dev.upgrade(notice)
         wait_device_state(api, task["id"], "sched", "succeeded")
