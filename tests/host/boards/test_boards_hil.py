@@ -35,7 +35,7 @@ def test_without_a_board_it_says_so(tmp_path: Path) -> None:
 
 
 def test_make_hil_without_port_fails_clearly() -> None:
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     proc = subprocess.run(["make", "-s", "-C", str(root), "hil", "PORT=", "BOARD=esp32",
                            "-o", "setup"],          # -o setup: nothing to install here
                           capture_output=True, text=True, timeout=60)

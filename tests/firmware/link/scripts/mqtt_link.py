@@ -1,4 +1,4 @@
-# Device side of tests/device/test_mqtt_link.py: runs fota.mqtt.Link on the unix
+# Device side of tests/firmware/link/test_mqtt_link.py: runs fota.mqtt.Link on the unix
 # port and prints one JSON object per line (events, with device-clock times in ms).
 # argv: mode host port [key=value ...]; modes: loop, connect, pub1, idle.
 import gc

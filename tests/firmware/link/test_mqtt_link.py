@@ -1,7 +1,7 @@
 """fota.mqtt.Link on the real MicroPython unix port (compiled .mpy) against a real
 mosquitto, a stalling TCP proxy and scripted fake brokers.
 
-The device side is tests/device/scripts/mqtt_link.py; it prints one JSON event per
+The device side is tests/firmware/link/scripts/mqtt_link.py; it prints one JSON event per
 line, which these tests read as they come.
 """
 
