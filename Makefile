@@ -26,7 +26,7 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(BIN)/python -m fota_host.demo
+	$(BIN)/python -m fota_host.sim.demo
 
 bench: setup
 	$(BIN)/python bench/run.py

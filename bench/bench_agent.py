@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as paho
-from fota_host import images
-from fota_host.imageserver import ImageServer
-from fota_host.simdevice import SimDevice
+from fota_host.images import synthetic as images
+from fota_host.sim.device import SimDevice
+from fota_host.sim.imageserver import ImageServer
 
 SIZE = 1_468_000
 WINDOW = 5  # sizes (KiB) above the figure that must pass too
@@ -90,7 +90,7 @@ def loaded_code_kib() -> float:
     """Heap taken by the agent's code (and the names it interns) once loaded as .mpy,
     before any data: the part of agent_min_heap_kib no amount of care in the code's
     data handling can remove."""
-    from fota_host import mprun
+    from fota_host.sim import mprun
 
     script = ("import gc\ngc.collect()\nbase = gc.mem_alloc()\n"
               f"for m in {AGENT_MODULES!r}:\n    __import__(m)\n"

@@ -13,8 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from fota_host import images, mprun, sim
-from fota_host.imageserver import ImageServer
+from fota_host.images import synthetic as images
+from fota_host.sim import mprun
+from fota_host.sim import update as sim
+from fota_host.sim.imageserver import ImageServer
 
 HERE = Path(__file__).parent
 SIZE = 1_468_000            # 1.4 MiB, a multiple of 16 as ESP32 images are

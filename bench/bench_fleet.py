@@ -92,7 +92,7 @@ def _raw_downloads(work: Path, urls: list[str]) -> float:
 def _mp_downloads(work: Path, urls: list[str], pkg: dict[str, Any]) -> float:
     """Wall time of len(urls) concurrent updates by the device code alone (`fota_sim update`:
     download, MD5/SHA-256, write, read-back into a simulated flash; no MQTT, no reboot)."""
-    from fota_host import sim
+    from fota_host.sim import update as sim
 
     flashes = []
     for i in range(len(urls)):
@@ -109,7 +109,7 @@ def _mp_downloads(work: Path, urls: list[str], pkg: dict[str, Any]) -> float:
 
 def _concurrently(what: str, runs: list[tuple[list[str], dict[str, Any]]]) -> float:
     """Start every MicroPython run at once; the wall time until the last one ends."""
-    from fota_host import mprun
+    from fota_host.sim import mprun
 
     t0 = time.monotonic()
     procs = [mprun.popen(args, build=False, stdout=subprocess.PIPE,
@@ -136,9 +136,9 @@ def _floor_downloads(urls: list[str], size: int) -> float:
 
 def run() -> dict[str, Any]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from fota_host import images
-    from fota_host.fleet import Fleet
-    from fota_host.platform import start_platform
+    from fota_host.images import synthetic as images
+    from fota_host.platform.process import start_platform
+    from fota_host.sim.fleet import Fleet
 
     work = Path(tempfile.mkdtemp(prefix="fota-fleet-bench-"))
     mosquitto = None

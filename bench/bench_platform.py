@@ -144,7 +144,7 @@ def _platform_ingest(db: sqlite3.Connection, port: int, files: list[tuple[str, P
 
 
 def _ingest(work: Path) -> dict[str, Any]:
-    from fota_host.platform import start_platform
+    from fota_host.platform.process import start_platform
 
     total = DEVICES * MESSAGES_PER_DEVICE
     broker = _Mosquitto(work)
@@ -191,7 +191,7 @@ def _ingest(work: Path) -> dict[str, Any]:
 
 def _ingest_embedded(work: Path) -> dict[str, Any]:
     """Raw figure, no ratio: the same reports through the embedded (amqtt) broker."""
-    from fota_host.platform import start_platform
+    from fota_host.platform.process import start_platform
 
     devices, per_device = 20, 1000
     fw = work / "fw.bin"
@@ -276,7 +276,7 @@ def _nginx(work: Path, image: Path) -> tuple[subprocess.Popen, int] | None:
 
 
 def _download(work: Path) -> dict[str, Any]:
-    from fota_host.platform import start_platform
+    from fota_host.platform.process import start_platform
 
     if not shutil.which("curl"):
         _log("curl not installed: download figures skipped")

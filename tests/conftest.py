@@ -7,8 +7,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fota_host import images  # noqa: E402
-from fota_host.imageserver import ImageServer  # noqa: E402
+from fota_host.images.synthetic import digests  # noqa: E402
+from fota_host.sim.imageserver import ImageServer  # noqa: E402
 from helpers import Mosquitto  # noqa: E402
 
 
@@ -30,7 +30,7 @@ class Images:
     def add(self, name: str, data: bytes) -> dict:
         (self.root / name).write_bytes(data)
         return {"url": self.server.url(name), "path": str(self.root / name),
-                **images.digests(data)}
+                **digests(data)}
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fota_host.sim.faults import FaultProxy
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -127,59 +129,15 @@ class Mosquitto:
         self.start()
 
 
-class StallingProxy:
-    """A TCP proxy that can go silent without closing either end (a half-open link)."""
+class StallingProxy(FaultProxy):
+    """The broker path of the tests in tests/firmware: a `FaultProxy` whose connections
+    opened while stalled are dropped on release (no stale CONNECT replayed to the broker).
+    Those tests use the older names: `forward.clear()`/`set()` and `conns`; new tests use
+    `FaultProxy(..., drop_held=True)` with `stall()`, `release()`, `connections`."""
 
     def __init__(self, target: int) -> None:
-        self.target = target
-        self.port = free_port()
-        self.forward = threading.Event()
-        self.forward.set()
-        self.conns = 0
-        self.srv = socket.create_server(("127.0.0.1", self.port))
-        self.srv.settimeout(0.2)
-        self.stop = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(target, drop_held=True)
 
-    def _accept(self) -> None:
-        while not self.stop:
-            try:
-                a, _ = self.srv.accept()
-            except OSError:
-                continue
-            self.conns += 1
-            threading.Thread(target=self._pipe, args=(a,), daemon=True).start()
-
-    def _pipe(self, a: socket.socket) -> None:
-        import select
-
-        b = None
-        try:
-            if not self.forward.is_set():
-                # Opened while the path is silent: answer nothing, and when the path comes
-                # back drop it rather than replay its stale CONNECT to the broker (which
-                # would take over, and so cut, the device's newer session).
-                while not self.forward.is_set() and not self.stop:
-                    time.sleep(0.02)
-                return
-            b = socket.create_connection(("127.0.0.1", self.target))
-            while not self.stop:
-                if not self.forward.is_set():  # stop forwarding, keep both ends open
-                    time.sleep(0.02)
-                    continue
-                r, _, _ = select.select([a, b], [], [], 0.05)
-                for s in r:
-                    data = s.recv(4096)
-                    if not data:
-                        return
-                    (b if s is a else a).sendall(data)
-        except OSError:
-            return
-        finally:
-            a.close()
-            if b:
-                b.close()
-
-    def close(self) -> None:
-        self.stop = True
-        self.srv.close()
+    @property
+    def conns(self) -> int:
+        return self.connections

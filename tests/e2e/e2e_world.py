@@ -13,10 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fota_host import bundle, images
-from fota_host.faults import FaultProxy
-from fota_host.platform import start_platform
-from fota_host.simdevice import SimDevice
+from fota_host.images import bundle
+from fota_host.images import synthetic as images
+from fota_host.platform.process import start_platform
+from fota_host.sim.device import SimDevice
+from fota_host.sim.faults import FaultProxy, LinkFaults
 from helpers import Mosquitto, free_port
 
 OLD, NEW = "1.0.1", "2.0.0"
@@ -47,9 +48,9 @@ class World:
 
     # -- the two servers --
     def start(self, proxy: dict[str, Any] | None = None, **options: Any) -> World:
-        """The platform; with `proxy`, devices download through a FaultProxy(**proxy)."""
+        """The platform; with `proxy` (LinkFaults fields), devices download through a FaultProxy."""
         if proxy is not None:
-            self.proxy = FaultProxy(self.http_port, **proxy)
+            self.proxy = FaultProxy(self.http_port, faults=LinkFaults(**proxy))
             options["public_url"] = self.proxy.url
         options.setdefault("push_rate", 6000)
         self.platform = start_platform(

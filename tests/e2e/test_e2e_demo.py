@@ -8,7 +8,7 @@ import sys
 
 
 def test_demo_upgrades_every_device_and_ends_with_the_json_line():
-    proc = subprocess.run([sys.executable, "-m", "fota_host.demo", "--devices", "5"],
+    proc = subprocess.run([sys.executable, "-m", "fota_host.sim.demo", "--devices", "5"],
                           capture_output=True, text=True, timeout=120)
     lines = proc.stdout.strip().splitlines()
     assert lines, proc.stderr
@@ -28,7 +28,7 @@ def test_demo_upgrades_every_device_and_ends_with_the_json_line():
 def test_demo_exits_non_zero_when_the_upgrade_cannot_finish():
     # 2,000,000 bytes do not fit the ESP32's 1.5 MiB slot (the Pico W image is capped at its
     # slot size): the ESP32 refuses the image, the Pico W upgrades, the demo says so and fails.
-    proc = subprocess.run([sys.executable, "-m", "fota_host.demo", "--devices", "2",
+    proc = subprocess.run([sys.executable, "-m", "fota_host.sim.demo", "--devices", "2",
                            "--size", "2000000"], capture_output=True, text=True, timeout=120)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert proc.returncode == 1

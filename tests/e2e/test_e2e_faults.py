@@ -19,7 +19,7 @@ from e2e_world import (
     assert_upgraded,
     boots,
 )
-from fota_host import images
+from fota_host.images import synthetic as images
 
 RANGE = re.compile(r"Range: bytes=(\d+)-")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import psutil
 from e2e_world import NEW, OLD, SIZE
-from fota_host import images
-from fota_host.platform import start_platform
+from fota_host.images import synthetic as images
+from fota_host.platform.process import start_platform
 from helpers import free_port
 
 
@@ -166,7 +166,8 @@ def test_stop_while_a_device_reboots_leaves_no_process(tmp_path, monkeypatch):
     (a reboot in progress) must not leave an orphaned micropython behind."""
     import threading
 
-    from fota_host import simdevice, simflash
+    from fota_host.sim import device as simdevice
+    from fota_host.sim import flash as simflash
 
     in_boot, release = threading.Event(), threading.Event()
     real_boot = simflash.boot

@@ -1,4 +1,4 @@
-"""`python -m fota_host.platform serve ...` (what `start_platform` runs): `fota platform`."""
+"""`python -m fota_host.platform ...`: the same as `fota platform ...`."""
 
 import sys
 

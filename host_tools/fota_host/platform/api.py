@@ -16,9 +16,12 @@ from typing import Any
 from aiohttp import web
 
 from . import fileserver
-from .engine import Platform, PlatformError
+from .core import Platform
 from .fileserver import PLATFORM_KEY
 from .openapi import OPENAPI
+from .packages import PackageStore
+from .tasks import Tasks
+from .validate import PlatformError
 
 log = logging.getLogger("fota.platform.http")
 
@@ -62,6 +65,14 @@ def _platform(request: web.Request) -> Platform:
     return request.app[PLATFORM_KEY]
 
 
+def _packages(request: web.Request) -> PackageStore:
+    return request.app[PLATFORM_KEY].packages
+
+
+def _tasks(request: web.Request) -> Tasks:
+    return request.app[PLATFORM_KEY].tasks
+
+
 # -- admin API ----------------------------------------------------------------------------
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
@@ -76,29 +87,29 @@ async def stats(request: web.Request) -> web.Response:
 
 
 async def list_packages(request: web.Request) -> web.Response:
-    return web.json_response(_platform(request).list_packages())
+    return web.json_response(_packages(request).list_packages())
 
 
 async def show_package(request: web.Request) -> web.Response:
-    return web.json_response(_platform(request).get_package(request.match_info["id"]))
+    return web.json_response(_packages(request).get_package(request.match_info["id"]))
 
 
 async def create_package(request: web.Request) -> web.Response:
-    platform = _platform(request)
+    packages = _packages(request)
     if request.content_type == "application/json":
         body = await _json_body(request)
         meta = {k: body.get(k) for k in ("version", "name", "product", "desc", "module")}
         meta["sign"] = body.get("sign", "md5")
         if not body.get("url"):
             raise PlatformError("give the firmware as the request body, or a JSON object with url")
-        pkg = await asyncio.to_thread(platform.add_package_url, body["url"], MAX_UPLOAD, **meta)
+        pkg = await asyncio.to_thread(packages.add_package_url, body["url"], MAX_UPLOAD, **meta)
         return web.json_response(pkg, status=201)
     q = request.query
     meta = {k: q.get(k) for k in ("version", "name", "product", "desc", "module")}
     meta["sign"] = q.get("sign", "md5")
     if not meta["version"]:
         raise PlatformError("version is required")
-    upload = platform.new_upload_path()
+    upload = packages.new_upload_path()
     total = 0
     try:
         with open(upload, "wb") as out:
@@ -111,24 +122,24 @@ async def create_package(request: web.Request) -> web.Response:
         upload.unlink(missing_ok=True)
         raise
     source = q.get("source") or "upload"
-    pkg = await asyncio.to_thread(platform.add_package, upload, source=source[:200], **meta)
+    pkg = await asyncio.to_thread(packages.add_package, upload, source=source[:200], **meta)
     return web.json_response(pkg, status=201)
 
 
 async def list_tasks(request: web.Request) -> web.Response:
-    return web.json_response(_platform(request).list_tasks())
+    return web.json_response(_tasks(request).list_tasks())
 
 
 async def create_task(request: web.Request) -> web.Response:
     body = await _json_body(request)
-    task = _platform(request).create_task(
+    task = _tasks(request).create_task(
         package=body.get("package"), name=body.get("name"), desc=body.get("desc"),
         start=body.get("start"), end=body.get("end"))
     return web.json_response(task, status=201)
 
 
 async def show_task(request: web.Request) -> web.Response:
-    return web.json_response(_platform(request).get_task(request.match_info["id"]))
+    return web.json_response(_tasks(request).get_task(request.match_info["id"]))
 
 
 async def add_devices(request: web.Request) -> web.Response:
@@ -136,7 +147,7 @@ async def add_devices(request: web.Request) -> web.Response:
     devices = body.get("devices")
     if not isinstance(devices, list) or not devices:
         raise PlatformError("devices must be a non-empty list of device ids")
-    return web.json_response(_platform(request).add_devices(request.match_info["id"], devices))
+    return web.json_response(_tasks(request).add_devices(request.match_info["id"], devices))
 
 
 async def import_devices(request: web.Request) -> web.Response:
@@ -145,11 +156,11 @@ async def import_devices(request: web.Request) -> web.Response:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise PlatformError("the device list must be UTF-8 CSV") from None
-    return web.json_response(_platform(request).import_devices(request.match_info["id"], text))
+    return web.json_response(_tasks(request).import_devices(request.match_info["id"], text))
 
 
 async def start_task(request: web.Request) -> web.Response:
-    return web.json_response(_platform(request).start_task(request.match_info["id"]))
+    return web.json_response(_tasks(request).start_task(request.match_info["id"]))
 
 
 async def cancel(request: web.Request) -> web.Response:
@@ -160,7 +171,7 @@ async def cancel(request: web.Request) -> web.Response:
         devices = body.get("devices")
         if not isinstance(devices, list) or not devices:
             raise PlatformError('give {"devices": [...]} or {"all": true}')
-    return web.json_response(_platform(request).cancel(request.match_info["id"], devices))
+    return web.json_response(_tasks(request).cancel(request.match_info["id"], devices))
 
 
 async def list_devices(request: web.Request) -> web.Response:

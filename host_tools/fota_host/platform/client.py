@@ -1,23 +1,70 @@
-"""How the CLI reaches the platform: the admin API of the running service (found through
-`DIR/service.json`), or, when no service runs on DIR, the same operations on the store
-directly. Both raise `PlatformError` with the service's message on bad input.
+"""How the CLI (and tests, demos, benches) reach a platform: one interface, `PlatformOps`,
+implemented by `ApiClient` (the admin API of the service running on DIR, found through
+`DIR/service.json`) and `LocalClient` (the same operations on the store directly, when no
+service runs on DIR). Both raise `PlatformError` with the service's message on bad input.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .engine import Platform, PlatformError
-from .process import pid_alive, read_service_info
+from .core import Platform
+from .validate import PlatformError
+
+
+class PlatformOps(Protocol):
+    """The console's operations; every result is the JSON the admin API answers."""
+
+    def create_package(self, *, version: str, file: str | None = None, url: str | None = None,
+                       name: str | None = None, product: str | None = None,
+                       module: str | None = None, sign: str = "md5",
+                       desc: str | None = None) -> dict[str, Any]: ...
+    def list_packages(self) -> list[dict[str, Any]]: ...
+    def get_package(self, package_id: str) -> dict[str, Any]: ...
+    def create_task(self, *, package: str, name: str, desc: str | None = None,
+                    start: str | None = None, end: str | None = None) -> dict[str, Any]: ...
+    def list_tasks(self) -> list[dict[str, Any]]: ...
+    def get_task(self, task_id: Any) -> dict[str, Any]: ...
+    def add_devices(self, task_id: Any, devices: list[str]) -> list[dict[str, Any]]: ...
+    def import_devices(self, task_id: Any, csv_text: str) -> list[dict[str, Any]]: ...
+    def start_task(self, task_id: Any) -> dict[str, Any]: ...
+    def cancel(self, task_id: Any, devices: list[str] | None) -> list[dict[str, Any]]: ...
+    def list_devices(self) -> list[dict[str, Any]]: ...
+    def close(self) -> None: ...
+
+
+def read_service_info(data_dir: Path) -> dict[str, Any] | None:
+    """DIR/service.json of a running service, or None."""
+    path = Path(data_dir) / "service.json"
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class ApiClient:
+    """`PlatformOps` over the admin API (Bearer token from service.json)."""
+
     def __init__(self, info: dict[str, Any], timeout: float = 60.0) -> None:
         self.base = info["api"].rstrip("/")
         self.token = info["admin_token"]
@@ -53,9 +100,14 @@ class ApiClient:
         except (urllib.error.URLError, OSError) as exc:
             raise PlatformError(f"platform at {self.base} unreachable: {exc}", 503) from None
 
-    # the operations, same names and results as LocalClient
-    def create_package(self, *, file: str | None = None, url: str | None = None,
-                       **meta: Any) -> dict[str, Any]:
+    # == PlatformOps ==
+    def create_package(self, *, version: str, file: str | None = None, url: str | None = None,
+                       name: str | None = None, product: str | None = None,
+                       module: str | None = None, sign: str = "md5",
+                       desc: str | None = None) -> dict[str, Any]:
+        meta = {k: v for k, v in dict(version=version, name=name, product=product,
+                                      module=module, sign=sign, desc=desc).items()
+                if v is not None}
         if url:
             return self.call("POST", "/api/packages", {"url": url, **meta})
         path = Path(file or "")
@@ -74,8 +126,10 @@ class ApiClient:
     def get_package(self, package_id: str) -> dict[str, Any]:
         return self.call("GET", f"/api/packages/{urllib.parse.quote(package_id, safe='')}")
 
-    def create_task(self, **fields: Any) -> dict[str, Any]:
-        return self.call("POST", "/api/tasks", fields)
+    def create_task(self, *, package: str, name: str, desc: str | None = None,
+                    start: str | None = None, end: str | None = None) -> dict[str, Any]:
+        return self.call("POST", "/api/tasks", {"package": package, "name": name, "desc": desc,
+                                                "start": start, "end": end})
 
     def list_tasks(self) -> list[dict[str, Any]]:
         return self.call("GET", "/api/tasks")
@@ -111,29 +165,61 @@ def _tid(task_id: Any) -> str:
     return text
 
 
+
 class LocalClient:
-    """The operations on the store when no service runs (nothing is pushed until it does)."""
+    """`PlatformOps` on the store when no service runs (nothing is pushed until it does)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.platform = Platform(Path(data_dir))
 
-    def create_package(self, *, file: str | None = None, url: str | None = None,
-                       **meta: Any) -> dict[str, Any]:
+    def create_package(self, *, version: str, file: str | None = None, url: str | None = None,
+                       name: str | None = None, product: str | None = None,
+                       module: str | None = None, sign: str = "md5",
+                       desc: str | None = None) -> dict[str, Any]:
+        meta = dict(version=version, name=name, product=product, module=module, sign=sign,
+                    desc=desc)
         if url:
-            return self.platform.add_package_url(url, **meta)
-        return self.platform.add_package_file(file or "", **meta)
+            return self.platform.packages.add_package_url(url, **meta)
+        return self.platform.packages.add_package_file(file or "", **meta)
 
-    def __getattr__(self, name: str) -> Any:
-        if name in ("list_packages", "get_package", "create_task", "list_tasks", "get_task",
-                    "add_devices", "import_devices", "start_task", "cancel", "list_devices"):
-            return getattr(self.platform, name)
-        raise AttributeError(name)
+    def list_packages(self) -> list[dict[str, Any]]:
+        return self.platform.packages.list_packages()
+
+    def get_package(self, package_id: str) -> dict[str, Any]:
+        return self.platform.packages.get_package(package_id)
+
+    def create_task(self, *, package: str, name: str, desc: str | None = None,
+                    start: str | None = None, end: str | None = None) -> dict[str, Any]:
+        return self.platform.tasks.create_task(package=package, name=name, desc=desc,
+                                               start=start, end=end)
+
+    def list_tasks(self) -> list[dict[str, Any]]:
+        return self.platform.tasks.list_tasks()
+
+    def get_task(self, task_id: Any) -> dict[str, Any]:
+        return self.platform.tasks.get_task(task_id)
+
+    def add_devices(self, task_id: Any, devices: list[str]) -> list[dict[str, Any]]:
+        return self.platform.tasks.add_devices(task_id, devices)
+
+    def import_devices(self, task_id: Any, csv_text: str) -> list[dict[str, Any]]:
+        return self.platform.tasks.import_devices(task_id, csv_text)
+
+    def start_task(self, task_id: Any) -> dict[str, Any]:
+        return self.platform.tasks.start_task(task_id)
+
+    def cancel(self, task_id: Any, devices: list[str] | None) -> list[dict[str, Any]]:
+        return self.platform.tasks.cancel(task_id, devices)
+
+    def list_devices(self) -> list[dict[str, Any]]:
+        return self.platform.list_devices()
 
     def close(self) -> None:
         self.platform.close()
 
 
-def connect(data_dir: str | Path) -> ApiClient | LocalClient:
+def connect(data_dir: str | Path) -> PlatformOps:
+    """The running service on DIR (its admin API), else the store on DIR directly."""
     data_dir = Path(data_dir)
     info = read_service_info(data_dir)
     if info and pid_alive(info.get("pid")):

@@ -1,10 +1,10 @@
 """The device file server: `GET /file/upgrade?fileId=&taskId=&deviceId=&accessToken=`.
 
 The spec's download address. The token is checked per device and task
-(`Platform.check_download`); the image is streamed from disk with sendfile (never read
+(`Downloads.check`); the image is streamed from disk with sendfile (never read
 into memory). One `Range` gets 206 + Content-Range, an unsatisfiable or malformed one 416.
 A download whose sub-task is cancelled (or whose task ends) while it streams is reset
-(`Platform.watch_download`).
+(`Downloads.watch`).
 
 `send_file` does what aiohttp's `FileResponse` does for this case without its thread-pool
 round trips (stat, open, looking for .gz/.br variants of the file), which cost a fifth of
@@ -23,7 +23,7 @@ from pathlib import Path
 
 from aiohttp import hdrs, web
 
-from .engine import Platform
+from .core import Platform
 
 log = logging.getLogger("fota.platform.http")
 
@@ -88,7 +88,7 @@ async def send_file(request: web.Request, path: Path) -> web.StreamResponse:
 
 async def download(request: web.Request) -> web.StreamResponse:
     q = request.query
-    status, result = request.app[PLATFORM_KEY].check_download(
+    status, result = request.app[PLATFORM_KEY].downloads.check(
         q.get("fileId", ""), q.get("taskId", ""), q.get("deviceId", ""), q.get("accessToken", ""))
     if status != 200:
         log.info("download refused (%d, %s): device %.64r file %.40r", status, result,
@@ -119,7 +119,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         if sock is not None:
             loop.call_soon_threadsafe(shutdown)
 
-    unwatch = request.app[PLATFORM_KEY].watch_download(int(q["taskId"]), q["deviceId"], stop)
+    unwatch = request.app[PLATFORM_KEY].downloads.watch(int(q["taskId"]), q["deviceId"], stop)
     try:
         return await send_file(request, result)
     finally:

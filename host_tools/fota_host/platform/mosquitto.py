@@ -17,7 +17,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
-from .validate import PlatformError, TopicMap, check_device_id
+from .ctwing import TopicMap
+from .validate import PlatformError, check_device_id
 
 _ITERATIONS = 101  # mosquitto_passwd's default for $7$
 

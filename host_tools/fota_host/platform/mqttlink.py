@@ -12,7 +12,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from .engine import Platform, PlatformError
+from .core import Platform
+from .validate import PlatformError
 
 log = logging.getLogger("fota.platform")
 

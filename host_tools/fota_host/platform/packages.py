@@ -34,10 +34,12 @@ def hash_file(path: Path) -> tuple[int, str, str]:
 
 
 class PackageStore:
-    """Package operations; mixed into `Platform` (uses its `store` and `files_dir`)."""
+    """The packages of one platform: rows in `store`, files in `files_dir`."""
 
-    store: Store
-    files_dir: Path
+    def __init__(self, store: Store, files_dir: Path) -> None:
+        self.store = store
+        self.files_dir = files_dir
+        self.files_dir.mkdir(parents=True, exist_ok=True)
 
     def package_path(self, package_id: str) -> Path | None:
         """The file of a stored package, or None; ids are validated so no path escapes."""

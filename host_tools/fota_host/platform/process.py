@@ -1,9 +1,10 @@
-"""The platform in a child process: `start_platform(...)` for tests, demos and benches."""
+"""The platform in a child process: `start_platform(DIR, **options)` for tests, demos and
+benches. The options become a `ServiceOptions` here; the child (`python -m
+fota_host.platform.process`) reads it as JSON on its stdin and serves."""
 
 from __future__ import annotations
 
-import json
-import os
+import logging
 import signal
 import subprocess
 import sys
@@ -11,35 +12,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def read_service_info(data_dir: Path) -> dict[str, Any] | None:
-    path = Path(data_dir) / "service.json"
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return info if isinstance(info, dict) else None
-
-
-def pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+from .client import ApiClient, read_service_info
+from .options import ServiceOptions
+from .validate import PlatformError
 
 
 class PlatformProcess:
-    """A platform running in a child process (`python -m fota_host.platform serve ...`)."""
+    """A platform service running in a child process; `start()` again after `stop()` or
+    `kill()` runs it on the same data folder with the same options."""
 
-    def __init__(self, data_dir: Path, args: list[str], timeout: float,
-                 log_path: Path | None) -> None:
-        self.data_dir = Path(data_dir)
-        self.args = args
+    def __init__(self, options: ServiceOptions, timeout: float, log_path: Path | None) -> None:
+        self.options = options
+        self.data_dir = Path(options.data_dir)
         self.timeout = timeout
         self.log_path = log_path or self.data_dir / "platform.log"
         self.proc: subprocess.Popen | None = None
@@ -61,19 +45,19 @@ class PlatformProcess:
     def file_base(self) -> str:
         return self.info["file_base"]
 
-    def client(self) -> Any:
-        from .client import ApiClient
-
+    def client(self) -> ApiClient:
         return ApiClient(self.info)
 
     def start(self) -> PlatformProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         (self.data_dir / "service.json").unlink(missing_ok=True)
-        logf = open(self.log_path, "ab")  # noqa: SIM115 - closed with the process
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fota_host.platform", "serve", "--data", str(self.data_dir),
-             *self.args], stdout=logf, stderr=subprocess.STDOUT)
-        logf.close()
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fota_host.platform.process"], stdin=subprocess.PIPE,
+                stdout=logf, stderr=subprocess.STDOUT)
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(self.options.to_json().encode())
+        self.proc.stdin.close()
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             info = read_service_info(self.data_dir)
@@ -111,24 +95,35 @@ class PlatformProcess:
         self.stop()
 
 
-def start_platform(data_dir: str | Path, *, broker: str | None = None, http_port: int = 0,
-                   mqtt_port: int = 0, host: str = "127.0.0.1", extra_args: list[str] | None = None,
-                   timeout: float = 30.0, log_path: Path | None = None,
-                   **options: Any) -> PlatformProcess:
-    """Start `fota platform serve` in a child process and wait until it is ready.
+def start_platform(data_dir: str | Path, *, timeout: float = 30.0,
+                   log_path: Path | None = None, **options: Any) -> PlatformProcess:
+    """Start a platform service in a child process and wait until it is ready.
 
-    `options` map to the serve flags: push_rate=600 → `--push-rate 600`, etc. With http_port
-    or mqtt_port 0 a free port is picked (see `.info`, the parsed service.json).
+    `options` are fields of `ServiceOptions` (broker, host, http_port, mqtt_port,
+    public_url, ca, insecure, client_id, tls_cert, tls_key, tick) or of `Settings`
+    (push_rate, retries, retry_backoff, device_timeout, token_ttl, online_window, ...).
+    Ports default to 0 here: a free one is picked (see `.info`, the parsed service.json).
     """
-    args = ["--host", host, "--http-port", str(http_port)]
-    if broker:
-        args += ["--broker", broker]
-    else:
-        args += ["--mqtt-port", str(mqtt_port)]
-    for key, value in options.items():
-        if value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        args += [flag] if value is True else [flag, str(value)]
-    args += extra_args or []
-    return PlatformProcess(Path(data_dir), args, timeout, log_path).start()
+    options.setdefault("http_port", 0)
+    options.setdefault("mqtt_port", 0)
+    opts = ServiceOptions.build(data_dir, **options)
+    return PlatformProcess(opts, timeout, log_path).start()
+
+
+def _child() -> int:
+    """The child's side: options on stdin, serve until SIGTERM, log on stderr."""
+    opts = ServiceOptions.from_json(sys.stdin.read())
+    logging.basicConfig(level="INFO", stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .service import run_service
+
+    try:
+        run_service(opts)
+    except (OSError, PlatformError) as exc:
+        print(f"error: cannot serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_child())

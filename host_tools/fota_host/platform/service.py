@@ -1,10 +1,8 @@
 """`fota platform serve`: embedded broker (amqtt) or an external one, the MQTT side of the
-platform (paho-mqtt), the HTTP server, and the clock that drives the task engine.
+platform (paho-mqtt), the HTTP server, and the clock that drives the task rules.
 
-Programmatic use:
-- `run_service(options)` runs in the foreground until SIGINT/SIGTERM.
-- `start_platform(data_dir, ...)` starts it in a child process and waits for
-  `DIR/service.json`; the returned `PlatformProcess` stops, kills and restarts it.
+Programmatic use: `run_service(options)` runs in the foreground until SIGINT/SIGTERM;
+`process.start_platform(data_dir, ...)` runs it in a child process.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ import secrets
 import signal
 import socket
 import ssl
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,31 +22,12 @@ from aiohttp import web
 
 from .api import make_app
 from .broker import start_embedded_broker
-from .engine import Platform, PlatformError, Settings
+from .core import Platform
 from .mqttlink import BrokerURL, MqttLink, parse_broker_url
-from .process import PlatformProcess, pid_alive, read_service_info, start_platform
-
-__all__ = ["PlatformProcess", "ServiceOptions", "parse_broker_url", "pid_alive",
-           "read_service_info", "run_service", "serve", "start_platform"]
+from .options import ServiceOptions
+from .validate import PlatformError
 
 log = logging.getLogger("fota.platform")
-
-
-@dataclass
-class ServiceOptions:
-    data_dir: Path
-    broker: str | None = None  # None: embedded amqtt broker
-    host: str = "127.0.0.1"
-    http_port: int = 8080
-    mqtt_port: int = 1883
-    public_url: str | None = None  # base devices use for downloads, default http(s)://host:port
-    ca: str | None = None
-    insecure: bool = False
-    client_id: str = "fota-platform"
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    tick: float = 0.1
-    settings: Settings = field(default_factory=Settings)
 
 
 def _free_port(host: str) -> int:
@@ -73,7 +51,7 @@ def _admin_token(data_dir: Path) -> str:
     return token
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
+def _write_json_atomic(path: Path, obj: Any) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.chmod(tmp, 0o600)
@@ -119,7 +97,7 @@ async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None
 
     platform = Platform(data_dir, settings)
     link = MqttLink(url, platform, opts.client_id, opts.ca, opts.insecure)
-    platform.publish = link.publish
+    platform.tasks.publish = link.publish
     admin_token = _admin_token(data_dir)
     app = make_app(platform, admin_token)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -149,7 +127,7 @@ async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None
     }
     if opts.tls_cert:
         info["tls_cert"] = str(Path(opts.tls_cert).resolve())
-    write_json_atomic(info_path, info)
+    _write_json_atomic(info_path, info)
     log.info("platform ready: api %s, broker %s", info["api"], info["broker"])
 
     async def clock() -> None:

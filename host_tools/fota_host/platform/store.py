@@ -1,7 +1,8 @@
 """SQLite store of the platform: packages, tasks, per-device sub-tasks and devices.
 
-One file (`DIR/platform.db`) in WAL mode, so every state survives a restart. The store
-only reads and writes rows; the rules live in `engine.py`.
+One file (`DIR/platform.db`) in WAL mode, so every state survives a restart. Every SQL
+statement of the platform is here, as a named method; the store only reads and writes
+rows, the rules live in `tasks.py`, `reports.py` and `downloads.py`.
 """
 
 from __future__ import annotations
@@ -71,15 +72,16 @@ CREATE TABLE IF NOT EXISTS devices (
 """
 
 ACTIVE_STATES = ("pending", "upgrading")
-SUBTASK_STATES = ("pending", "upgrading", "succeeded", "failed", "cancelled", "timed_out")
-TASK_STATES = ("not_started", "running", "finished")
+_ACTIVE = "('pending','upgrading')"
+Row = dict[str, Any]
 
 
 class Store:
     """A thread-safe wrapper over one SQLite connection.
 
-    Writes are grouped: `commit()` is called by the engine after a state change that must
-    not be lost, and periodically for progress updates (see `Engine.flush`).
+    Writes are grouped: `commit()` is called by the rules after a state change that must
+    not be lost, and periodically for progress updates (each tick). Callers hold
+    `lock` around a group of calls.
     """
 
     def __init__(self, path: Path) -> None:
@@ -115,63 +117,174 @@ class Store:
             self.commit()
             self.db.close()
 
-    # -- helpers ------------------------------------------------------------------------
-    def one(self, sql: str, args: tuple = ()) -> dict[str, Any] | None:
+    def _one(self, sql: str, args: tuple = ()) -> Row | None:
         row = self.db.execute(sql, args).fetchone()
         return dict(row) if row is not None else None
 
-    def all(self, sql: str, args: tuple = ()) -> list[dict[str, Any]]:
+    def _all(self, sql: str, args: tuple = ()) -> list[Row]:
         return [dict(r) for r in self.db.execute(sql, args).fetchall()]
 
-    def write(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+    def _write(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         self.begin()
         return self.db.execute(sql, args)
 
     # -- packages -----------------------------------------------------------------------
-    def insert_package(self, row: dict[str, Any]) -> None:
+    def insert_package(self, row: Row) -> None:
         cols = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        self.write(f"INSERT INTO packages ({cols}) VALUES ({marks})", tuple(row.values()))
+        self._write(f"INSERT INTO packages ({cols}) VALUES ({marks})", tuple(row.values()))
 
-    def package(self, package_id: str) -> dict[str, Any] | None:
-        return self.one("SELECT * FROM packages WHERE id = ?", (package_id,))
+    def package(self, package_id: str) -> Row | None:
+        return self._one("SELECT * FROM packages WHERE id = ?", (package_id,))
 
-    def packages(self) -> list[dict[str, Any]]:
-        return self.all("SELECT * FROM packages ORDER BY created")
+    def packages(self) -> list[Row]:
+        return self._all("SELECT * FROM packages ORDER BY created")
 
     # -- tasks --------------------------------------------------------------------------
     def insert_task(self, name: str, package_id: str, desc: str,
                     start_at: float | None, end_at: float | None) -> int:
-        cur = self.write(
+        cur = self._write(
             "INSERT INTO tasks (name, package_id, desc, start_at, end_at, state, created)"
             " VALUES (?, ?, ?, ?, ?, 'not_started', ?)",
             (name, package_id, desc, start_at, end_at, time.time()),
         )
-        return int(cur.lastrowid)
+        return int(cur.lastrowid or 0)
 
-    def task(self, task_id: int) -> dict[str, Any] | None:
-        return self.one("SELECT * FROM tasks WHERE id = ?", (task_id,))
+    def task(self, task_id: int) -> Row | None:
+        return self._one("SELECT * FROM tasks WHERE id = ?", (task_id,))
 
-    def tasks(self) -> list[dict[str, Any]]:
-        return self.all("SELECT * FROM tasks ORDER BY id")
+    def tasks(self) -> list[Row]:
+        return self._all("SELECT * FROM tasks ORDER BY id")
+
+    def state_counts(self, task_id: int) -> dict[str, int]:
+        """How many of the task's sub-tasks are in each state."""
+        rows = self._all("SELECT state, COUNT(*) AS n FROM subtasks WHERE task_id = ?"
+                         " GROUP BY state", (task_id,))
+        return {r["state"]: r["n"] for r in rows}
+
+    def active_count(self, task_id: int) -> int:
+        return self._one(f"SELECT COUNT(*) AS n FROM subtasks WHERE task_id=? AND state IN"
+                         f" {_ACTIVE}", (task_id,))["n"]  # type: ignore[index]
+
+    def set_task_running(self, task_id: int, now: float) -> None:
+        """The task runs; its pending sub-tasks are due for a notice now."""
+        self._write("UPDATE tasks SET state='running', started=? WHERE id=?", (now, task_id))
+        self._write("UPDATE subtasks SET push_due=?, updated=? WHERE task_id=? AND"
+                    " state='pending'", (now, now, task_id))
+
+    def set_task_finished(self, task_id: int, now: float) -> None:
+        self._write("UPDATE tasks SET state='finished', finished=? WHERE id=?", (now, task_id))
+
+    def tasks_to_start(self, now: float) -> list[Row]:
+        """Tasks not started whose start time has come."""
+        return self._all("SELECT * FROM tasks WHERE state='not_started' AND"
+                         " start_at IS NOT NULL AND start_at <= ?", (now,))
+
+    def tasks_past_end(self, now: float) -> list[Row]:
+        """Running tasks whose end time has passed."""
+        return self._all("SELECT * FROM tasks WHERE state='running' AND"
+                         " end_at IS NOT NULL AND end_at <= ?", (now,))
 
     # -- sub-tasks ----------------------------------------------------------------------
-    def subtask(self, subtask_id: int) -> dict[str, Any] | None:
-        return self.one("SELECT * FROM subtasks WHERE id = ?", (subtask_id,))
+    def subtasks(self, task_id: int) -> list[Row]:
+        return self._all("SELECT * FROM subtasks WHERE task_id = ? ORDER BY id", (task_id,))
 
-    def subtasks(self, task_id: int) -> list[dict[str, Any]]:
-        return self.all("SELECT * FROM subtasks WHERE task_id = ? ORDER BY id", (task_id,))
+    def in_task(self, task_id: int, device: str) -> bool:
+        return self._one("SELECT id FROM subtasks WHERE task_id=? AND device=?",
+                         (task_id, device)) is not None
+
+    def busy_in(self, device: str) -> int | None:
+        """The unfinished task in which `device` has an active sub-task, if any."""
+        row = self._one("SELECT s.task_id FROM subtasks s JOIN tasks t ON t.id = s.task_id"
+                        f" WHERE s.device = ? AND s.state IN {_ACTIVE}"
+                        " AND t.state != 'finished'", (device,))
+        return row["task_id"] if row else None
+
+    def insert_subtask(self, task_id: int, device: str, push_due: float | None,
+                       now: float) -> int:
+        cur = self._write(
+            "INSERT INTO subtasks (task_id, device, state, desc, push_due, created, updated)"
+            " VALUES (?, ?, 'pending', 'waiting', ?, ?, ?)", (task_id, device, push_due, now, now))
+        return int(cur.lastrowid or 0)
 
     def update_subtask(self, subtask_id: int, **fields: Any) -> None:
         fields.setdefault("updated", time.time())
         sets = ", ".join(f"{k} = ?" for k in fields)
-        self.write(f"UPDATE subtasks SET {sets} WHERE id = ?", (*fields.values(), subtask_id))
+        self._write(f"UPDATE subtasks SET {sets} WHERE id = ?", (*fields.values(), subtask_id))
+
+    def subtask_with_target(self, subtask_id: int) -> Row | None:
+        """A sub-task with its package's version as `target`."""
+        return self._one(
+            "SELECT s.*, p.version AS target FROM subtasks s JOIN tasks t ON t.id = s.task_id"
+            " JOIN packages p ON p.id = t.package_id WHERE s.id = ?", (subtask_id,))
+
+    def running_subtask_of(self, device: str) -> Row | None:
+        """The device's first active sub-task in a running task, with `target`."""
+        return self._one(
+            "SELECT s.*, p.version AS target FROM subtasks s"
+            " JOIN tasks t ON t.id = s.task_id JOIN packages p ON p.id = t.package_id"
+            f" WHERE s.device = ? AND s.state IN {_ACTIVE} AND"
+            " t.state = 'running' ORDER BY s.id LIMIT 1", (device,))
+
+    def time_out_active(self, task_id: int, now: float) -> None:
+        """Every active sub-task of the task times out (its end time was reached)."""
+        self._write(
+            "UPDATE subtasks SET state='timed_out', desc='task end time reached',"
+            f" push_due=NULL, token_expires=0, updated=? WHERE task_id=? AND state IN {_ACTIVE}",
+            (now, task_id))
+
+    def silent_upgrading(self, since: float) -> list[Row]:
+        """Upgrading sub-tasks with no report since `since`."""
+        return self._all("SELECT * FROM subtasks WHERE state='upgrading' AND last_report < ?",
+                         (since,))
+
+    def due_notices(self, now: float, limit: int) -> list[Row]:
+        """Pending sub-tasks of running tasks whose notice is due, oldest first, with their
+        package (`file_id`, size, version, md5, sha256, sign, module)."""
+        return self._all(
+            "SELECT s.id, s.device, s.task_id, s.token, s.token_expires, p.id AS file_id,"
+            " p.size, p.version, p.md5, p.sha256, p.sign, p.module"
+            " FROM subtasks s JOIN tasks t ON t.id = s.task_id"
+            " JOIN packages p ON p.id = t.package_id WHERE s.push_due IS NOT NULL AND"
+            " s.push_due <= ? AND s.state = 'pending' AND t.state = 'running'"
+            " ORDER BY s.push_due, s.id LIMIT ?", (now, limit))
+
+    def mark_notified(self, subtask_id: int, token: str, token_expires: float,
+                      now: float) -> None:
+        """A notice went out: its token, the time, one push more (a retry keeps its desc)."""
+        self._write(
+            "UPDATE subtasks SET token=?, token_expires=?, push_due=NULL, notified=?,"
+            " pushes=pushes+1, last_report=?, updated=?,"
+            " desc=CASE WHEN desc LIKE 'retry%' THEN desc ELSE 'notice sent' END"
+            " WHERE id=?", (token, token_expires, now, now, now, subtask_id))
+
+    def download_grant(self, task_id: int, device: str) -> Row | None:
+        """What a download request is checked against: the device's sub-task of the task
+        (token, token_expires, state) and the task's package_id."""
+        return self._one(
+            "SELECT s.token, s.token_expires, s.state, t.package_id FROM subtasks s"
+            " JOIN tasks t ON t.id = s.task_id WHERE s.task_id=? AND s.device=?",
+            (task_id, device))
+
+    def apply_progress(self, batch: dict[int, list[Any]], now: float) -> None:
+        """Write batched progress: {subtask id: [step, desc, last_report, reports, device]};
+        only sub-tasks still upgrading change."""
+        self.begin()
+        self.db.executemany(
+            "UPDATE subtasks SET step=?, desc=?, last_report=?, updated=?,"
+            " reports=reports+? WHERE id=? AND state='upgrading'",
+            [(v[0], v[1], v[2], now, v[3], sid) for sid, v in batch.items()])
+        self.db.executemany("UPDATE devices SET last_seen=? WHERE id=?",
+                            [(v[2], v[4]) for v in batch.values()])
+
+    def total_reports(self) -> int:
+        return self._one("SELECT COALESCE(SUM(reports),0) AS n FROM subtasks")["n"]  # type: ignore[index]
 
     # -- devices ------------------------------------------------------------------------
     def touch_device(self, device: str, version: str | None = None,
                      module: str | None = None) -> None:
         now = time.time()
-        self.write(
+        self._write(
             "INSERT INTO devices (id, version, module, first_seen, last_seen)"
             " VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen,"
             " version = COALESCE(excluded.version, devices.version),"
@@ -179,5 +292,5 @@ class Store:
             (device, version, module, now, now),
         )
 
-    def devices(self) -> list[dict[str, Any]]:
-        return self.all("SELECT * FROM devices ORDER BY id")
+    def devices(self) -> list[Row]:
+        return self._all("SELECT * FROM devices ORDER BY id")

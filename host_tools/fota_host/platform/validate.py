@@ -1,4 +1,5 @@
-"""Input checks shared by the platform's modules: ids, texts, times, topics."""
+"""Input checks shared by the platform's modules (ids, texts, times), and `PlatformError`,
+the one error an operator's bad input raises (it carries the HTTP status)."""
 
 from __future__ import annotations
 
@@ -66,25 +67,3 @@ def check_device_id(device: Any) -> str:
             f"invalid device id {device!r}: 1-64 characters of A-Z a-z 0-9 _ . : @ -")
     return device
 
-
-class TopicMap:
-    """Topic prefix template (`devices/{device}`) ↔ device id."""
-
-    def __init__(self, template: str) -> None:
-        if template.count("{device}") != 1 or any(c in template for c in "+#"):
-            raise PlatformError("topic prefix must contain {device} once and no wildcards")
-        self.template = template
-        head, tail = template.split("{device}")
-        self.regex = re.compile(
-            "^" + re.escape(head) + r"([^/]+)" + re.escape(tail) + r"/ota/(inform|progress)$")
-
-    def topic(self, device: str, kind: str) -> str:
-        return self.template.replace("{device}", device) + f"/ota/{kind}"
-
-    def subscriptions(self) -> list[str]:
-        base = self.template.replace("{device}", "+")
-        return [f"{base}/ota/inform", f"{base}/ota/progress"]
-
-    def parse(self, topic: str) -> tuple[str, str] | None:
-        m = self.regex.match(topic)
-        return (m.group(1), m.group(2)) if m else None

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from fota_host.simdevice import SimDevice  # noqa: E402
+from fota_host.sim.device import SimDevice  # noqa: E402
 from peer import Peer  # noqa: E402
 
 # A new image has 15 s to come online and be confirmed: plenty on a busy machine (the

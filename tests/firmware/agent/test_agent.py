@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from fota_host import images, mprun, simflash
+from fota_host.images import synthetic as images
+from fota_host.sim import flash as simflash
+from fota_host.sim import mprun
 from helpers import Output, StallingProxy
 from peer import payload_for
 
@@ -199,7 +201,7 @@ def test_same_task_is_ignored_and_another_is_refused_busy(peer, devices, served)
 
 def test_bad_config_is_a_clear_error_not_a_crash_loop(tmp_path):
     flash = tmp_path / "flash"
-    from fota_host import sim
+    from fota_host.sim import update as sim
 
     sim.prepare(flash, "esp32", "1.0.0")
     (flash / "fota_config.json").write_text('{"device_id": "", "broker": {}}')

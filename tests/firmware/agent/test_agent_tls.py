@@ -5,9 +5,10 @@ from __future__ import annotations
 import shutil
 import ssl
 
-from fota_host import certs, images
-from fota_host.imageserver import ImageServer
-from fota_host.simdevice import SimDevice
+from fota_host.boards import certs
+from fota_host.images import synthetic as images
+from fota_host.sim.imageserver import ImageServer
+from fota_host.sim.device import SimDevice
 from helpers import Mosquitto, free_port
 from peer import Peer, payload_for
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fota_host import esp_image, sim, simflash
+from fota_host.images import esp_image
+from fota_host.sim import flash as simflash
+from fota_host.sim import update as sim
 
 SIZE = 300_000 - 300_000 % 16 + 16 * 7   # not a multiple of 4096: exercises the tail block
 

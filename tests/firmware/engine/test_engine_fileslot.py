@@ -8,7 +8,11 @@ import signal
 import subprocess
 from pathlib import Path
 
-from fota_host import bundle, images, mprun, sim, simflash
+from fota_host.images import bundle
+from fota_host.images import synthetic as images
+from fota_host.sim import flash as simflash
+from fota_host.sim import mprun
+from fota_host.sim import update as sim
 
 
 def new_flash(tmp_path: Path) -> Path:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import ssl
 
 import pytest
-from fota_host import certs, esp_image, sim, simflash
-from fota_host.imageserver import ImageServer
+from fota_host.boards import certs
+from fota_host.images import esp_image
+from fota_host.sim import flash as simflash
+from fota_host.sim import update as sim
+from fota_host.sim.imageserver import ImageServer
 
 
 @pytest.fixture
@@ -19,7 +22,7 @@ def tls_served(tmp_path):
     root.mkdir()
     data = esp_image.build_sim_image("2.0.0", 200_000)
     (root / "v2.bin").write_bytes(data)
-    from fota_host.images import digests
+    from fota_host.images.synthetic import digests
 
     with ImageServer(root, tls=ctx) as srv:
         yield srv, ca, digests(data)

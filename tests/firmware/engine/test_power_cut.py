@@ -12,7 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from fota_host import bundle, esp_image, images, mprun, sim, simflash
+from fota_host.images import bundle, esp_image
+from fota_host.images import synthetic as images
+from fota_host.sim import flash as simflash
+from fota_host.sim import mprun
+from fota_host.sim import update as sim
 from helpers import wait_for
 
 CHECKPOINT = 8 * 4096

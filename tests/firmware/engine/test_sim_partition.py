@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from fota_host import esp_image, mprun, sim
+from fota_host.images import esp_image
+from fota_host.sim import mprun
+from fota_host.sim import update as sim
 
 SCRIPT = r"""
 import json

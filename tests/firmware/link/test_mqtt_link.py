@@ -22,7 +22,8 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import paho.mqtt.publish as paho_publish
 import pytest
-from fota_host import mprun, paths
+from fota_host import paths
+from fota_host.sim import mprun
 from helpers import Mosquitto, StallingProxy, free_port, wait_port
 
 SCRIPT = Path(__file__).parent / "scripts" / "mqtt_link.py"

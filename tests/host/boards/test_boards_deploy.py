@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from fota_host import deploy, mprun, paths
+from fota_host import paths
+from fota_host.boards import deploy
+from fota_host.sim import mprun
 
 FOTA = [sys.executable, "-m", "fota_host"]
 

@@ -9,7 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fota_host import mprun, paths
+from fota_host import paths
+from fota_host.sim import mprun
 from helpers import Output
 
 PICO_MAIN = paths.firmware_dir() / "boards" / "pico_w" / "main.py"
@@ -121,7 +122,7 @@ def test_esp32_main_runs_the_app_beside_the_agent(tmp_path: Path, app: str, code
     (root / "app.py").write_text(app)
     (root / "fota_config.json").write_text(json.dumps(
         {"device_id": "esp-1", "broker": {"host": "127.0.0.1", "port": 9}}))
-    from fota_host import simflash
+    from fota_host.sim import flash as simflash
 
     simflash.init_flash(root, "esp32")
     simflash.seed(root, "1.0.0")

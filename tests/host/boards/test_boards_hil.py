@@ -11,7 +11,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from fota_host import esp_image, hil
+from fota_host.boards import hil
+from fota_host.images import esp_image
 from fota_host.platform.process import start_platform
 
 FOTA = [sys.executable, "-m", "fota_host"]

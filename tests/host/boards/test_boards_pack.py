@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fota_host import esp_image
+from fota_host.images import esp_image
 
 FOTA = [sys.executable, "-m", "fota_host"]
 

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fota_host import deploy
+from fota_host.boards import deploy
 from fota_host.platform import mosquitto
 
 FOTA = [sys.executable, "-m", "fota_host"]

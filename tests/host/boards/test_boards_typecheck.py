@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from fota_host import paths, typecheck
+from fota_host import paths
+from fota_host.boards import typecheck
 
 
 @pytest.mark.parametrize("port", ["esp32", "rp2"])

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from fota_host.platform import start_platform
+from fota_host.platform.process import start_platform
 from helpers import Mosquitto, wait_for  # noqa: F401 (re-exported for the tests)
 
 

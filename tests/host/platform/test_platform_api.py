@@ -10,7 +10,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fota_host.platform.engine import PlatformError
+from fota_host.platform.validate import PlatformError
 from platform_fakes import Env, FakeDevice, device_row, wait_device_state, wait_for
 
 

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fota_host.platform.engine import PlatformError
+from fota_host.platform.validate import PlatformError
 from platform_fakes import FakeDevice, device_row, http_get, wait_device_state, wait_for
 
 FAST = {"device_timeout": 30, "retry_backoff": 0.3}

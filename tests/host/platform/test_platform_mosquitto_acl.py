@@ -13,9 +13,9 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from fota_host.platform import start_platform
-from fota_host.platform.engine import PlatformError
 from fota_host.platform.mosquitto import generate
+from fota_host.platform.process import start_platform
+from fota_host.platform.validate import PlatformError
 from helpers import free_port, mosquitto_bin, wait_port
 from platform_fakes import FakeDevice, wait_device_state
 

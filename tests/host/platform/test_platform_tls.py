@@ -13,7 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from fota_host.platform import start_platform
+from fota_host.platform.process import start_platform
 from helpers import Mosquitto, free_port, wait_port
 from platform_fakes import FakeDevice, wait_device_state
 

@@ -74,7 +74,7 @@ def test_pack_bundle_from_folder(tmp_path: Path):
     out = tmp_path / "app.fotb"
     res = fota("pack", "bundle", str(app), "--version", "3.1.0", "-o", str(out))
     assert res.returncode == 0, res.stderr
-    from fota_host import bundle
+    from fota_host.images import bundle
 
     unpacked = bundle.unpack(out.read_bytes())
     assert unpacked.version == "3.1.0" and set(unpacked.files) == {"app.mpy"}

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
-from fota_host import mprun, paths
+from fota_host import paths
+from fota_host.sim import mprun
 
 PROBE = "import sys, gc; print(sys.argv[1:], gc.mem_free() + gc.mem_alloc()); sys.exit(3)"
 

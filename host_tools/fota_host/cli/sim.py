@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cli import emit_json, fail
+from .output import emit_json, fail
 
 FLASH = click.option("--flash", type=click.Path(file_okay=False, path_type=Path), required=True,
                      help="Simulated flash folder (created on first use).")
@@ -25,11 +25,11 @@ def sim() -> None:
 @click.option("--version", "version", help="Seed an empty flash with an image of this version.")
 def init_cmd(flash: Path, board: str, version: str | None) -> None:
     """Create a simulated flash folder."""
-    from . import sim as simmod
-    from .simflash import SimError
+    from ..sim.flash import SimError
+    from ..sim.update import prepare
 
     try:
-        emit_json(simmod.prepare(flash, board, version))
+        emit_json(prepare(flash, board, version))
     except SimError as exc:
         fail(str(exc))
 
@@ -53,15 +53,15 @@ def update_cmd(flash: Path, board: str, source: str, md5: str, size: int, sha256
     import re
     import sys
 
-    from . import sim as simmod
-    from .simflash import SimError
+    from ..sim.flash import SimError
+    from ..sim.update import update
 
     if not re.fullmatch(r"[0-9a-fA-F]{32}", md5):
         fail("--md5 must be 32 hex digits")
     if sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         fail("--sha256 must be 64 hex digits")
     try:
-        report = simmod.update(flash, board, source, md5, size, sha256, heap, task,
+        report = update(flash, board, source, md5, size, sha256, heap, task,
                                readback=not no_readback, ca=ca, insecure=insecure)
     except SimError as exc:
         fail(str(exc))
@@ -73,7 +73,7 @@ def update_cmd(flash: Path, board: str, source: str, md5: str, size: int, sha256
 @FLASH
 def status_cmd(flash: Path) -> None:
     """Board, running and boot slots, pending verify, versions per slot."""
-    from .simflash import SimError, status
+    from ..sim.flash import SimError, status
 
     try:
         emit_json(status(flash))
@@ -85,7 +85,7 @@ def status_cmd(flash: Path) -> None:
 @FLASH
 def boot_cmd(flash: Path) -> None:
     """A simulated hard reset, applying the bootloader's rollback rules."""
-    from .simflash import SimError, boot
+    from ..sim.flash import SimError, boot
 
     try:
         emit_json(boot(flash))
@@ -97,7 +97,7 @@ def boot_cmd(flash: Path) -> None:
 @FLASH
 def confirm_cmd(flash: Path) -> None:
     """Confirm the running image (as the agent does once healthy)."""
-    from .simflash import SimError, confirm
+    from ..sim.flash import SimError, confirm
 
     try:
         emit_json(confirm(flash))
@@ -124,8 +124,8 @@ def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str
     import signal
     import sys
 
-    from .simdevice import SimDevice
-    from .simflash import SimError
+    from ..sim.device import SimDevice
+    from ..sim.flash import SimError
 
     try:
         dev = SimDevice(flash, board, device_id, broker, prefix, version, heap, log=sys.stdout)
@@ -206,8 +206,9 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
     import signal
     import threading
 
-    from .fleet import Faults, Fleet, HttpFaults
-    from .simflash import SimError
+    from ..sim.faults import DeviceFaults, LinkFaults
+    from ..sim.flash import SimError
+    from ..sim.fleet import Fleet, HttpProxy
 
     kinds = tuple(b.strip() for b in boards.split(",") if b.strip())
     if not kinds or any(b not in ("esp32", "pico_w") for b in kinds):
@@ -233,9 +234,10 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
     if http_proxy is not None:
         if not http_upstream:
             fail("--http-proxy needs --http-upstream http://HOST:PORT (the platform)")
-        http = HttpFaults(http_proxy, http_upstream, http_rate, http_drop_after,
-                          http_drop_count, http_corrupt_at, http_delay, http_delay_count)
-    faults = Faults(power_cut, offline, offline_for, pause, pause_for, outage, seed)
+        http = HttpProxy(http_proxy, http_upstream, LinkFaults(
+            http_rate, http_drop_after, http_drop_count, http_corrupt_at, http_delay,
+            http_delay_count))
+    faults = DeviceFaults(power_cut, offline, offline_for, pause, pause_for, outage, seed)
     try:
         fleet = Fleet(data, count, broker, kinds, version, heap, prefix_id, topic_prefix,
                       config, faults, http).create()

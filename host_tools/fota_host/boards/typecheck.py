@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from .. import paths
 
 PORTS = {
     "esp32": "micropython-esp32-stubs",

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..platform.validate import PlatformError
 from . import deploy
-from .platform.engine import PlatformError
 
 FINAL = ("succeeded", "failed", "timed_out", "cancelled")
 
@@ -43,8 +43,7 @@ def check_port(port: str | None) -> str:
 
 
 def _service(data_dir: Path) -> Any:
-    from .platform.client import ApiClient, connect
-    from .platform.engine import PlatformError
+    from ..platform.client import ApiClient, connect
 
     try:
         client = connect(data_dir)
@@ -70,11 +69,11 @@ def run(board: str, port: str | None, config: Path, data_dir: Path, image: Path,
     if not image.is_file():
         raise HilError(f"no image at {image}")
     if board == "esp32":
-        from . import esp32pack
-        from .esp_image import ImageError
+        from ..images import esp32check
+        from ..images.esp_image import ImageError
 
         try:
-            esp32pack.check_image(image.read_bytes(), version)
+            esp32check.check_image(image.read_bytes(), version)
         except ImageError as exc:
             raise HilError(f"{image}: {exc}") from None
     device = cfg["device_id"]

@@ -1,21 +1,16 @@
-"""A TCP proxy that misbehaves on purpose, for fault injection (fleet flags and e2e tests).
+"""Faults on purpose, in one vocabulary: where a fault strikes names its kind.
 
-Put it between devices and the platform's file server (start the platform with
-`--public-url http://HOST:<proxy port>` so notices point at it) or between devices and
-the MQTT broker. What it can do, each switchable while it runs:
-
-- `rate`: limit the bytes a second sent to each client (slow links; makes a download
-  last long enough to cut it in the middle).
-- `drop_after` / `drop_count`: cut a connection after it has sent that many bytes to the
-  client, for the first `drop_count` connections (None: every connection).
-- `corrupt_at`: flip one byte of each HTTP response body at that offset (a bit error the
-  transport did not catch: the device must refuse the image, step -3).
-- `delay` / `delay_count`: hold each of the first `delay_count` connections (None: all)
-  that many seconds before passing it on (a request that reaches the server late, e.g.
-  after its download token expired).
-- `stall()` / `release()`: accept connections but forward nothing until released.
-- `cut()`: close every open connection now; `refuse(seconds)`: close new connections at
-  once for a while (a server or broker that went down and comes back).
+- `DeviceFaults`: what happens to simulated devices of a fleet (power cuts, late power-on,
+  freezes, a broker outage on their MQTT path).
+- `LinkFaults`: what a `FaultProxy` does to the bytes of a TCP connection (a slow link,
+  a cut after N bytes, a flipped body byte, a request held back).
+- `ServerFaults`: how the test image server (`imageserver.ImageServer`) misbehaves as an
+  HTTP server (wrong status, truncated body, Range ignored or lied about).
+- `FaultProxy`: the one fault-injecting TCP proxy, between devices and the file server or
+  the broker. Besides its `LinkFaults`, switchable while it runs: `stall()` / `release()`
+  (the path goes silent, nothing is closed), `cut()` (close every open connection now),
+  `refuse(seconds)` (close new connections at once for a while: a server or broker that
+  went down and comes back).
 """
 
 from __future__ import annotations
@@ -24,27 +19,68 @@ import select
 import socket
 import threading
 import time
+from dataclasses import dataclass
+
+
+@dataclass
+class DeviceFaults:
+    """Device-side faults of a fleet. Each picks its devices at random (seeded) once."""
+
+    power_cut: int = 0          # devices that lose power once in the middle of a download
+    offline: int = 0            # devices powered on `offline_for` seconds after the others
+    offline_for: float = 10.0
+    pause: int = 0              # devices frozen (SIGSTOP) `pause_for` seconds mid-download
+    pause_for: float = 5.0
+    mqtt_outage: tuple[float, float] | None = None  # (at, seconds): broker link cut, refused
+    seed: int = 1
+
+
+@dataclass
+class LinkFaults:
+    """What a FaultProxy does to each connection (None: nothing)."""
+
+    rate: float | None = None       # bytes a second sent to each client (a slow link)
+    drop_after: int | None = None   # cut a connection after this many bytes to the client ...
+    drop_count: int | None = None   # ... for the first N connections (None: every one)
+    corrupt_at: int | None = None   # flip the HTTP response body's byte at this offset
+    delay: float | None = None      # hold each new connection this long before passing it on
+    delay_count: int | None = None  # ... for the first N connections (None: every one)
+
+
+@dataclass
+class ServerFaults:
+    """How the image server answers a GET (None/False: as a good server does)."""
+
+    status: int | None = None          # answer every GET with this status
+    truncate_at: int | None = None     # close the connection after this many body bytes
+    truncate_once: bool = False        # ... only on the first request
+    ignore_range: bool = False         # answer Range requests with 200 and the whole file
+    bad_content_range: bool = False    # 206 with a Content-Range that does not match
+    delay_per_chunk: float = 0.0       # seconds slept per 16 KiB sent
+    stall_after: int | None = None     # stop sending (without closing) after this many bytes
+    wrong_length: int | None = None    # announce this Content-Length instead
 
 
 class FaultProxy:
+    """A TCP proxy on `host:port` (0: a free port) to `target_host:target_port`.
+
+    `drop_held`: connections opened while stalled are closed on `release()` instead of
+    passed on late (on an MQTT path a CONNECT delivered late would take over, and so cut,
+    the client's newer session).
+    """
+
     def __init__(self, target_port: int, target_host: str = "127.0.0.1", port: int = 0,
-                 host: str = "127.0.0.1", rate: float | None = None,
-                 drop_after: int | None = None, drop_count: int | None = None,
-                 corrupt_at: int | None = None, delay: float | None = None,
-                 delay_count: int | None = None) -> None:
+                 host: str = "127.0.0.1", faults: LinkFaults | None = None,
+                 drop_held: bool = False) -> None:
         self.target = (target_host, target_port)
-        self.rate = rate
-        self.drop_after = drop_after
-        self.drop_count = drop_count
-        self.corrupt_at = corrupt_at
-        self.delay = delay
-        self.delay_count = delay_count
+        self.faults = faults or LinkFaults()
+        self.drop_held = drop_held
         self.connections = 0     # accepted so far
         self.dropped = 0         # cut by drop_after
         self.sent = 0            # bytes sent to clients in total
         self.requests: list[str] = []  # "GET /path Range: bytes=N-" of each HTTP request
-        self._go = threading.Event()
-        self._go.set()
+        self.forward = threading.Event()  # set while bytes flow; clear: stalled
+        self.forward.set()
         self._refuse_until = 0.0
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -60,10 +96,10 @@ class FaultProxy:
 
     # -- controls --
     def stall(self) -> None:
-        self._go.clear()
+        self.forward.clear()
 
     def release(self) -> None:
-        self._go.set()
+        self.forward.set()
 
     def refuse(self, seconds: float) -> None:
         self._refuse_until = time.monotonic() + seconds
@@ -80,7 +116,7 @@ class FaultProxy:
 
     def close(self) -> None:
         self._closed = True
-        self._go.set()
+        self.forward.set()
         try:
             self.srv.close()
         except OSError:
@@ -116,31 +152,35 @@ class FaultProxy:
 
     def _pipe(self, a: socket.socket, nth: int) -> None:
         b = None
+        f = self.faults
         self._track(a, True)
         try:
-            while not self._go.wait(0.05):
-                if self._closed:
+            if not self.forward.is_set():
+                while not self.forward.wait(0.05):
+                    if self._closed:
+                        return
+                if self.drop_held:
                     return
-            if self.delay and (self.delay_count is None or nth <= self.delay_count):
-                time.sleep(self.delay)  # the request reaches the server late
+            if f.delay and (f.delay_count is None or nth <= f.delay_count):
+                time.sleep(f.delay)  # the request reaches the server late
             b = socket.create_connection(self.target, timeout=10)
             b.settimeout(None)
-            if self.rate:   # a slow link holds little in flight (loopback would take MiBs)
+            if f.rate:   # a slow link holds little in flight (loopback would take MiBs)
                 b.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
             self._track(b, True)
-            drop = self.drop_after if (self.drop_count is None or nth <= self.drop_count) \
-                else None
+            drop = f.drop_after if (f.drop_count is None or nth <= f.drop_count) else None
             down = 0            # bytes sent to the client on this connection
             body_at = None      # where the HTTP body starts in the downstream bytes
             head = b""
             req: bytes | None = b""
             started = time.monotonic()
             while not self._closed:
-                r, _, _ = select.select([a, b], [], [], 0.2)
-                if not self._go.is_set():
+                if not self.forward.is_set():   # stalled: keep both ends open, pass nothing
+                    self.forward.wait(0.05)
                     continue
+                r, _, _ = select.select([a, b], [], [], 0.2)
                 for s in r:
-                    data = s.recv(16384 if self.rate is None else 4096)
+                    data = s.recv(16384 if f.rate is None else 4096)
                     if not data:
                         return
                     if s is a:
@@ -152,7 +192,7 @@ class FaultProxy:
                                 req = None
                         b.sendall(data)
                         continue
-                    if self.corrupt_at is not None:
+                    if f.corrupt_at is not None:
                         data, body_at, head = self._corrupt(data, down, body_at, head)
                     if drop is not None and down + len(data) >= drop:
                         a.sendall(data[: max(0, drop - down)])
@@ -161,8 +201,8 @@ class FaultProxy:
                     a.sendall(data)
                     down += len(data)
                     self.sent += len(data)
-                    if self.rate:
-                        ahead = down / self.rate - (time.monotonic() - started)
+                    if f.rate:
+                        ahead = down / f.rate - (time.monotonic() - started)
                         if ahead > 0:
                             time.sleep(ahead)
         except OSError:
@@ -190,7 +230,7 @@ class FaultProxy:
             if end < 0:
                 return data, None, head
             body_at = end + 4
-        pos = body_at + (self.corrupt_at or 0) - down
+        pos = body_at + (self.faults.corrupt_at or 0) - down
         if 0 <= pos < len(data):
             data = data[:pos] + bytes([data[pos] ^ 0xFF]) + data[pos + 1:]
         return data, body_at, b""

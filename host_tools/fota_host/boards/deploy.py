@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import devicebuild, paths
+from .. import paths
+from . import build as devicebuild
 from .typecheck import BOARD_PORT, PORT_ONLY
 
 CONFIG_NAME = "fota_config.json"

@@ -1,4 +1,5 @@
-"""A small threaded HTTP file server with Range support and fault injection.
+"""A small threaded HTTP file server with Range support and fault injection
+(`faults.ServerFaults`).
 
 Used by tests and benchmarks to serve images to simulated devices the way real
 servers behave, and misbehave: truncated bodies, dropped connections, wrong
@@ -16,17 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-
-@dataclass
-class Faults:
-    status: int | None = None          # answer every GET with this status
-    truncate_at: int | None = None     # close the connection after this many body bytes
-    truncate_once: bool = False        # ... only on the first request
-    ignore_range: bool = False         # answer Range requests with 200 and the whole file
-    bad_content_range: bool = False    # 206 with a Content-Range that does not match
-    delay_per_chunk: float = 0.0       # seconds slept per 16 KiB sent
-    stall_after: int | None = None     # stop sending (without closing) after this many bytes
-    wrong_length: int | None = None    # announce this Content-Length instead
+from .faults import ServerFaults
 
 
 @dataclass
@@ -41,7 +32,7 @@ class ImageServer:
 
     def __init__(self, root: Path, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self.root = Path(root)
-        self.faults = Faults()
+        self.faults = ServerFaults()
         self.stats = Stats()
         server = self
 

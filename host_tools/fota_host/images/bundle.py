@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from . import paths
+from .. import paths
 
 MAGIC = b"FOTB"
 FORMAT = 1

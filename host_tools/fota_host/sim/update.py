@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from . import mprun, simflash
+from . import flash as simflash
+from . import mprun
 
 DEFAULT_HEAP = "64K"
 

@@ -8,7 +8,7 @@ shutdown, and as the very last line one JSON object:
     {"devices": N, "succeeded": N, "failed": 0, "seconds": T}
 Exit status 1 if any device did not end on 2.0.0 with its sub-task succeeded.
 
-    python -m fota_host.demo [--devices 6] [--size 262144] [--timeout 60] [--keep DIR]
+    python -m fota_host.sim.demo [--devices 6] [--size 262144] [--timeout 60] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
+from ..platform.process import start_platform
 from .fleet import Fleet
-from .platform import start_platform
 
 OLD, NEW = "1.0.1", "2.0.0"
 BOARDS = ("esp32", "pico_w")
@@ -163,7 +163,7 @@ def summary(rows: list[dict[str, Any]], console: Console, seconds: float) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fota_host.demo", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m fota_host.sim.demo", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--devices", type=int, default=6, help="at least 2 (default 6)")
     ap.add_argument("--size", type=int, default=1024 * 1024,

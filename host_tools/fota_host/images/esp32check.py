@@ -9,10 +9,9 @@ is the one the platform will wait for (the device reports the descriptor's versi
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 from typing import Any
 
-from . import esp_image, images
+from . import esp_image, synthetic
 from .esp_image import APP_DESC_MAGIC, IMAGE_MAGIC, ImageError
 
 # Where esptool puts the app in the combined firmware.bin of MicroPython's ESP32 builds:
@@ -75,7 +74,7 @@ def check_image(data: bytes, version: str, chip: str = "esp32",
             "build with that version (PROJECT_VER / MICROPY_GIT_TAG)."
         )
     return {
-        **images.digests(data),
+        **synthetic.digests(data),
         "version": app.version,
         "chip": app.chip,
         "project": app.project,
@@ -86,14 +85,3 @@ def check_image(data: bytes, version: str, chip: str = "esp32",
         "trailing_bytes": len(data) - app.size,
     }
 
-
-def register(path: Path, data_dir: Path, version: str, **meta: Any) -> dict[str, Any]:
-    """Store the checked image as a platform package (running service or store)."""
-    from .platform.client import connect
-
-    client = connect(data_dir)
-    try:
-        return client.create_package(file=str(path), version=version,
-                                     **{k: v for k, v in meta.items() if v is not None})
-    finally:
-        client.close()

@@ -1,5 +1,6 @@
 """A fleet of simulated devices: N `SimDevice`s, each with its own flash folder, device id
-and log, supervised in threads of one process, with optional faults (docs/fleet.md).
+and log, supervised in threads of one process, with optional faults (`faults.DeviceFaults`,
+and a `faults.FaultProxy` on the broker or download path; docs/fleet.md).
 
 Layout under the data folder:
     DIR/fleet.json            ids, boards, broker, faults
@@ -21,37 +22,19 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from .faults import FaultProxy
-from .simdevice import SimDevice
+from .device import SimDevice
+from .faults import DeviceFaults, FaultProxy, LinkFaults
 
 JOURNAL = "fota_journal.json"   # the agent's resume journal, in the flash folder
 
 
 @dataclass
-class Faults:
-    """Device-side faults. Each picks its devices at random (seeded) once."""
-
-    power_cut: int = 0          # devices that lose power once in the middle of a download
-    offline: int = 0            # devices powered on `offline_for` seconds after the others
-    offline_for: float = 10.0
-    pause: int = 0              # devices frozen (SIGSTOP) `pause_for` seconds mid-download
-    pause_for: float = 5.0
-    mqtt_outage: tuple[float, float] | None = None  # (at, seconds): broker link cut, refused
-    seed: int = 1
-
-
-@dataclass
-class HttpFaults:
-    """A proxy before the file server (the platform must run with --public-url to it)."""
+class HttpProxy:
+    """A FaultProxy before the file server (the platform must run with --public-url to it)."""
 
     port: int
     upstream: str               # http://HOST:PORT of the platform's file server
-    rate: float | None = None   # bytes a second per connection
-    drop_after: int | None = None
-    drop_count: int | None = None
-    corrupt_at: int | None = None
-    delay: float | None = None
-    delay_count: int | None = None
+    faults: LinkFaults = field(default_factory=LinkFaults)
 
 
 @dataclass
@@ -65,8 +48,8 @@ class Fleet:
     prefix_id: str = "dev-"
     topic_prefix: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
-    faults: Faults = field(default_factory=Faults)
-    http: HttpFaults | None = None
+    faults: DeviceFaults = field(default_factory=DeviceFaults)
+    http: HttpProxy | None = None
     poll_ms: int = 100          # the simulated main loop's period (0: the device's 20 ms)
 
     def __post_init__(self) -> None:
@@ -101,12 +84,7 @@ class Fleet:
         if self.http:
             u = urlparse(self.http.upstream)
             self.http_proxy = FaultProxy(u.port or 80, u.hostname or "127.0.0.1",
-                                         port=self.http.port, rate=self.http.rate,
-                                         drop_after=self.http.drop_after,
-                                         drop_count=self.http.drop_count,
-                                         corrupt_at=self.http.corrupt_at,
-                                         delay=self.http.delay,
-                                         delay_count=self.http.delay_count)
+                                         port=self.http.port, faults=self.http.faults)
         for i in range(self.count):
             dev_id = self.device_id(i)
             board = self.boards[i % len(self.boards)]

@@ -1,4 +1,5 @@
-"""Real boards: `fota typecheck`, `fota deploy`, `fota hil` and `fota device provision`."""
+"""Real boards: `fota build`, `fota typecheck`, `fota deploy`, `fota hil` and
+`fota device provision` (attached to the device group by the root)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,24 @@ from pathlib import Path
 
 import click
 
-from .cli import emit_json, fail
-from .cli_platform import device_group
+from .output import emit_json, fail
 
 BOARDS = click.Choice(["esp32", "pico_w"])
+
+
+@click.command("build")
+@click.option("--refetch", is_flag=True, help="Download the device libraries again.")
+def build_cmd(refetch: bool) -> None:
+    """Fetch the device libraries and compile the device code to .mpy (build/)."""
+    from ..boards import build
+
+    try:
+        if refetch:
+            build.fetch_libs(force=True)
+        counts = build.build_device(fetch=True)
+    except (build.BuildError, OSError) as exc:
+        fail(str(exc))
+    emit_json({"compiled": counts})
 
 
 @click.command("typecheck")
@@ -18,7 +33,7 @@ BOARDS = click.Choice(["esp32", "pico_w"])
 @click.option("--warnings", is_flag=True, help="Show warnings too.")
 def typecheck_cmd(ports: tuple[str, ...], warnings: bool) -> None:
     """Type-check the device code against the official MicroPython port stubs."""
-    from . import typecheck
+    from ..boards import typecheck
 
     failed = False
     try:
@@ -44,7 +59,7 @@ def typecheck_cmd(ports: tuple[str, ...], warnings: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the mpremote commands, touch no board.")
 def deploy_cmd(board: str, port: str, config: Path, dry_run: bool) -> None:
     """Copy the compiled device code, libraries, entry files and config to a board."""
-    from . import deploy
+    from ..boards import deploy
 
     try:
         p = deploy.plan(board, port or ("/dev/ttyUSB0" if dry_run else ""), config)
@@ -71,7 +86,7 @@ def deploy_cmd(board: str, port: str, config: Path, dry_run: bool) -> None:
 def hil_cmd(board: str, port: str, config: Path, data_dir: Path, image: Path, version: str,
             timeout: float) -> None:
     """One real update of a connected board through the local platform; JSON result."""
-    from . import hil
+    from ..boards import hil
 
     try:
         result = hil.run(board, port, config, data_dir, image, version, timeout,
@@ -109,7 +124,7 @@ def provision_cmd(device: str, broker_host: str, broker_port: int | None,
                   wifi_ssid: str | None, wifi_password: str | None, wdt_s: float | None,
                   health_deadline_s: float | None, output: Path) -> None:
     """Write a device config (fota_config.json for `make deploy CONFIG=...`)."""
-    from . import provision
+    from ..boards import provision
 
     if mosquitto_dir and user:
         fail("give --mosquitto or --user/--password, not both")
@@ -127,6 +142,4 @@ def provision_cmd(device: str, broker_host: str, broker_port: int | None,
         fail(str(exc))
 
 
-device_group.add_command(provision_cmd)
-
-COMMANDS: list[click.Command] = [typecheck_cmd, deploy_cmd, hil_cmd]
+COMMANDS: list[click.Command] = [build_cmd, typecheck_cmd, deploy_cmd, hil_cmd]

@@ -10,7 +10,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import devicebuild, paths
+from .. import paths
+from ..boards import build as devicebuild
 
 
 def micropath(extra: Sequence[Path | str] = ()) -> str:

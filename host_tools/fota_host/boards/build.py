@@ -19,7 +19,7 @@ import tarfile
 import urllib.request
 from pathlib import Path
 
-from . import paths
+from .. import paths
 
 LIBS_MANIFEST = "device-libs.json"
 # Default optimisation: -O1+ would strip the asserts umqtt uses for protocol checks.

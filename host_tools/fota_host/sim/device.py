@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from . import mprun, sim, simflash
+from . import flash as simflash
+from . import mprun
+from .update import prepare
 
 RESET_EXIT = 3
 
@@ -56,7 +58,7 @@ class SimDevice:
         # stop() and the power-on of a new process exclude each other: a process started
         # just after stop() looked would run on, orphaned, after the fleet is gone.
         self._power = threading.Lock()
-        sim.prepare(self.flash, board, version)
+        prepare(self.flash, board, version)
         cfg = device_config(device_id, broker_url, prefix, **(config or {}))
         (self.flash / "fota_config.json").write_text(json.dumps(cfg, indent=1))
 

@@ -1,4 +1,4 @@
-"""The task engine's rules, driven directly (no broker): push rate, end time, imports."""
+"""The platform's task rules, driven directly (no broker): push rate, end time, imports."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from fota_host.platform.engine import Platform, PlatformError, Settings
+from fota_host.platform.core import Platform
+from fota_host.platform.options import Settings
+from fota_host.platform.validate import PlatformError
 
 
 class Recorder:
@@ -29,19 +31,19 @@ def plat(tmp_path: Path):
 
 
 def _task(plat: Platform, firmware: Path, devices: list[str], **kw) -> dict:
-    pkg = plat.add_package_file(firmware, version="2.0.0")
-    task = plat.create_task(package=pkg["id"], name="t", **kw)
-    plat.add_devices(task["id"], devices)
+    pkg = plat.packages.add_package_file(firmware, version="2.0.0")
+    task = plat.tasks.create_task(package=pkg["id"], name="t", **kw)
+    plat.tasks.add_devices(task["id"], devices)
     return task
 
 
 def test_push_rate_limits_notices(plat: Platform, firmware: Path) -> None:
     task = _task(plat, firmware, ["p1", "p2", "p3"])
-    plat.start_task(task["id"])
+    plat.tasks.start_task(task["id"])
     assert plat.tick() == 1  # 6 a minute: a burst of one, then one every 10 s
     assert plat.tick() == 0
     assert [t for t, _ in plat.rec.sent] == ["devices/p1/ota/upgrade"]
-    plat._bucket_at -= 10  # ten seconds later
+    plat.tasks.rate.at -= 10  # ten seconds later
     assert plat.tick() == 1
     assert [t for t, _ in plat.rec.sent][-1] == "devices/p2/ota/upgrade"
 
@@ -49,14 +51,14 @@ def test_push_rate_limits_notices(plat: Platform, firmware: Path) -> None:
 def test_end_time_times_out_active_subtasks(plat: Platform, firmware: Path) -> None:
     end = time.time() + 2
     task = _task(plat, firmware, ["e1"], end=end)
-    plat.start_task(task["id"])
+    plat.tasks.start_task(task["id"])
     plat.tick()
-    assert plat.get_task(task["id"])["devices"][0]["state"] == "pending"
+    assert plat.tasks.get_task(task["id"])["devices"][0]["state"] == "pending"
     stopped: list[str] = []   # a download the file server is streaming to e1
-    plat.watch_download(task["id"], "e1", lambda: stopped.append("e1"))
+    plat.downloads.watch(task["id"], "e1", lambda: stopped.append("e1"))
     time.sleep(max(0.0, end - time.time()) + 0.1)
     plat.tick()
-    detail = plat.get_task(task["id"])
+    detail = plat.tasks.get_task(task["id"])
     assert detail["state"] == "finished"
     assert detail["devices"][0]["state"] == "timed_out"
     assert detail["devices"][0]["desc"] == "task end time reached"
@@ -66,22 +68,22 @@ def test_end_time_times_out_active_subtasks(plat: Platform, firmware: Path) -> N
 def test_started_task_cannot_start_again_and_finished_refuses_devices(
         plat: Platform, firmware: Path) -> None:
     task = _task(plat, firmware, ["s1"])
-    plat.start_task(task["id"])
+    plat.tasks.start_task(task["id"])
     with pytest.raises(PlatformError, match="already running"):
-        plat.start_task(task["id"])
-    plat.cancel(task["id"], None)
+        plat.tasks.start_task(task["id"])
+    plat.tasks.cancel(task["id"], None)
     with pytest.raises(PlatformError, match="finished"):
-        plat.add_devices(task["id"], ["s2"])
+        plat.tasks.add_devices(task["id"], ["s2"])
 
 
 def test_import_variants(plat: Platform, firmware: Path) -> None:
-    pkg = plat.add_package_file(firmware, version="2.0.0")
-    task = plat.create_task(package=pkg["id"], name="imp")
-    res = plat.import_devices(task["id"], "i1\ni2\n\n i3 \n")
+    pkg = plat.packages.add_package_file(firmware, version="2.0.0")
+    task = plat.tasks.create_task(package=pkg["id"], name="imp")
+    res = plat.tasks.import_devices(task["id"], "i1\ni2\n\n i3 \n")
     assert [(r["row"], r["device"], r["ok"]) for r in res] == [
         (1, "i1", True), (2, "i2", True), (3, "i3", True)]
     with pytest.raises(PlatformError, match="empty"):
-        plat.import_devices(task["id"], "\n\n")
+        plat.tasks.import_devices(task["id"], "\n\n")
 
 
 def test_progress_is_persisted_for_a_new_reader(plat: Platform, firmware: Path,
@@ -90,7 +92,7 @@ def test_progress_is_persisted_for_a_new_reader(plat: Platform, firmware: Path,
     import sqlite3
 
     task = _task(plat, firmware, ["b1"])
-    plat.start_task(task["id"])
+    plat.tasks.start_task(task["id"])
     plat.tick()
     sid = plat.rec.sent[0][1]["taskId"]
     for step in range(1, 51):
@@ -104,10 +106,10 @@ def test_progress_is_persisted_for_a_new_reader(plat: Platform, firmware: Path,
 
 def test_interleaved_progress_then_failure_and_success(plat: Platform, firmware: Path) -> None:
     """Batched progress of several devices stays exact, and a final report after it wins."""
-    plat.settings.push_rate = 600
+    plat.tasks.rate.per_minute = 600
     task = _task(plat, firmware, ["x1", "x2", "x3"])
-    plat.start_task(task["id"])
-    plat._bucket = 10
+    plat.tasks.start_task(task["id"])
+    plat.tasks.rate.tokens = 10
     plat.tick()
     sids = {t.split("/")[1]: n["taskId"] for t, n in plat.rec.sent}
     for step in range(1, 31):
@@ -121,7 +123,7 @@ def test_interleaved_progress_then_failure_and_success(plat: Platform, firmware:
     plat.on_message("devices/x3/ota/progress", json.dumps(
         {"taskId": sids["x3"], "params": {"step": 40, "desc": "late"}}).encode())
     plat.tick()
-    rows = {d["device"]: d for d in plat.get_task(task["id"])["devices"]}
+    rows = {d["device"]: d for d in plat.tasks.get_task(task["id"])["devices"]}
     assert (rows["x1"]["state"], rows["x1"]["step"], rows["x1"]["desc"]) == (
         "upgrading", 30, "x1 30")
     assert (rows["x2"]["state"], rows["x2"]["step"], rows["x2"]["desc"]) == (
@@ -137,14 +139,14 @@ def test_custom_topic_prefix(tmp_path: Path, firmware: Path) -> None:
     p = Platform(tmp_path / "custom", Settings(topic_prefix="fleet/{device}/fw"), publish=rec)
     try:
         task = _task(p, firmware, ["c-1"])
-        p.start_task(task["id"])
+        p.tasks.start_task(task["id"])
         p.tick()
         topic, notice = rec.sent[0]
         assert topic == "fleet/c-1/fw/ota/upgrade"
         p.on_message("fleet/c-1/fw/ota/inform", json.dumps(
             {"taskId": notice["taskId"], "params": {"version": "2.0.0"}}).encode())
         p.on_message("devices/c-1/ota/inform", b"{}")  # not ours: ignored, not an error
-        assert p.get_task(task["id"])["devices"][0]["state"] == "succeeded"
+        assert p.tasks.get_task(task["id"])["devices"][0]["state"] == "succeeded"
         assert p.stats()["dropped"] == 0
     finally:
         p.close()

@@ -19,7 +19,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from . import bundle, esp_image, mprun
+from ..images import bundle, esp_image
+from . import mprun
 
 BOARDS = ("esp32", "pico_w")
 ESP32_SLOTS = ("ota_0", "ota_1")

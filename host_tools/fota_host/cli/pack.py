@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cli import emit_json, fail
+from .output import emit_json, fail
 
 
 @click.group("pack")
@@ -24,14 +24,14 @@ def pack() -> None:
 def sim_image_cmd(board: str, version: str, size: int | None, chip: str, fail_health: bool,
                   output: Path) -> None:
     """A synthetic but valid image for simulated devices; prints size, md5, sha256."""
-    from . import bundle, esp_image, images
+    from ..images import bundle, esp_image, synthetic
 
     try:
-        data = images.sim_image(board, version, size, fail_health, chip)
+        data = synthetic.sim_image(board, version, size, fail_health, chip)
     except (esp_image.ImageError, bundle.BundleError, ValueError) as exc:
         fail(str(exc))
     output.write_bytes(data)
-    emit_json({"file": str(output), "board": board, "version": version, **images.digests(data)})
+    emit_json({"file": str(output), "board": board, "version": version, **synthetic.digests(data)})
 
 
 @pack.command("bundle")
@@ -41,14 +41,14 @@ def sim_image_cmd(board: str, version: str, size: int | None, chip: str, fail_he
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def bundle_cmd(folder: Path, version: str, no_compile: bool, output: Path) -> None:
     """An app bundle for file slots (Pico W, unix) from an application folder."""
-    from . import bundle, images
+    from ..images import bundle, synthetic
 
     try:
         data = bundle.from_folder(folder, version, compile_py=not no_compile)
     except bundle.BundleError as exc:
         fail(str(exc))
     output.write_bytes(data)
-    emit_json({"file": str(output), "version": version, **images.digests(data)})
+    emit_json({"file": str(output), "version": version, **synthetic.digests(data)})
 
 
 @pack.command("esp32")
@@ -75,21 +75,26 @@ def esp32_cmd(file: Path, version: str, chip: str, layout: str, register: bool,
 
     FILE is the app image (micropython.bin), not the combined firmware.bin.
     """
-    from . import esp32pack, esp_image
+    from ..images import esp32check, esp_image
 
     if register and data_dir is None:
         fail("--register needs --data DIR (the platform data folder)")
     try:
-        facts = esp32pack.check_image(file.read_bytes(), version, chip, layout)
+        facts = esp32check.check_image(file.read_bytes(), version, chip, layout)
     except esp_image.ImageError as exc:
         fail(f"{file}: {exc}")
     out = {"file": str(file), **facts}
     if register:
-        from .platform.engine import PlatformError
+        from ..platform.client import connect
+        from ..platform.validate import PlatformError
 
         try:
-            out["package"] = esp32pack.register(file, data_dir, version, name=name,
-                                                module=module, product=product, sign=sign)
+            ops = connect(data_dir)
+            try:
+                out["package"] = ops.create_package(file=str(file), version=version, name=name,
+                                                    module=module, product=product, sign=sign)
+            finally:
+                ops.close()
         except (PlatformError, OSError) as exc:
             fail(f"registering with the platform failed: {exc}")
     emit_json(out)

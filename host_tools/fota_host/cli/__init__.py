@@ -1,0 +1,24 @@
+"""`fota`, the command line: the root group here, one module per command group
+(platform, tasks: package/task/device, sim, pack, boards), `output` for how it answers."""
+
+from __future__ import annotations
+
+import click
+
+from . import boards, pack, platform, sim, tasks
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fota-host")
+def cli() -> None:
+    """MicroPython FOTA over MQTT: platform, packaging, simulation and deploy tools."""
+
+
+for _group in (pack, sim, platform, tasks, boards):
+    for _command in _group.COMMANDS:
+        cli.add_command(_command)
+tasks.device_group.add_command(boards.provision_cmd)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,149 @@
+"""`fota platform serve|mosquitto-config`: run the local CTWing-compatible platform,
+generate a broker config."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .output import emit_json, fail
+from .tasks import DATA
+
+
+# == fota platform ======================================================================
+@click.group("platform")
+def platform_group() -> None:
+    """Run the local CTWing-compatible OTA platform, generate broker configs."""
+
+
+@platform_group.command("serve")
+@DATA
+@click.option("--broker", metavar="URL",
+              help="External broker mqtt[s]://[user:pass@]HOST:PORT (default: embedded amqtt).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address the HTTP server and the embedded broker listen on.")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=8080, show_default=True,
+              help="HTTP(S) port for downloads and the admin API (0: pick a free one).")
+@click.option("--mqtt-port", type=click.IntRange(0, 65535), default=1883, show_default=True,
+              help="Embedded broker port (0: pick a free one).")
+@click.option("--public-url", metavar="URL",
+              help="Base address devices use for downloads (default http(s)://HOST:PORT).")
+@click.option("--ca", type=click.Path(exists=True, dir_okay=False),
+              help="CA bundle for an mqtts:// broker.")
+@click.option("--insecure", is_flag=True, help="Do not check the mqtts:// broker's hostname.")
+@click.option("--client-id", default="fota-platform", show_default=True,
+              help="MQTT client id of the platform (persistent session).")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+              help="Serve HTTPS with this certificate (PEM).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+              help="Private key for --tls-cert.")
+@click.option("--topic-prefix", default="devices/{device}", show_default=True,
+              help="Per-device topic prefix template.")
+@click.option("--push-rate", type=click.FloatRange(min=0.1), default=600, show_default=True,
+              help="Upgrade notices per minute at most (bursts of ten seconds' worth).")
+@click.option("--retries", type=click.IntRange(0, 100), default=0, show_default=True,
+              help="Times a failed or timed-out device is notified again.")
+@click.option("--retry-backoff", type=click.FloatRange(min=0), default=30, show_default=True,
+              help="Seconds before the first retry, doubled after each one.")
+@click.option("--device-timeout", type=click.FloatRange(min=0.1), default=600,
+              show_default=True, help="Seconds an upgrading device may stay silent.")
+@click.option("--token-ttl", type=click.FloatRange(min=1), default=3600, show_default=True,
+              help="Seconds a download token stays valid after its notice.")
+@click.option("--online-window", type=click.FloatRange(min=1), default=900, show_default=True,
+              help="A device seen within this many seconds is listed as online.")
+@click.option("--log-level", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqtt_port: int,
+              public_url: str | None, ca: str | None, insecure: bool, client_id: str,
+              tls_cert: str | None, tls_key: str | None, topic_prefix: str, push_rate: float,
+              retries: int, retry_backoff: float, device_timeout: float, token_ttl: float,
+              online_window: float, log_level: str) -> None:
+    """Run the platform in the foreground until SIGINT/SIGTERM.
+
+    Writes DIR/service.json (api, admin_token, broker, file_base, pid) once ready; the
+    package/task/device commands find the service through it.
+    """
+    from ..platform.ctwing import TopicMap
+    from ..platform.mqttlink import parse_broker_url
+    from ..platform.options import ServiceOptions, Settings
+    from ..platform.service import run_service
+    from ..platform.validate import PlatformError
+
+    if bool(tls_cert) != bool(tls_key):
+        fail("give both --tls-cert and --tls-key")
+    try:
+        if broker:
+            parse_broker_url(broker)
+        TopicMap(topic_prefix)
+    except PlatformError as exc:
+        fail(str(exc))
+    logging.basicConfig(level=log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings(topic_prefix=topic_prefix, push_rate=push_rate, retries=retries,
+                        retry_backoff=retry_backoff, device_timeout=device_timeout,
+                        token_ttl=token_ttl, online_window=online_window)
+    opts = ServiceOptions(data_dir=data_dir, broker=broker, host=host, http_port=http_port,
+                          mqtt_port=mqtt_port, public_url=public_url, ca=ca, insecure=insecure,
+                          client_id=client_id, tls_cert=tls_cert, tls_key=tls_key,
+                          settings=settings)
+    try:
+        run_service(opts)
+    except (OSError, PlatformError) as exc:
+        fail(f"cannot serve: {exc}")
+
+
+@platform_group.command("mosquitto-config")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for mosquitto.conf, passwd, acl and credentials.json.")
+@click.option("--device", "devices", multiple=True, metavar="ID", help="A device id (repeat).")
+@click.option("--devices-file", type=click.File("r"),
+              help="Device ids, one a line or a CSV with a device column.")
+@click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True)
+@click.option("--bind", default="0.0.0.0", show_default=True, help="Listener address.")
+@click.option("--platform-user", default="fota-platform", show_default=True,
+              help="Username of the platform (reaches every device's topics).")
+@click.option("--topic-prefix", default="devices/{device}", show_default=True)
+@click.option("--certfile", type=click.Path(exists=True, dir_okay=False),
+              help="TLS listener certificate.")
+@click.option("--keyfile", type=click.Path(exists=True, dir_okay=False),
+              help="TLS listener key.")
+@click.option("--cafile", type=click.Path(exists=True, dir_okay=False), help="TLS CA file.")
+@click.option("--run-as", metavar="USER",
+              help="`user` line: the account mosquitto switches to when started as root "
+                   "(the generated files are readable by their owner only).")
+def mosquitto_config_cmd(out_dir: Path, devices: tuple[str, ...], devices_file: Any, port: int,
+                         bind: str, platform_user: str, topic_prefix: str,
+                         certfile: str | None, keyfile: str | None, cafile: str | None,
+                         run_as: str | None) -> None:
+    """Generate a mosquitto config with per-device credentials and ACL patterns.
+
+    Each device logs in with its id as username and the password from credentials.json and
+    can only publish its own <prefix>/ota/inform and /ota/progress and read its own
+    /ota/upgrade. The platform user reaches all devices. Prints the --broker URL for
+    `fota platform serve`. Re-running keeps issued passwords and adds new devices.
+    """
+    from ..platform.mosquitto import generate
+    from ..platform.validate import PlatformError
+
+    ids = list(devices)
+    if devices_file is not None:
+        import csv
+
+        for row in csv.reader(devices_file):
+            if row and row[0].strip() and row[0].strip().lower() not in ("device", "deviceid",
+                                                                         "device_id", "id"):
+                ids.append(row[0].strip())
+    try:
+        emit_json(generate(out_dir, ids, port=port, bind=bind, platform_user=platform_user,
+                           prefix=topic_prefix, cafile=cafile, certfile=certfile,
+                           keyfile=keyfile, run_as=run_as))
+    except PlatformError as exc:
+        fail(str(exc))
+
+
+
+COMMANDS: list[click.Command] = [platform_group]

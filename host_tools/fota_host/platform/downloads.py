@@ -1,0 +1,82 @@
+"""The download gate: a device's request is checked against its sub-task's token, and the
+downloads being served can be cut off when their sub-task ends (a token only guards the
+start of a request; a cancel must also stop the bytes in flight)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from .packages import PackageStore
+from .store import ACTIVE_STATES, Store
+
+log = logging.getLogger("fota.platform")
+
+
+class Downloads:
+    def __init__(self, store: Store, packages: PackageStore) -> None:
+        self.store = store
+        self.packages = packages
+        # Downloads being served, by (task id, device): how to cut each one off.
+        self._live: dict[tuple[int, str], set[Callable[[], None]]] = {}
+        self._live_lock = threading.Lock()
+
+    def check(self, file_id: str, task_id: str, device: str,
+              token: str) -> tuple[int, str | Path]:
+        """(200, path) or (403|404, reason) for a device's download request."""
+        path = self.packages.package_path(file_id)
+        if path is None:
+            return 404, "unknown file"
+        try:
+            tid = int(task_id)
+        except (TypeError, ValueError):
+            return 403, "bad task id"
+        if not 0 < tid < 2**62:
+            return 403, "bad task id"
+        with self.store.lock:
+            row = self.store.download_grant(tid, device or "")
+        if row is None or row["package_id"] != file_id:
+            return 403, "no such task for this device and file"
+        given = (token or "").encode("utf-8", "surrogateescape")
+        if not row["token"] or not secrets.compare_digest(row["token"].encode(), given):
+            return 403, "bad token"
+        if row["token_expires"] < time.time():
+            return 403, "token expired"
+        if row["state"] not in ACTIVE_STATES:
+            return 403, f"sub-task {row['state']}"
+        return 200, path
+
+    def watch(self, task_id: int, device: str, stop: Callable[[], None]) -> Callable[[], None]:
+        """Register a download being served; `stop()` is called (from any thread) when
+        its sub-task is cancelled or timed out. Returns the call that unregisters it."""
+        key = (task_id, device)
+        with self._live_lock:
+            self._live.setdefault(key, set()).add(stop)
+
+        def done() -> None:
+            with self._live_lock:
+                stops = self._live.get(key)
+                if stops is not None:
+                    stops.discard(stop)
+                    if not stops:
+                        del self._live[key]
+        return done
+
+    def cut_off(self, task_id: int, devices: Iterable[str] | None = None) -> int:
+        """Cut off the downloads of these sub-tasks (all of the task's when None)."""
+        with self._live_lock:
+            keys = [k for k in self._live if k[0] == task_id
+                    and (devices is None or k[1] in devices)]
+            stops = [f for k in keys for f in self._live.pop(k)]
+        for stop in stops:
+            try:
+                stop()
+            except Exception:  # a transport already gone
+                log.debug("stopping a download failed", exc_info=True)
+        if stops:
+            log.info("task %d: %d download(s) in flight cut off", task_id, len(stops))
+        return len(stops)

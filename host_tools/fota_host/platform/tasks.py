@@ -1,0 +1,331 @@
+"""Upgrade tasks and their per-device sub-tasks: what an operator does with them, the
+sub-task state machine, and the clock (scheduled starts and ends, silent devices, the
+notices due, sent no faster than the push rate).
+
+Sub-task states: pending -> upgrading -> succeeded | failed | cancelled | timed_out; a
+failure with retries left goes back to pending with a later notice. A task is
+not_started -> running -> finished (no active sub-task left). Every method takes the
+store lock, so the MQTT thread and the HTTP loop can call in concurrently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import ctwing
+from .downloads import Downloads
+from .options import Settings
+from .store import ACTIVE_STATES, Row, Store
+from .validate import PlatformError, check_device_id, int_id, parse_time, text
+
+log = logging.getLogger("fota.platform")
+
+Publish = Callable[[str, bytes], None]
+
+
+class PushRate:
+    """A token bucket: `per_minute` notices, in bursts of ten seconds' worth at most."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.per_minute = per_minute
+        self.tokens = self.cap
+        self.at = time.monotonic()
+
+    @property
+    def cap(self) -> float:
+        return max(1.0, self.per_minute / 6)
+
+    def budget(self) -> int:
+        """Notices that may go out now (each one sent is `spend()`)."""
+        now = time.monotonic()
+        self.tokens = min(self.cap, self.tokens + (now - self.at) * self.per_minute / 60.0)
+        self.at = now
+        return int(self.tokens)
+
+    def spend(self) -> None:
+        self.tokens -= 1
+
+
+class ProgressBatch:
+    """The fast path for the bulk of the traffic, progress of an upgrading sub-task: the
+    report is kept here and written in one batch by the next tick (0.1 s). `hot` maps the
+    sub-tasks known to be upgrading to their device; any other state change removes its
+    entry (or clears it all), and the batch only touches rows still upgrading."""
+
+    def __init__(self) -> None:
+        self.hot: dict[int, str] = {}
+        self._pending: dict[int, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def offer(self, subtask_id: int, device: str, step: int, desc: str) -> bool:
+        """Keep this report if its sub-task is upgrading on this device; else False."""
+        if self.hot.get(subtask_id) != device:
+            return False
+        now = time.time()
+        with self._lock:
+            entry = self._pending.get(subtask_id)
+            if entry is None:
+                self._pending[subtask_id] = [step, desc, now, 1, device]
+            else:
+                entry[0], entry[1], entry[2] = step, desc, now
+                entry[3] += 1
+        return True
+
+    def write(self, store: Store) -> None:
+        """Write what is kept (store lock held)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if pending:
+            store.apply_progress(pending, time.time())
+
+
+class Tasks:
+    def __init__(self, store: Store, settings: Settings, topics: ctwing.TopicMap,
+                 downloads: Downloads, publish: Publish | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.topics = topics
+        self.downloads = downloads
+        self.publish = publish
+        self.rate = PushRate(settings.push_rate)
+        self.batch = ProgressBatch()
+        self._last_flush = time.monotonic()
+
+    # == what an operator does =========================================================
+    def create_task(self, *, package: Any, name: Any, desc: Any = None, start: Any = None,
+                    end: Any = None) -> dict[str, Any]:
+        name = text(name, "name", required=True)
+        desc = text(desc, "desc")
+        start_at = parse_time(start, "start")
+        end_at = parse_time(end, "end")
+        if start_at and end_at and end_at <= start_at:
+            raise PlatformError("end must be after start")
+        with self.store.lock:
+            if not isinstance(package, str) or self.store.package(package) is None:
+                raise PlatformError(f"unknown package {package!r}", 404)
+            task_id = self.store.insert_task(name, package, desc, start_at, end_at)
+            self.store.commit()
+        return self.get_task(task_id)
+
+    def _task_row(self, task_id: Any) -> Row:
+        tid = int_id(task_id, "task id")
+        row = self.store.task(tid)
+        if row is None:
+            raise PlatformError(f"unknown task {task_id!r}", 404)
+        return row
+
+    def list_tasks(self) -> list[dict[str, Any]]:
+        with self.store.lock:
+            self.batch.write(self.store)
+            return [{"id": t["id"], "name": t["name"], "package": t["package_id"],
+                     "state": t["state"], "counts": self.store.state_counts(t["id"])}
+                    for t in self.store.tasks()]
+
+    def get_task(self, task_id: Any) -> dict[str, Any]:
+        with self.store.lock:
+            self.batch.write(self.store)
+            t = self._task_row(task_id)
+            pkg = self.store.package(t["package_id"])
+            subs = self.store.subtasks(t["id"])
+        devices = [{
+            "device": s["device"], "state": s["state"], "step": s["step"], "desc": s["desc"],
+            "subtask": s["id"], "attempts": s["attempts"], "pushes": s["pushes"],
+            "notified": s["notified"], "last_report": s["last_report"],
+            "created": s["created"], "updated": s["updated"],
+        } for s in subs]
+        return {
+            "id": t["id"], "state": t["state"], "name": t["name"], "desc": t["desc"],
+            "package": t["package_id"], "version": pkg["version"] if pkg else None,
+            "start": t["start_at"], "end": t["end_at"], "created": t["created"],
+            "started": t["started"], "finished": t["finished"], "devices": devices,
+        }
+
+    def add_devices(self, task_id: Any, devices: Iterable[Any]) -> list[dict[str, Any]]:
+        """Add devices; one result per device: {"device", "ok", "error"?, "subtask"?}."""
+        results = []
+        with self.store.lock:
+            task = self._task_row(task_id)
+            if task["state"] == "finished":
+                raise PlatformError(f"task {task['id']} is finished", 409)
+            now = time.time()
+            seen: set[str] = set()
+            try:
+                for dev in devices:
+                    try:
+                        dev = check_device_id(dev)
+                        if dev in seen:
+                            raise PlatformError("listed twice")
+                        seen.add(dev)
+                        if self.store.in_task(task["id"], dev):
+                            raise PlatformError("already in this task")
+                        busy = self.store.busy_in(dev)
+                        if busy is not None:
+                            raise PlatformError(f"busy in task {busy}")
+                    except PlatformError as exc:
+                        results.append({"device": dev if isinstance(dev, str) else repr(dev),
+                                        "ok": False, "error": str(exc)})
+                        continue
+                    due = now if task["state"] == "running" else None
+                    sid = self.store.insert_subtask(task["id"], dev, due, now)
+                    results.append({"device": dev, "ok": True, "subtask": sid})
+                self.store.commit()
+            except BaseException:
+                self.store.rollback()
+                raise
+        return results
+
+    def import_devices(self, task_id: Any, csv_text: str) -> list[dict[str, Any]]:
+        """CSV with a header containing `device` (or `deviceId`), or one id per line."""
+        rows = list(csv.reader(io.StringIO(csv_text)))
+        rows = [r for r in rows if r and any(c.strip() for c in r)]
+        if not rows:
+            raise PlatformError("the device list is empty")
+        header = [c.strip().lower() for c in rows[0]]
+        col = 0
+        for key in ("device", "deviceid", "device_id", "id"):
+            if key in header:
+                col = header.index(key)
+                rows = rows[1:]
+                break
+        devices = [r[col].strip() if len(r) > col else "" for r in rows]
+        results = self.add_devices(task_id, devices)
+        for i, res in enumerate(results):
+            res["row"] = i + 1
+        return results
+
+    def start_task(self, task_id: Any) -> dict[str, Any]:
+        with self.store.lock:
+            task = self._task_row(task_id)
+            if task["state"] != "not_started":
+                raise PlatformError(f"task {task['id']} is already {task['state']}", 409)
+            self._start(task)
+            self.store.commit()
+        return self.get_task(task["id"])
+
+    def cancel(self, task_id: Any, devices: Iterable[Any] | None = None) -> list[dict[str, Any]]:
+        """Cancel the given devices' sub-tasks, or all active ones when devices is None."""
+        results = []
+        with self.store.lock:
+            self.batch.write(self.store)
+            self.batch.hot.clear()
+            task = self._task_row(task_id)
+            subs = {s["device"]: s for s in self.store.subtasks(task["id"])}
+            wanted = list(subs) if devices is None else list(devices)
+            try:
+                for dev in wanted:
+                    s = subs.get(dev) if isinstance(dev, str) else None
+                    if s is None:
+                        results.append({"device": str(dev), "ok": False,
+                                        "error": "not in this task"})
+                    elif s["state"] not in ACTIVE_STATES:
+                        if devices is not None:
+                            results.append({"device": dev, "ok": False,
+                                            "error": f"already {s['state']}"})
+                    else:
+                        self.store.update_subtask(s["id"], state="cancelled", desc="cancelled",
+                                                  push_due=None, token=None, token_expires=0)
+                        results.append({"device": dev, "ok": True})
+                self._maybe_finish(task["id"])
+                self.store.commit()
+            except BaseException:
+                self.store.rollback()
+                raise
+        self.downloads.cut_off(task["id"], {r["device"] for r in results if r["ok"]})
+        return results
+
+    # == the state machine (store lock held) ===========================================
+    def _start(self, task: Row) -> None:
+        self.store.set_task_running(task["id"], time.time())
+        self._maybe_finish(task["id"])
+
+    def _maybe_finish(self, task_id: int) -> None:
+        t = self.store.task(task_id)
+        if t is None or t["state"] != "running":
+            return
+        if self.store.active_count(task_id) == 0:
+            self.store.set_task_finished(task_id, time.time())
+
+    def finish(self, sub: Row, state: str, step: int, desc: str) -> None:
+        """The sub-task ends in `state` (succeeded, failed, timed_out)."""
+        self.batch.hot.pop(sub["id"], None)
+        self.store.update_subtask(sub["id"], state=state, step=step, desc=desc, push_due=None,
+                                  token_expires=0)
+        self._maybe_finish(sub["task_id"])
+
+    def fail(self, sub: Row, desc: str, step: int | None = None,
+             final_state: str = "failed") -> None:
+        """A failure: pending again for a later notice while retries are left, else final."""
+        step = sub["step"] if step is None else step
+        self.batch.hot.pop(sub["id"], None)
+        if sub["attempts"] < self.settings.retries:
+            delay = self.settings.retry_backoff * (2 ** sub["attempts"])
+            self.store.update_subtask(
+                sub["id"], state="pending", step=step, attempts=sub["attempts"] + 1,
+                desc=f"retry {sub['attempts'] + 1}/{self.settings.retries} in {delay:g}s: {desc}",
+                push_due=time.time() + delay, token_expires=0)
+        else:
+            self.finish(sub, final_state, step, desc)
+
+    # == the clock =====================================================================
+    def flush_if_due(self) -> None:
+        if time.monotonic() - self._last_flush >= self.settings.flush_interval:
+            self.store.commit()
+            self._last_flush = time.monotonic()
+
+    def tick(self) -> int:
+        """Start scheduled tasks, end expired ones, time out silent devices, push notices.
+
+        Returns the number of notices sent.
+        """
+        now = time.time()
+        with self.store.lock:
+            try:
+                self.batch.write(self.store)
+                for t in self.store.tasks_to_start(now):
+                    log.info("task %d starts (scheduled)", t["id"])
+                    self._start(t)
+                ended = self.store.tasks_past_end(now)
+                for t in ended:
+                    self.batch.hot.clear()
+                    self.store.time_out_active(t["id"], now)
+                    self._maybe_finish(t["id"])
+                for sub in self.store.silent_upgrading(now - self.settings.device_timeout):
+                    self.batch.hot.clear()
+                    self.fail(sub, f"no report for {self.settings.device_timeout:g}s",
+                              final_state="timed_out")
+                sent = self._push_due(now)
+                self.store.commit()
+                self._last_flush = time.monotonic()
+            except BaseException:
+                self.store.rollback()
+                raise
+        for t in ended:
+            self.downloads.cut_off(t["id"])
+        return sent
+
+    def _push_due(self, now: float) -> int:
+        budget = self.rate.budget()
+        if budget <= 0 or self.publish is None:
+            return 0
+        due = self.store.due_notices(now, budget)
+        for sub in due:
+            # A repeated notice (the device reconnected) keeps a live token, so a download in
+            # flight can still resume; a retry after a failure gets a new one.
+            if sub["token"] and sub["token_expires"] > now:
+                token = sub["token"]
+            else:
+                token = secrets.token_urlsafe(16)
+            notice = ctwing.notice(sub["id"], self.settings.file_base, sub, sub["task_id"],
+                                   token)
+            self.store.mark_notified(sub["id"], token, now + self.settings.token_ttl, now)
+            self.store.commit()  # the token must exist before the device can use it
+            self.publish(self.topics.topic(sub["device"], "upgrade"), notice)
+            self.rate.spend()
+        return len(due)
