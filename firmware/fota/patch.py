@@ -15,7 +15,7 @@ from micropython import const
 
 from fota.inflate import Decoder, _bad
 
-_PIECE = const(512)          # patch and base bytes handled at a time
+_PIECE = const(256)          # patch and base bytes handled at a time
 _START = const(0)
 _DIFF = const(1)
 _EXTRA = const(2)
@@ -39,6 +39,15 @@ try:  # machine code where the port has the native emitter; same bytes either wa
 except Exception:  # noqa: no emitter (SyntaxError), or no room to compile it
     add = _add_bytecode
     copy = _copy_bytecode
+try:  # the loader (its source text) is not needed any more: let the GC have it
+    import sys
+
+    import fota
+
+    sys.modules.pop("fota.addloop", None)
+    del fota.addloop
+except Exception:  # noqa: it was never imported
+    pass
 
 
 class Patcher(Decoder):
@@ -49,7 +58,7 @@ class Patcher(Decoder):
         self.rem = entry[3]
         self.phase = entry[4]
         self.pbuf = bytearray(_PIECE)
-        bsize = head.base_size
+        bsize = self.base_size
         self.bbuf = bytearray(_PIECE if bsize > _PIECE else bsize)
         self.bat = -(1 << 20)     # base offset of bbuf's first byte (none read yet)
 
@@ -92,7 +101,7 @@ class Patcher(Decoder):
             n = self._num()
             if n < 0 or n > self.size - pos:
                 raise _bad("patch writes past the end of the image")
-            if ph == _DIFF and n and (self.frm < 0 or self.frm + n > self.head.base_size):
+            if ph == _DIFF and n and (self.frm < 0 or self.frm + n > self.base_size):
                 raise _bad("patch reads outside the base image")
             self.phase = ph
             self.rem = n
@@ -114,7 +123,7 @@ class Patcher(Decoder):
                 frm = self.frm
                 at = self.bat
                 if frm < at or frm >= at + blen:
-                    at = frm if frm + blen <= self.head.base_size else self.head.base_size - blen
+                    at = frm if frm + blen <= self.base_size else self.base_size - blen
                     try:
                         self.base(at, bb)
                     except OSError as exc:

@@ -46,7 +46,7 @@ def run(case, buf):
     held = gc.mem_alloc() - before
     if case.get("head_out"):
         with open(case["head_out"], "wb") as f:
-            f.write(d.head.raw)
+            f.write(d.head)
     out = open(case["out"], "r+b" if start else "wb")
     out.seek(start)
     size = d.size
@@ -78,6 +78,7 @@ def run(case, buf):
         out.close()
         d.close()
     res["done"] = pos
+    res["native"] = patch.add is not patch._add_bytecode
     res["held"] = held
     res["sha_ok"] = pos == size
     if md5 is not None and pos == size:

@@ -102,6 +102,7 @@ def test_delta_between_releases_equals_detools_apply(device, releases):
     device.case("viper", image, old, lock=True)
     device.case("bytecode", image, old, bytecode=True)
     res = device.run()
+    assert res["viper"]["native"] and not res["bytecode"]["native"]   # both loops were run
     for name in ("viper", "bytecode"):
         assert res[name].get("done") == len(new), res[name]
         assert device.output(name) == reference, name
