@@ -189,10 +189,6 @@ def check(port: str, files: list[Path] | None = None, workdir: Path | None = Non
                   summary.get("warningCount", 0), diags)
 
 
-def check_all() -> list[Result]:
-    return [check(port) for port in PORTS]
-
-
 def format_diagnostics(result: Result, warnings: bool = False) -> list[str]:
     lines = []
     for d in result.diagnostics:

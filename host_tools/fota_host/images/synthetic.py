@@ -1,9 +1,9 @@
-"""Image files for devices: synthetic sim images and app bundles, with their digests."""
+"""Synthetic images for simulated boards (an ESP32 app image or a Pico W bundle of a given
+version and size), and the digests of an image."""
 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 from . import bundle, esp_image
@@ -12,16 +12,6 @@ from . import bundle, esp_image
 def digests(data: bytes) -> dict[str, Any]:
     return {"size": len(data), "md5": hashlib.md5(data).hexdigest(),
             "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def file_digests(path: Path) -> dict[str, Any]:
-    md5, sha, size = hashlib.md5(), hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 16):
-            md5.update(chunk)
-            sha.update(chunk)
-            size += len(chunk)
-    return {"size": size, "md5": md5.hexdigest(), "sha256": sha.hexdigest()}
 
 
 def sim_image(board: str, version: str, size: int | None, fail_health: bool = False,

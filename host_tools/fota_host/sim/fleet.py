@@ -92,7 +92,6 @@ class Fleet:
             self.logs.append(log)
             dev = SimDevice(self.data / dev_id, board, dev_id, broker, self.topic_prefix,
                             self.version, self.heap, log=log, config=self.config)
-            dev.device_id = dev_id  # type: ignore[attr-defined]
             # read by fota_sim's main loop: sleep in one poll() of this many ms (the unix
             # port's sleep_ms wakes up every millisecond; idle fleets would burn a core)
             poll_file = dev.flash / "sim_poll_ms"
