@@ -64,7 +64,7 @@ def parse(raw):
     for i in range(count):
         off, out, frm, rem, phase = _entry(raw, i)
         if (out != i * chunk or off <= prev or off >= total or (i == 0) != (off == hlen)
-                or rem > size - out or frm > bsize
+                or rem > size - out or frm > bsize or (phase == 1 and frm + rem > bsize)
                 or phase > (0 if kind == KIND_COMPRESSED or i == 0 else 2)
                 or (kind == KIND_DELTA and i and not phase)):
             raise _bad("image chunk index is inconsistent")
