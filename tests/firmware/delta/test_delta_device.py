@@ -277,3 +277,38 @@ def test_damaged_files_never_crash_the_decoder(device, releases):
     # SHA-256 differs from the header's (the engine's check), or the same image.
     caught = sum(1 for got in res.values() if got.get("step") == -3)
     assert caught >= len(res) // 2, res
+
+
+def test_engine_runs_the_decoder_in_its_seam(device, releases, tmp_path):
+    """The real engine (4096-byte blocks, digests, read-back, boot switch) with the
+    decoder as its `decoder`: a delta update succeeds with the heap locked in the
+    steady state; a wrong base or a damaged file is -3 before anything is written or
+    switched."""
+    old, new = releases
+    good = D.delta(old, new)
+    head = D.parse_header(good)
+    broken = (good[:head.index[3].file_offset] + b"\xff\xff"
+              + good[head.index[3].file_offset + 2:])
+    digests = {"size": len(new), "md5": hashlib.md5(new).hexdigest(),
+               "sha256": hashlib.sha256(new).hexdigest()}
+    cases = [("ok", good, old, True), ("wrong base", good, new, False),
+             ("broken", broken, old, False), ("compressed", D.compress(new), None, True)]
+    device.cases = [{"name": name, "file": device.file(name + ".fz", data),
+                     "base": device.file(name + ".base", base) if base else None,
+                     "out": str(tmp_path / (name + ".out")), "lock": lock, **digests}
+                    for name, data, base, lock in cases]
+    env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware"))
+    (tmp_path / "cases.json").write_text(json.dumps(device.cases))
+    proc = subprocess.run([*micropython(), str(DRIVER.with_name("mp_engine.py")),
+                           str(tmp_path / "cases.json")], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    res = {r["name"]: r for r in map(json.loads, proc.stdout.splitlines())}
+    for name in ("ok", "compressed"):
+        assert (res[name]["step"], res[name]["switched"]) == (100, True), res[name]
+        assert (tmp_path / (name + ".out")).read_bytes() == new
+    assert res["wrong base"] == {"name": "wrong base", "step": -3,
+                                 "reason": "delta base mismatch", "writes": 0,
+                                 "switched": False}
+    assert res["broken"]["step"] == -3 and not res["broken"]["switched"], res["broken"]
+    assert "corrupt deflate stream" in res["broken"]["reason"]
