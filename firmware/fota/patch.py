@@ -42,10 +42,8 @@ except Exception:  # noqa: no emitter (SyntaxError), or no room to compile it
 try:  # the loader (its source text) is not needed any more: let the GC have it
     import sys
 
-    import fota
-
     sys.modules.pop("fota.addloop", None)
-    del fota.addloop
+    delattr(sys.modules["fota"], "addloop")
 except Exception:  # noqa: it was never imported
     pass
 
