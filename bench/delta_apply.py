@@ -63,6 +63,7 @@ def once(trace):
 
 if mode == "image-bytecode":   # the fallback loops, for ports without the emitter
     patch.add, patch.copy = patch._add_bytecode, patch._copy_bytecode
+    inflate._Feed.readinto = inflate._Feed.readinto_bytecode
 best = None
 held = 0
 for _ in range(int(repeat)):

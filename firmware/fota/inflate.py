@@ -87,9 +87,11 @@ class _Feed(io.IOBase):
     """
 
     def __init__(self, src, pos, end, hasher):
+        import array
+
         self.src = src
         self.buf = bytearray(_FEED)
-        self.i = self.n = 0
+        self.st = array.array("i", (0, 0))   # next byte in buf, bytes in buf
         self.pos = pos           # file offset after the buffered bytes
         self.hasher = hasher
         self.err = None          # what the source raised
@@ -102,31 +104,69 @@ class _Feed(io.IOBase):
         left = (end - self.pos) % _FEED
         self.tail = memoryview(self.buf)[:left] if left else self.buf
 
-    def readinto(self, b):
-        i = self.i
-        if i >= self.n:
-            k = self.end - self.pos
-            if k <= 0:
-                self.over = True
-                return 0
-            if k > _FEED:
-                k = _FEED
-            try:
-                got = self.src.readinto(self.buf, k)
-            except Exception as exc:  # noqa: the decoder reports it as the download's failure
-                self.err = exc
-                return 0
-            if got != k:
-                self.cut = True
-                return 0
-            if self.hasher is not None:
-                self.hasher.update(self.buf if k == _FEED else self.tail)
-            self.pos += k
-            self.n = k
-            i = 0
-        b[0] = self.buf[i]
-        self.i = i + 1
+    def consumed(self):
+        """File offset of the next byte the inflater will take."""
+        return self.pos - self.st[1] + self.st[0]
+
+    def fill(self, b):
+        """The buffer is used up: read more from the source, then serve one byte."""
+        k = self.end - self.pos
+        if k <= 0:
+            self.over = True
+            return 0
+        if k > _FEED:
+            k = _FEED
+        try:
+            got = self.src.readinto(self.buf, k)
+        except Exception as exc:  # noqa: the decoder reports it as the download's failure
+            self.err = exc
+            return 0
+        if got != k:
+            self.cut = True
+            return 0
+        if self.hasher is not None:
+            self.hasher.update(self.buf if k == _FEED else self.tail)
+        self.pos += k
+        b[0] = self.buf[0]
+        st = self.st
+        st[0] = 1
+        st[1] = k
         return 1
+
+    def readinto_bytecode(self, b):
+        st = self.st
+        i = st[0]
+        if i >= st[1]:
+            return self.fill(b)
+        b[0] = self.buf[i]
+        st[0] = i + 1
+        return 1
+
+    readinto = readinto_bytecode     # replaced by addloop's machine code where it loads
+
+
+def _loops():
+    """Machine code for the byte loops where the port has the emitter: the feed's
+    readinto, and (add, copy) for patch.py; None where it does not load."""
+    try:
+        from fota.addloop import load
+
+        add, copy, feed = load()
+        del load
+    except Exception:  # noqa: no emitter (SyntaxError), or no room to compile it
+        return None
+    _Feed.readinto = feed
+    try:  # the loader (its source text) is not needed any more: let the GC have it
+        import sys
+
+        sys.modules.pop("fota.addloop", None)
+        delattr(sys.modules["fota"], "addloop")
+    except Exception:  # noqa: best effort
+        pass
+    return add, copy
+
+
+LOOPS = _loops()
 
 
 class Decoder:
@@ -164,7 +204,7 @@ class Decoder:
         if got < 0:
             raise _bad("corrupt deflate stream")
         if n == 0:
-            if got or f.pos - f.n + f.i != f.end:
+            if got or f.consumed() != f.end:
                 raise _bad("data after the end of the image")
         elif got != n:
             raise _bad(self._short)

@@ -13,7 +13,7 @@ image or read outside the base. Errors are step -3 (-4 for a base read failure).
 """
 from micropython import const
 
-from fota.inflate import Decoder, _bad
+from fota.inflate import LOOPS, Decoder, _bad
 
 _PIECE = const(256)          # patch and base bytes handled at a time
 _START = const(0)
@@ -31,21 +31,11 @@ def _copy_bytecode(dst, at, src, n):
         dst[at + i] = src[i]
 
 
-try:  # machine code where the port has the native emitter; same bytes either way
-    from fota.addloop import load
-
-    add, copy = load()
-    del load
-except Exception:  # noqa: no emitter (SyntaxError), or no room to compile it
+if LOOPS:      # machine code where the port has the native emitter; same bytes either way
+    add, copy = LOOPS
+else:
     add = _add_bytecode
     copy = _copy_bytecode
-try:  # the loader (its source text) is not needed any more: let the GC have it
-    import sys
-
-    sys.modules.pop("fota.addloop", None)
-    delattr(sys.modules["fota"], "addloop")
-except Exception:  # noqa: it was never imported
-    pass
 
 
 class Patcher(Decoder):

@@ -26,8 +26,9 @@ def base_reader(path):
 def run(case, buf):
     if case.get("bytecode"):
         patch.add, patch.copy = patch._add_bytecode, patch._copy_bytecode
+        inflate._Feed.readinto = inflate._Feed.readinto_bytecode
     else:
-        patch.add, patch.copy = FAST
+        patch.add, patch.copy, inflate._Feed.readinto = FAST
     start = case.get("start", 0)
     head = None
     if case.get("head"):
@@ -78,7 +79,8 @@ def run(case, buf):
         out.close()
         d.close()
     res["done"] = pos
-    res["native"] = patch.add is not patch._add_bytecode
+    res["native"] = (patch.add is not patch._add_bytecode
+                     and inflate._Feed.readinto is not inflate._Feed.readinto_bytecode)
     res["held"] = held
     res["sha_ok"] = pos == size
     if md5 is not None and pos == size:
@@ -87,7 +89,7 @@ def run(case, buf):
     return res
 
 
-FAST = (patch.add, patch.copy)
+FAST = (patch.add, patch.copy, inflate._Feed.readinto)
 buf = memoryview(bytearray(BLOCK))
 with open(sys.argv[1]) as f:
     cases = json.load(f)
