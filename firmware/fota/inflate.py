@@ -241,7 +241,7 @@ class Decoder:
 
 
 def open(stream, base=None, base_sha=None, head=None, start=0, file_size=None,
-         hasher=None):
+         hasher=None, max_wbits=12):
     """The decoder of a compressed or delta image read from `stream`.
 
     Fresh: `stream` is the file from offset 0. Resume: pass `head` (the decoder's
@@ -251,6 +251,7 @@ def open(stream, base=None, base_sha=None, head=None, start=0, file_size=None,
     when the caller knows it cheaply, else the base is read once to check it.
     `file_size`, when known (the notice's size), must match the header.
     `hasher.update` sees every byte downloaded (the notice's MD5, fresh runs).
+    A deflate window over 2**max_wbits bytes is refused (RAM).
     """
     if head is None:
         feed = _Feed(stream, 0, FIXED, hasher)
@@ -271,7 +272,10 @@ def open(stream, base=None, base_sha=None, head=None, start=0, file_size=None,
         feed.limit(parse(head)[4])
     else:
         feed = _Feed(stream, resume_offset(head, start), parse(head)[4], hasher)
-    kind, _, size, bsize, total, chunk = parse(head)
+    kind, wbits, size, bsize, total, chunk = parse(head)
+    if wbits > max_wbits:
+        raise _bad("image needs a %d-byte deflate window, more than this device has" % (
+            1 << wbits))
     if file_size is not None and file_size != total:
         raise _bad("image header says %d bytes, the file has %d" % (total, file_size))
     if not 0 <= start < size:

@@ -220,6 +220,7 @@ def test_hostile_images_fail_with_step_minus_3_and_a_reason(device, releases):
         "header CRC": (good[:40] + bytes([good[40] ^ 1]) + good[41:], old, {}, "CRC"),
         "not a container": (new[:5000], None, {}, "not a compressed or delta image"),
         "index out of order": (_swap_entries(good), old, {}, "chunk index"),
+        "window too large": (D.compress(new, wbits=15), None, {}, "deflate window"),
     }
     for name, (image, base, extra, _) in cases.items():
         device.case(name, image, base, **extra)
