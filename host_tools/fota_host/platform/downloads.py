@@ -18,6 +18,8 @@ log = logging.getLogger("fota.platform")
 
 
 class Downloads:
+    """Who may download what (`check`), and the downloads in flight (`watch`, `cut_off`)."""
+
     def __init__(self, store: Store, packages: PackageStore) -> None:
         self.store = store
         self.packages = packages

@@ -16,6 +16,8 @@ log = logging.getLogger("fota.platform")
 
 
 class Reports:
+    """Device messages applied to their sub-tasks; counts what it accepted and dropped."""
+
     def __init__(self, store: Store, topics: ctwing.TopicMap, tasks: Tasks) -> None:
         self.store = store
         self.topics = topics

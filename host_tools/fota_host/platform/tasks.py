@@ -87,6 +87,8 @@ class ProgressBatch:
 
 
 class Tasks:
+    """The tasks of one store: the operator's operations, the state machine, the clock."""
+
     def __init__(self, store: Store, settings: Settings, topics: ctwing.TopicMap,
                  downloads: Downloads, publish: Publish | None = None) -> None:
         self.store = store
