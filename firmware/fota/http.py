@@ -235,6 +235,9 @@ class Body:
             if self._left > 0:
                 self._left -= r
         self.done += got
+        if got < n and 0 <= self.done < self.limit:
+            raise self.err("ended early: the server closed after %d of %d bytes" % (
+                self.done, self.limit))
         return got
 
     def _chunk(self):
@@ -371,7 +374,7 @@ def get(url, start=0, timeout_ms=10000, ca=None, insecure=False, idle_ms=IDLE_MS
         from fota.tls import context
 
         try:
-            ctx = context(ca, insecure)
+            ctx = context(ca, insecure, "image download")
         except ValueError as exc:
             raise _fail(host, "https download refused: %s" % exc, -1)
     try:

@@ -3,7 +3,7 @@
 _warned = []        # what an insecure-option warning was already printed for
 
 
-def context(ca=None, insecure=False, what="download"):
+def context(ca=None, insecure=False, what="TLS"):
     """An SSLContext checking the server against `ca`: PEM or DER bytes, one
     certificate or a bundle of them (every certificate is loaded).
 
@@ -32,7 +32,7 @@ def context(ca=None, insecure=False, what="download"):
         ctx.verify_mode = ssl.CERT_NONE
         if what not in _warned:
             _warned.append(what)
-            print("fota: WARNING: %s TLS server certificates are NOT verified "
+            print("fota: WARNING: %s: the server's certificate is NOT verified "
                   "(insecure option set, no CA)" % what)
     else:
         raise ValueError("TLS needs a CA certificate (or allow_insecure)")

@@ -103,7 +103,21 @@ def test_a_chunked_body_shorter_than_the_notice_is_a_download_failure() -> None:
     short = chunked(IMAGE[:30_000], itertools.repeat(5000))
     with chunked_server(short) as srv:
         r = fetch(srv.url(), len(IMAGE))
-    assert r.step == -2 and r.got == 30_000, r
+    assert r.step == -2, r
+    assert r.reason == ("download failed: host 127.0.0.1: ended early: the server closed "
+                        f"after 30000 of {len(IMAGE)} bytes")
+
+
+def test_a_plain_body_cut_short_names_the_host_and_where() -> None:
+    def handle(req: Request, sock: socket.socket) -> None:
+        sock.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(IMAGE)}\r\n\r\n".encode()
+                     + IMAGE[:10_000])
+
+    with Server(handle) as srv:
+        r = fetch(srv.url(), len(IMAGE))
+    assert r.step == -2, r
+    assert r.reason == ("download failed: host 127.0.0.1: ended early: the server closed "
+                        f"after 10000 of {len(IMAGE)} bytes")
 
 
 def test_a_chunked_body_longer_than_the_notice_is_refused() -> None:
