@@ -14,7 +14,6 @@ Errors are engine.UpdateError "download failed: host H: cause", CTWing step -2
 from micropython import const
 from time import ticks_add, ticks_diff, ticks_ms
 
-IDLE_MS = const(30000)       # no byte for this long: the download is stalled
 TOTAL_MS = const(3600000)    # one download attempt, redirects included
 _SLICE_MS = const(1000)      # longest wait between two tick() calls
 _HOPS = const(5)             # redirects followed
@@ -353,14 +352,15 @@ def _head(b):
     return status, -1 if b._left == 0 else length, rstart, rtotal, location
 
 
-def get(url, start=0, timeout_ms=10000, ca=None, insecure=False, idle_ms=IDLE_MS,
+def get(url, start=0, timeout_ms=10000, ca=None, insecure=False, idle_ms=None,
         total_ms=TOTAL_MS, tick=None, end=None):
     """One GET (with `Range: bytes=start-` when start > 0).
 
     Returns (body, status, content_length, range_start, range_total, location),
     -1/None where a header is absent (content_length -1 for a chunked body).
-    timeout_ms bounds the connect and the TLS handshake, `end` (ticks_ms) the whole
-    attempt (default now + total_ms). The caller closes the body.
+    timeout_ms bounds the connect and the TLS handshake, idle_ms (default:
+    timeout_ms) the silence between two bytes, `end` (ticks_ms) the whole attempt
+    (default now + total_ms). The caller closes the body.
     """
     import errno
     import select
@@ -383,7 +383,7 @@ def get(url, start=0, timeout_ms=10000, ca=None, insecure=False, idle_ms=IDLE_MS
         raise _fail(host, "DNS lookup failed")
     s = socket.socket(ai[0], socket.SOCK_STREAM)
     p = select.poll()
-    b = Body(host, s, p, idle_ms, total_ms, end, tick)
+    b = Body(host, s, p, idle_ms or timeout_ms, total_ms, end, tick)
     try:
         s.setblocking(False)
         p.register(s, _OUT)
@@ -432,7 +432,7 @@ def get(url, start=0, timeout_ms=10000, ca=None, insecure=False, idle_ms=IDLE_MS
         raise
 
 
-def source(url, timeout_ms=10000, ca=None, insecure=False, idle_ms=IDLE_MS,
+def source(url, timeout_ms=10000, ca=None, insecure=False, idle_ms=None,
            total_ms=TOTAL_MS, tick=None, downgrade=False):
     """An engine source for `url`: `open(offset, size) -> (stream, offset served)`.
 
@@ -440,8 +440,8 @@ def source(url, timeout_ms=10000, ca=None, insecure=False, idle_ms=IDLE_MS,
     starting from the top. Follows up to 5 redirects (301, 302, 303, 307, 308;
     relative Locations resolved); https -> http only with `downgrade`.
     timeout_ms bounds the connect and the TLS handshake, idle_ms the silence
-    between two bytes, total_ms each attempt; tick() runs about every second
-    while waiting or reading.
+    between two bytes (default: timeout_ms), total_ms each attempt (default one
+    hour); tick() runs about every second while waiting or reading.
     """
     if url.startswith("https://") and not ca and not insecure:
         # Refuse before any byte moves: an unverified image server is a hole.

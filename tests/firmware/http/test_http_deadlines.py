@@ -105,3 +105,31 @@ def test_a_slow_healthy_server_completes_with_ticks_all_along() -> None:
         took = time.monotonic() - start
     assert r.ok and r.md5 == md5(IMAGE), r
     assert took > 3 and r.ticks >= 2, r          # about one tick per second of reading
+
+
+def test_a_connect_nobody_answers_ends_at_the_connect_deadline() -> None:
+    # A listener whose backlog is full drops the SYN: the connect gets no answer,
+    # as with a host that vanished. timeout_ms bounds it, with tick() meanwhile.
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(0)
+    port = lsock.getsockname()[1]
+    filler = [socket.socket()]
+    filler[0].connect(("127.0.0.1", port))        # fills the backlog of one
+    for _ in range(2):                            # (Linux keeps one more: fill it too)
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        filler.append(s)
+    try:
+        r = fetch(f"http://127.0.0.1:{port}/v2.bin", len(IMAGE), timeout_ms=3000)
+    finally:
+        for s in filler:
+            s.close()
+        lsock.close()
+    assert r.step == -2, r
+    assert r.reason == "download failed: host 127.0.0.1: connection failed: no answer in 3 s"
+    assert r.ticks >= 2
