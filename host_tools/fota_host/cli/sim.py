@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -41,8 +43,10 @@ def init_cmd(flash: Path, board: str, version: str | None) -> None:
 @click.option("--md5", required=True, help="Expected MD5 (32 hex digits).")
 @click.option("--size", required=True, type=click.IntRange(min=1), help="Image size in bytes.")
 @click.option("--sha256", help="Expected SHA-256 as well.")
-@click.option("--heap", default="64K", show_default=True, help="MicroPython heap (-X heapsize).")
-@click.option("--task", default=0, type=int, help="Task id recorded in the resume journal.")
+@click.option("--heap", default="64K", show_default=True,
+              help="MicroPython heap (-X heapsize; at least 32K for the engine).")
+@click.option("--task", default=0, type=int, show_default=True,
+              help="Task id recorded in the resume journal.")
 @click.option("--ca", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="CA certificate (PEM) for https sources.")
 @click.option("--insecure", is_flag=True, help="Allow https without a CA (not verified).")
@@ -53,6 +57,7 @@ def update_cmd(flash: Path, board: str, source: str, md5: str, size: int, sha256
     import re
     import sys
 
+    from ..sim.device import parse_heap
     from ..sim.flash import SimError
     from ..sim.update import update
 
@@ -60,6 +65,16 @@ def update_cmd(flash: Path, board: str, source: str, md5: str, size: int, sha256
         fail("--md5 must be 32 hex digits")
     if sha256 and not re.fullmatch(r"[0-9a-fA-F]{64}", sha256):
         fail("--sha256 must be 64 hex digits")
+    try:
+        heap = parse_heap(heap, 32 * 1024)
+    except ValueError as exc:
+        fail(str(exc))
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):/", source)
+    if scheme and scheme.group(1).lower() not in ("http", "https"):
+        fail(f"SOURCE {source!r}: unsupported URL scheme {scheme.group(1)!r}; "
+             "give an http:// or https:// address, or a file")
+    if not scheme and not Path(source).is_file():
+        fail(f"SOURCE {source!r}: no such file (give an http:// or https:// address, or a file)")
     try:
         report = update(flash, board, source, md5, size, sha256, heap, task,
                                readback=not no_readback, ca=ca, insecure=insecure)
@@ -113,7 +128,8 @@ def confirm_cmd(flash: Path) -> None:
 @click.option("--prefix", default=None,
               help="Topic prefix (default devices/<id>; '' for CTWing's literal topics).")
 @click.option("--version", "version", help="Seed an empty flash with an image of this version.")
-@click.option("--heap", default="96K", show_default=True, help="MicroPython heap.")
+@click.option("--heap", default="96K", show_default=True,
+              help="MicroPython heap (-X heapsize; at least 64K for the agent).")
 def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str | None,
                version: str | None, heap: str) -> None:
     """Run the agent as a simulated device in the foreground (Ctrl-C stops it).
@@ -121,23 +137,48 @@ def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str
     Hard resets are supervised: the device boots again through the simulated
     bootloader, like a board rebooting into its new image.
     """
-    import signal
     import sys
 
-    from ..sim.device import SimDevice
+    from ..sim.device import MIN_AGENT_HEAP, SimDevice, parse_heap
     from ..sim.flash import SimError
 
     try:
+        heap = parse_heap(heap, MIN_AGENT_HEAP)
         dev = SimDevice(flash, board, device_id, broker, prefix, version, heap, log=sys.stdout)
     except (SimError, ValueError) as exc:
         fail(str(exc))
+    thread = dev.start()
+    _until_stopped(thread, dev.interrupt)
+    dev.stop()
+    thread.join(10)
+    click.echo(f"sim device: {device_id} stopped", err=True)
 
-    def stop(*_: object) -> None:
-        dev.stop()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    dev.run()
+def _until_stopped(thread: threading.Thread, on_signal: Callable[[], None],
+                   duration: float | None = None) -> str:
+    """Wait until SIGINT/SIGTERM/SIGHUP (calling `on_signal` from the handler), `thread`
+    ends or `duration` passes; returns why."""
+    import signal
+    import time
+
+    done = threading.Event()
+    why = ["thread ended"]
+
+    def stop(signum: int, _frame: object) -> None:
+        why[0] = signal.Signals(signum).name
+        done.set()
+        on_signal()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, stop)
+    end = None if duration is None else time.monotonic() + duration
+    while not done.is_set() and thread.is_alive():
+        left = None if end is None else end - time.monotonic()
+        if left is not None and left <= 0:
+            why[0] = "time is up"
+            break
+        done.wait(0.5 if left is None else min(0.5, left))
+    return why[0]
 
 
 @sim.command("fleet")
@@ -149,7 +190,12 @@ def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str
               help="Board kinds, assigned in turn.")
 @click.option("--version", "version", default="1.0.0", show_default=True,
               help="Seed empty flash folders with an image of this version.")
-@click.option("--heap", default="96K", show_default=True, help="MicroPython heap per device.")
+@click.option("--heap", default="96K", show_default=True,
+              help="MicroPython heap per device (at least 64K for the agent).")
+@click.option("--credentials", "credentials_file",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="credentials.json written by `fota platform mosquitto-config`: each device "
+                   "logs in to the broker with its id as user name and its own password.")
 @click.option("--prefix-id", default="dev-", show_default=True,
               help="Device ids are PREFIX001, PREFIX002, ...")
 @click.option("--topic-prefix", default=None, help="Topic prefix (default devices/<id>).")
@@ -190,7 +236,8 @@ def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str
 @click.option("--for", "duration", type=float, default=None,
               help="Stop after this many seconds (default: until Ctrl-C or SIGTERM).")
 def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, heap: str,
-              prefix_id: str, topic_prefix: str | None, health_deadline: float | None,
+              credentials_file: Path | None, prefix_id: str, topic_prefix: str | None,
+              health_deadline: float | None,
               config_json: str | None, power_cut: int, offline: int, offline_for: float,
               pause: int, pause_for: float, mqtt_outage: str | None, http_proxy: int | None,
               http_upstream: str | None, http_rate: float | None, http_drop_after: int | None,
@@ -203,12 +250,25 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
     bootloader. Faults are flags (docs/fleet.md).
     """
     import json
-    import signal
-    import threading
 
+    from ..sim.device import MIN_AGENT_HEAP, parse_heap
     from ..sim.faults import DeviceFaults, LinkFaults
     from ..sim.flash import SimError
     from ..sim.fleet import Fleet, HttpProxy
+
+    try:
+        heap = parse_heap(heap, MIN_AGENT_HEAP)
+    except ValueError as exc:
+        fail(str(exc))
+    credentials = None
+    if credentials_file is not None:
+        try:
+            credentials = json.loads(credentials_file.read_text())["devices"]
+            if not isinstance(credentials, dict):
+                raise TypeError
+        except (OSError, ValueError, KeyError, TypeError):
+            fail(f"--credentials {credentials_file}: not the credentials.json of `fota platform "
+                 "mosquitto-config` (a JSON object with a \"devices\" map of id: password)")
 
     kinds = tuple(b.strip() for b in boards.split(",") if b.strip())
     if not kinds or any(b not in ("esp32", "pico_w") for b in kinds):
@@ -240,20 +300,16 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
     faults = DeviceFaults(power_cut, offline, offline_for, pause, pause_for, outage, seed)
     try:
         fleet = Fleet(data, count, broker, kinds, version, heap, prefix_id, topic_prefix,
-                      config, faults, http).create()
+                      config, faults, http, credentials=credentials).create()
     except (SimError, ValueError, OSError) as exc:
         fail(str(exc))
-    done = threading.Event()
-
-    def stop(*_: object) -> None:
-        done.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     fleet.start()
     click.echo(f"fleet: {count} devices under {data} (logs in {data}/logs); "
                "Ctrl-C stops it", err=True)
-    done.wait(duration)
+    forever = threading.Thread(target=threading.Event().wait, daemon=True)
+    forever.start()
+    why = _until_stopped(forever, lambda: None, duration)
+    click.echo(f"fleet: stopping ({why})", err=True)
     memory = fleet.memory()
     fleet.stop()
     states = fleet.statuses()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from .device import SimDevice
+from .device import SimDevice, broker_config
 from .faults import DeviceFaults, FaultProxy, LinkFaults
 
 JOURNAL = "fota_journal.json"   # the agent's resume journal, in the flash folder
@@ -51,6 +51,7 @@ class Fleet:
     faults: DeviceFaults = field(default_factory=DeviceFaults)
     http: HttpProxy | None = None
     poll_ms: int = 100          # the simulated main loop's period (0: the device's 20 ms)
+    credentials: dict[str, str] | None = None   # device id -> broker password (user = id)
 
     def __post_init__(self) -> None:
         self.data = Path(self.data).resolve()
@@ -72,7 +73,18 @@ class Fleet:
         self.events.append(f"{time.monotonic() - self._t0:7.2f}s {text}")
 
     def create(self) -> Fleet:
-        """Flash folders, configs and logs for every device (nothing runs yet)."""
+        """Flash folders, configs and logs for every device (nothing runs yet).
+        Everything is checked before the first folder is made."""
+        broker_config(self.broker)
+        if self.credentials is not None:
+            missing = [self.device_id(i) for i in range(self.count)
+                       if not self.credentials.get(self.device_id(i))]
+            if missing:
+                shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+                raise ValueError(
+                    f"the credentials have no password for {shown}: issue them with `fota "
+                    f"platform mosquitto-config --out DIR --device {missing[0]} ...` "
+                    "(device ids are --prefix-id followed by 001, 002, ...)")
         self.data.mkdir(parents=True, exist_ok=True)
         (self.data / "logs").mkdir(exist_ok=True)
         broker = self.broker
@@ -90,8 +102,12 @@ class Fleet:
             board = self.boards[i % len(self.boards)]
             log = open(self.data / "logs" / f"{dev_id}.log", "a")  # noqa: SIM115 - closed in stop()
             self.logs.append(log)
+            config = self.config
+            if self.credentials is not None:      # user = device id, as the generated ACL has it
+                config = {**config, "broker": {**config.get("broker", {}), "user": dev_id,
+                                               "password": self.credentials[dev_id]}}
             dev = SimDevice(self.data / dev_id, board, dev_id, broker, self.topic_prefix,
-                            self.version, self.heap, log=log, config=self.config)
+                            self.version, self.heap, log=log, config=config)
             # read by fota_sim's main loop: sleep in one poll() of this many ms (the unix
             # port's sleep_ms wakes up every millisecond; idle fleets would burn a core)
             poll_file = dev.flash / "sim_poll_ms"
