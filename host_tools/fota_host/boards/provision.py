@@ -41,7 +41,8 @@ def build_config(device: str, host: str, *, port: int | None = None, user: str |
                  topic_prefix: str | None = None, module: str | None = None,
                  wifi_ssid: str | None = None, wifi_password: str | None = None,
                  wdt_s: float | None = None, health_deadline_s: float | None = None,
-                 download_ca: str | None = None) -> dict[str, Any]:
+                 download_ca: str | None = None,
+                 trusted_keys: list[str] | None = None) -> dict[str, Any]:
     broker: dict[str, Any] = {"host": host}
     if port is not None:
         broker["port"] = port
@@ -64,7 +65,32 @@ def build_config(device: str, host: str, *, port: int | None = None, user: str |
         cfg["health_deadline_s"] = health_deadline_s
     if download_ca:
         cfg["download"] = {"ca": download_ca}
+    if trusted_keys:
+        cfg["trusted_keys"] = trusted_keys
     return cfg
+
+
+def trusted_digests(items: list[str] | tuple[str, ...]) -> list[str]:
+    """Key digests (64 hex) from `--trust` values: a digest, or a PEM key file (private or
+    public) whose digest is taken; duplicates dropped, at most three (Secure Boot V2)."""
+    from ..images import signing
+
+    out: list[str] = []
+    for item in items:
+        try:
+            if Path(item).is_file():
+                digest = signing.key_digest(Path(item))
+            else:
+                digest = signing.normalize_digest(item)
+        except (signing.SigningError, OSError) as exc:
+            raise ProvisionError(f"--trust {item!r}: {exc} (give a key digest or a PEM key "
+                                 "file)") from None
+        if digest not in out:
+            out.append(digest)
+    if len(out) > 3:
+        raise ProvisionError("a device trusts at most three keys (a signature sector holds "
+                             "three blocks)")
+    return out
 
 
 def write(cfg: dict[str, Any], output: Path, ca_source: Path | None = None) -> dict[str, Any]:

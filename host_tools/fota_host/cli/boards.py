@@ -117,12 +117,16 @@ def hil_cmd(board: str, port: str, config: Path, data_dir: Path, image: Path, ve
 @click.option("--wdt", "wdt_s", type=click.FloatRange(min=0), help="Watchdog seconds (0: off).")
 @click.option("--health-deadline", "health_deadline_s", type=click.FloatRange(min=1),
               help="Seconds a new image has to prove itself healthy.")
+@click.option("--trust", "trust", multiple=True, metavar="DIGEST|KEY.pem",
+              help="A signing key the device trusts: its digest or a PEM key file (repeat, "
+                   "up to three). Images must then be signed by one of them.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def provision_cmd(device: str, broker_host: str, broker_port: int | None,
                   mosquitto_dir: Path | None, user: str | None, password: str | None, tls: bool,
                   ca: Path | None, topic_prefix: str | None, module: str | None,
                   wifi_ssid: str | None, wifi_password: str | None, wdt_s: float | None,
-                  health_deadline_s: float | None, output: Path) -> None:
+                  health_deadline_s: float | None, trust: tuple[str, ...],
+                  output: Path) -> None:
     """Write a device config (fota_config.json for `make deploy CONFIG=...`)."""
     from ..boards import provision
 
@@ -136,8 +140,12 @@ def provision_cmd(device: str, broker_host: str, broker_port: int | None,
             ca="ca.pem" if ca else None, topic_prefix=topic_prefix, module=module,
             wifi_ssid=wifi_ssid, wifi_password=wifi_password, wdt_s=wdt_s,
             health_deadline_s=health_deadline_s,
-            download_ca="ca.pem" if ca else None)
-        emit_json(provision.write(cfg, output, ca))
+            download_ca="ca.pem" if ca else None,
+            trusted_keys=provision.trusted_digests(trust))
+        out = provision.write(cfg, output, ca)
+        if trust:
+            out["trusted_keys"] = cfg["trusted_keys"]
+        emit_json(out)
     except provision.ProvisionError as exc:
         fail(str(exc))
 

@@ -20,35 +20,102 @@ def pack() -> None:
 @click.option("--size", type=click.IntRange(min=1), help="Exact size in bytes.")
 @click.option("--chip", default="esp32", show_default=True, help="ESP32 chip the image is for.")
 @click.option("--fail-health", is_flag=True, help="Booted, it never passes the health check.")
+@click.option("--payload", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The image's segment data (e.g. a real binary), instead of filler.")
+@click.option("--secure-version", type=click.IntRange(0, 0xFFFFFFFF),
+              help="Anti-rollback counter (app descriptor; a bundle's manifest.json).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def sim_image_cmd(board: str, version: str, size: int | None, chip: str, fail_health: bool,
-                  output: Path) -> None:
+                  payload: Path | None, secure_version: int | None, output: Path) -> None:
     """A synthetic but valid image for simulated devices; prints size, md5, sha256."""
-    from ..images import bundle, esp_image, synthetic
+    from ..images import bundle, esp_image, signing, synthetic
 
     try:
-        data = synthetic.sim_image(board, version, size, fail_health, chip)
-    except (esp_image.ImageError, bundle.BundleError, ValueError) as exc:
+        data = synthetic.sim_image(board, version, size, fail_health, chip,
+                                   payload=payload.read_bytes() if payload else None,
+                                   secure_version=secure_version)
+    except (esp_image.ImageError, bundle.BundleError, signing.SigningError, ValueError) as exc:
         fail(str(exc))
     output.write_bytes(data)
-    emit_json({"file": str(output), "board": board, "version": version, **synthetic.digests(data)})
+    out = {"file": str(output), "board": board, "version": version, **synthetic.digests(data)}
+    if secure_version is not None:
+        out["secure_version"] = secure_version
+    emit_json(out)
 
 
 @pack.command("bundle")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--version", "version", required=True)
 @click.option("--no-compile", is_flag=True, help="Ship .py sources instead of .mpy.")
+@click.option("--secure-version", type=click.IntRange(0, 0xFFFFFFFF),
+              help="Anti-rollback counter, in the bundle's manifest.json.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def bundle_cmd(folder: Path, version: str, no_compile: bool, output: Path) -> None:
+def bundle_cmd(folder: Path, version: str, no_compile: bool, secure_version: int | None,
+               output: Path) -> None:
     """An app bundle for file slots (Pico W, unix) from an application folder."""
     from ..images import bundle, synthetic
 
     try:
-        data = bundle.from_folder(folder, version, compile_py=not no_compile)
+        data = bundle.from_folder(folder, version, compile_py=not no_compile,
+                                  secure_version=secure_version)
     except bundle.BundleError as exc:
         fail(str(exc))
     output.write_bytes(data)
-    emit_json({"file": str(output), "version": version, **synthetic.digests(data)})
+    out = {"file": str(output), "version": version, **synthetic.digests(data)}
+    if secure_version is not None:
+        out["secure_version"] = secure_version
+    emit_json(out)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        fail(str(exc))
+
+
+@pack.command("compress")
+@click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def compress_cmd(image: Path, output: Path) -> None:
+    """A compressed image (deflate, resumable chunks) of IMAGE; prints size, md5, sha256,
+    kind and the ratio to the full image."""
+    from ..images import delta
+
+    data = _read(image)
+    if not data:
+        fail(f"{image} is empty")
+    if delta.is_container(data):
+        fail(f"{image} is a {delta.describe(data)['kind']} image already; give the full image")
+    packed = delta.compress(data)
+    output.write_bytes(packed)
+    emit_json({"file": str(output), **delta.describe(packed)})
+
+
+@pack.command("delta")
+@click.option("--from", "old", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="The image the devices run now (the base).")
+@click.option("--to", "new", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              required=True, help="The new full image.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def delta_cmd(old: Path, new: Path, output: Path) -> None:
+    """A delta image that turns OLD into NEW (detools sequential patch, deflated); prints
+    size, md5, sha256, kind and the ratio to the full image."""
+    from ..images import delta
+
+    base, target = _read(old), _read(new)
+    for path, data in ((old, base), (new, target)):
+        if not data:
+            fail(f"{path} is empty")
+        if delta.is_container(data):
+            fail(f"{path} is a compressed or delta image; give full images")
+    packed = delta.delta(base, target)
+    try:
+        delta.decode(packed, base)
+    except delta.FormatError as exc:
+        fail(f"the delta does not rebuild {new}: {exc}")
+    output.write_bytes(packed)
+    emit_json({"file": str(output), **delta.describe(packed)})
 
 
 @pack.command("esp32")

@@ -17,6 +17,7 @@ firmware/fota/fileslot.py:
 from __future__ import annotations
 
 import binascii
+import json
 import struct
 import subprocess
 import tempfile
@@ -29,6 +30,7 @@ MAGIC = b"FOTB"
 FORMAT = 1
 HEADER = 64
 MAX_FILES = 256
+MANIFEST = "manifest.json"
 
 
 class BundleError(ValueError):
@@ -90,6 +92,40 @@ def unpack(data: bytes) -> Bundle:
     return Bundle(version=version, files=files)
 
 
+def add_manifest(files: dict[str, bytes], version: str, secure_version: int | None) -> None:
+    """Add `manifest.json` ({"version", "secure_version"}) when a secure_version is given:
+    the device reads the anti-rollback counter from it before switching."""
+    if secure_version is None:
+        return
+    if not 0 <= secure_version <= 0xFFFFFFFF:
+        raise BundleError("secure_version is a 32-bit unsigned number")
+    files[MANIFEST] = json.dumps({"version": version,
+                                  "secure_version": secure_version}).encode()
+
+
+def header_version(data: bytes) -> str:
+    """The version in a bundle's header (also of a signed bundle); BundleError if not one."""
+    if len(data) < HEADER or data[:4] != MAGIC:
+        raise BundleError("not a FOTB app bundle")
+    return data[16:48].split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def secure_version(data: bytes) -> int:
+    """The bundle's secure_version (its manifest.json's; 0 without one). A signed bundle
+    (signature sector after the payload) is read too."""
+    if len(data) < HEADER or data[:4] != MAGIC:
+        raise BundleError("not a FOTB app bundle")
+    (length,) = struct.unpack_from("<I", data, 8)
+    files = unpack(data[:HEADER + length]).files
+    try:
+        value = json.loads(files.get(MANIFEST, b"{}")).get("secure_version", 0)
+    except (ValueError, AttributeError):
+        raise BundleError("manifest.json is not a JSON object") from None
+    if not isinstance(value, int) or value < 0:
+        raise BundleError("manifest.json's secure_version is not a number")
+    return value
+
+
 def _compile(src: Path, rel: str) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.mpy"
@@ -102,7 +138,8 @@ def _compile(src: Path, rel: str) -> bytes:
         return out.read_bytes()
 
 
-def from_folder(folder: Path, version: str, compile_py: bool = True) -> bytes:
+def from_folder(folder: Path, version: str, compile_py: bool = True,
+                secure_version: int | None = None) -> bytes:
     """Bundle an application folder; .py files become .mpy (except boot.py/main.py)."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -118,6 +155,7 @@ def from_folder(folder: Path, version: str, compile_py: bool = True) -> bytes:
             files[rel] = src.read_bytes()
     if not any(n in files for n in ("app.py", "app.mpy")):
         raise BundleError(f"{folder} has no app.py: the launcher runs the app module")
+    add_manifest(files, version, secure_version)
     return pack(version, files)
 
 

@@ -65,17 +65,30 @@ def _filler(seed: bytes, n: int) -> bytes:
     return bytes(out[:n])
 
 
-def build_sim_image(version: str, size: int, chip: str = "esp32", fail_health: bool = False,
-                    ) -> bytes:
-    """A valid ESP32 app image of exactly `size` bytes carrying `version`."""
+def build_sim_image(version: str, size: int | None, chip: str = "esp32",
+                    fail_health: bool = False, payload: bytes | None = None) -> bytes:
+    """A valid ESP32 app image of exactly `size` bytes carrying `version`.
+
+    With `payload`, the segment data after the app descriptor is `payload` (zero-padded
+    to `size` when given, else to the next 16-byte line), so image pairs built from real
+    binaries diff like real ones."""
     if chip not in CHIP_IDS:
         raise ImageError(f"unknown chip {chip!r}; one of {', '.join(CHIP_IDS)}")
-    if size % 16 or size < 512:
-        raise ImageError("an ESP32 app image is a multiple of 16 bytes, at least 512")
-    seg_len = size - 80         # 24 header + 8 segment header + 16 pad/checksum + 32 sha
     project = SIM_PROJECT_FAIL_HEALTH if fail_health else SIM_PROJECT
     desc = _app_desc(version, project)
-    seg = desc + _filler(version.encode() + project.encode(), seg_len - len(desc))
+    if payload is not None and size is None:
+        size = 80 + len(desc) + len(payload)
+        size += -size % 16
+    if size is None or size % 16 or size < 512:
+        raise ImageError("an ESP32 app image is a multiple of 16 bytes, at least 512")
+    seg_len = size - 80         # 24 header + 8 segment header + 16 pad/checksum + 32 sha
+    if payload is not None:
+        if len(desc) + len(payload) > seg_len:
+            raise ImageError(f"a {len(payload)} byte payload needs an image of at least "
+                             f"{80 + len(desc) + len(payload)} bytes")
+        seg = desc + payload + bytes(seg_len - len(desc) - len(payload))
+    else:
+        seg = desc + _filler(version.encode() + project.encode(), seg_len - len(desc))
     header = struct.pack(
         "<BBBBI", IMAGE_MAGIC, 1, 2, 0x20, 0x400D0000
     ) + struct.pack("<BBBBHBHH4xB", 0xEE, 0, 0, 0, CHIP_IDS[chip], 0, 0, 0xFFFF, 1)

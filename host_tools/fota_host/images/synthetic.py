@@ -15,12 +15,26 @@ def digests(data: bytes) -> dict[str, Any]:
 
 
 def sim_image(board: str, version: str, size: int | None, fail_health: bool = False,
-              chip: str = "esp32") -> bytes:
-    """A synthetic image for a simulated board: an ESP32 app image or a Pico W bundle."""
+              chip: str = "esp32", *, payload: bytes | None = None,
+              secure_version: int | None = None) -> bytes:
+    """A synthetic image for a simulated board: an ESP32 app image or a Pico W bundle.
+
+    `payload`: the ESP32 image's segment data (a Pico W bundle carries it as payload.bin);
+    `secure_version`: the anti-rollback counter (app descriptor, or the bundle's
+    manifest.json)."""
     if board == "esp32":
-        return esp_image.build_sim_image(version, size or 256 * 1024, chip, fail_health)
+        image = esp_image.build_sim_image(version, size or (None if payload else 256 * 1024),
+                                          chip, fail_health, payload)
+        if secure_version is not None:
+            from . import signing
+
+            image = signing.set_secure_version(image, secure_version)
+        return image
     if board == "pico_w":
         files = bundle.sim_app(version, fail_health)
+        if payload is not None:
+            files["payload.bin"] = payload
+        bundle.add_manifest(files, version, secure_version)
         data = bundle.pack(version, files)
         if size is not None:
             overhead = len(data) + 2 + len("pad.bin") + 4
