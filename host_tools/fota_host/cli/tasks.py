@@ -2,7 +2,9 @@
 
 A thin layer: `platform.client.connect(DIR)` reaches the running service's admin API (or
 the store directly when no service runs on DIR); each command calls one named operation
-of that `PlatformOps` and prints its JSON result.
+of that `PlatformOps`. Commands that change something print the result as one JSON
+document (what scripts capture); commands that show things print a table, or JSON with
+`--json` (cli/output.py: ISO 8601 times, device text escaped).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .output import emit_json, fail
+from .output import cell, emit_json, fail, input_time, iso, print_table
 
 if TYPE_CHECKING:
     from ..platform.client import PlatformOps
@@ -23,6 +25,12 @@ if TYPE_CHECKING:
 DATA = click.option("--data", "data_dir", required=True,
                     type=click.Path(file_okay=False, path_type=Path),
                     help="Platform data folder (holds service.json, the store, the packages).")
+JSON = click.option("--json", "as_json", is_flag=True,
+                    help="Print JSON for machines instead of a table.")
+RESULT_JSON = click.option("--json", "as_json", is_flag=True,
+                           help="Accepted for symmetry: the result is always printed as JSON.")
+STATE_STYLES = {"succeeded": "green", "failed": "red", "timed_out": "red",
+                "cancelled": "yellow", "upgrading": "cyan", "pending": "white"}
 
 
 @contextmanager
@@ -53,16 +61,19 @@ def package_group() -> None:
 @DATA
 @click.option("--file", "file", type=click.Path(dir_okay=False), help="Local firmware image.")
 @click.option("--url", help="Remote firmware address, fetched once by the platform.")
-@click.option("--version", "version", required=True, help="Version number devices report.")
+@click.option("--version", "version",
+              help="Version number devices report (default: the one the image carries, in "
+                   "its ESP32 app descriptor or bundle header; a different one is refused).")
 @click.option("--name", help="Version name (default: the version).")
 @click.option("--product", help="Product.")
 @click.option("--module", help="Module (default MCU).")
 @click.option("--sign", type=click.Choice(["md5", "sha256"]), default="md5", show_default=True,
               help="Signature method (md5 is always in the notice; sha256 adds sha256).")
 @click.option("--desc", help="Description.")
-def package_create(data_dir: Path, file: str | None, url: str | None, version: str,
+@RESULT_JSON
+def package_create(data_dir: Path, file: str | None, url: str | None, version: str | None,
                    name: str | None, product: str | None, module: str | None, sign: str,
-                   desc: str | None) -> None:
+                   desc: str | None, as_json: bool) -> None:
     """Store a firmware package; prints it as JSON (with its id)."""
     if bool(file) == bool(url):
         fail("give exactly one of --file or --url")
@@ -74,27 +85,44 @@ def package_create(data_dir: Path, file: str | None, url: str | None, version: s
 
 @package_group.command("list")
 @DATA
-def package_list(data_dir: Path) -> None:
-    """All packages as JSON."""
+@JSON
+def package_list(data_dir: Path, as_json: bool) -> None:
+    """All packages: a table, or JSON with --json."""
     with platform_ops(data_dir) as ops:
         packages = ops.list_packages()
-    emit_json(packages)
+    if as_json:
+        emit_json(packages)
+        return
+    print_table(f"{len(packages)} package(s)", ("id", "version", "size", "created", "name"),
+                ([p["id"], p["version"], p.get("size", ""), iso(p.get("created")),
+                  p.get("name", "")] for p in packages),
+                no_wrap=("id", "version", "size", "created"))
 
 
 @package_group.command("show")
 @DATA
 @click.argument("package_id")
-def package_show(data_dir: Path, package_id: str) -> None:
-    """One package as JSON."""
+@JSON
+def package_show(data_dir: Path, package_id: str, as_json: bool) -> None:
+    """One package: a table of its fields, or JSON with --json."""
     with platform_ops(data_dir) as ops:
         package = ops.get_package(package_id)
-    emit_json(package)
+    if as_json:
+        emit_json(package)
+        return
+    print_table(f"package {package['id']}", ("field", "value"),
+                ([k, iso(v) if k == "created" else v] for k, v in package.items()),
+                no_wrap=("field",))
 
 
 # == fota task ==========================================================================
 @click.group("task")
 def task_group() -> None:
-    """Upgrade tasks: create, add devices, start, watch, cancel."""
+    """Upgrade tasks: create, add devices, start, show, watch, cancel.
+
+    A task's id is the platform's; each device in it has a sub-task, whose id is the
+    `taskId` the device sees in its notice and reports back (both in `task show`).
+    """
 
 
 @task_group.command("create")
@@ -102,11 +130,15 @@ def task_group() -> None:
 @click.option("--package", "package", required=True, help="Package id.")
 @click.option("--name", required=True, help="Task name.")
 @click.option("--desc", help="Description.")
-@click.option("--start", help="Start time, ISO 8601 (the task starts by itself then).")
-@click.option("--end", help="End time, ISO 8601 (active sub-tasks time out then).")
+@click.option("--start", help="Start time, ISO 8601 (the task starts by itself then); "
+                               "without an offset it is local time.")
+@click.option("--end", help="End time, ISO 8601 (active sub-tasks time out then); "
+                             "without an offset it is local time.")
+@RESULT_JSON
 def task_create(data_dir: Path, package: str, name: str, desc: str | None, start: str | None,
-                end: str | None) -> None:
+                end: str | None, as_json: bool) -> None:
     """Create an upgrade task; prints it as JSON (with its id)."""
+    start, end = input_time(start, "--start"), input_time(end, "--end")
     with platform_ops(data_dir) as ops:
         task = ops.create_task(package=package, name=name, desc=desc, start=start, end=end)
     emit_json(task)
@@ -114,11 +146,18 @@ def task_create(data_dir: Path, package: str, name: str, desc: str | None, start
 
 @task_group.command("list")
 @DATA
-def task_list(data_dir: Path) -> None:
-    """All tasks with per-state counts, as JSON."""
+@JSON
+def task_list(data_dir: Path, as_json: bool) -> None:
+    """All tasks with per-state counts: a table, or JSON with --json."""
     with platform_ops(data_dir) as ops:
         tasks = ops.list_tasks()
-    emit_json(tasks)
+    if as_json:
+        emit_json(tasks)
+        return
+    print_table(f"{len(tasks)} task(s)", ("task", "name", "package", "state", "devices"),
+                ([t["id"], t.get("name", ""), t.get("package", ""), t.get("state", ""),
+                  ", ".join(f"{n} {k}" for k, n in (t.get("counts") or {}).items())]
+                 for t in tasks), no_wrap=("task", "package"))
 
 
 def _results(results: list[dict[str, Any]]) -> None:
@@ -131,7 +170,9 @@ def _results(results: list[dict[str, Any]]) -> None:
 @DATA
 @click.argument("task_id")
 @click.argument("devices", nargs=-1, required=True)
-def task_add_devices(data_dir: Path, task_id: str, devices: tuple[str, ...]) -> None:
+@RESULT_JSON
+def task_add_devices(data_dir: Path, task_id: str, devices: tuple[str, ...],
+                     as_json: bool) -> None:
     """Add devices to a task; one JSON result per device (exit 1 when none was added)."""
     with platform_ops(data_dir) as ops:
         results = ops.add_devices(task_id, list(devices))
@@ -142,7 +183,8 @@ def task_add_devices(data_dir: Path, task_id: str, devices: tuple[str, ...]) -> 
 @DATA
 @click.argument("task_id")
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-def task_import(data_dir: Path, task_id: str, csv_file: Path) -> None:
+@RESULT_JSON
+def task_import(data_dir: Path, task_id: str, csv_file: Path, as_json: bool) -> None:
     """Import a device list (CSV with a device/deviceId column, or one id a line)."""
     try:
         text = csv_file.read_text(encoding="utf-8-sig")
@@ -156,7 +198,8 @@ def task_import(data_dir: Path, task_id: str, csv_file: Path) -> None:
 @task_group.command("start")
 @DATA
 @click.argument("task_id")
-def task_start(data_dir: Path, task_id: str) -> None:
+@RESULT_JSON
+def task_start(data_dir: Path, task_id: str, as_json: bool) -> None:
     """Start a task now; prints the task as `task show --json` does."""
     with platform_ops(data_dir) as ops:
         task = ops.start_task(task_id)
@@ -166,31 +209,58 @@ def task_start(data_dir: Path, task_id: str) -> None:
 @task_group.command("show")
 @DATA
 @click.argument("task_id")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of a table.")
 def task_show(data_dir: Path, task_id: str, as_json: bool) -> None:
-    """Per-device details of a task (a table with progress bars, or JSON)."""
+    """Per-device details of a task: a table with progress bars, or JSON.
+
+    The table's title has the platform's task id; the `sub-task` column is the id each
+    device sees as `taskId` in its notice, progress reports and log.
+    """
     with platform_ops(data_dir) as ops:
         task = ops.get_task(task_id)
     if as_json:
         # Exactly these three keys (the API's GET /api/tasks/{id} has the task's details).
         emit_json({"id": task["id"], "state": task["state"], "devices": task["devices"]})
         return
-    from rich.console import Console
     from rich.progress_bar import ProgressBar
-    from rich.table import Table
 
-    colours = {"succeeded": "green", "failed": "red", "timed_out": "red",
-               "cancelled": "yellow", "upgrading": "cyan", "pending": "white"}
-    table = Table(title=f"task {task['id']} {task['name']!r} → {task['version']}: "
-                        f"{task['state']}")
-    for col in ("device", "state", "progress", "step", "desc"):
-        table.add_column(col)
+    title = (f"task {task['id']} {task['name']!r} -> {task['version']}: {task['state']}"
+             f" (started {iso(task.get('started')) or '-'})")
+    rows = []
     for d in task["devices"]:
         step = d["step"] if d["state"] != "succeeded" else 100
-        table.add_row(d["device"], f"[{colours.get(d['state'], 'white')}]{d['state']}",
-                      ProgressBar(total=100, completed=max(0, step), width=20), str(d["step"]),
-                      d["desc"])
-    Console().print(table)
+        rows.append([d["device"], d.get("subtask", ""), cell(d["state"],
+                     STATE_STYLES.get(d["state"], "")),
+                     ProgressBar(total=100, completed=max(0, step or 0), width=10),
+                     d["step"], d.get("kind") or "-", d["desc"]])
+    # kind: the file the device was offered (full, compressed or delta; - before a notice)
+    print_table(title, ("device", "sub-task", "state", "progress", "step", "kind", "desc"),
+                rows, no_wrap=("sub-task", "state", "step", "kind"))
+
+
+@task_group.command("watch")
+@DATA
+@click.argument("task_id")
+@click.option("--json", "as_json", is_flag=True,
+              help="Stream one JSON line per change (a device's state, step or desc, or the "
+                   "task's state) instead of live bars.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=0.5, show_default=True,
+              help="Seconds between looks at the platform.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None,
+              help="Stop watching after this many seconds (exit 3); default: until the task "
+                   "ends or Ctrl-C.")
+def task_watch(data_dir: Path, task_id: str, as_json: bool, interval: float,
+               timeout: float | None) -> None:
+    """Live per-device bars and counts until the task ends (or Ctrl-C).
+
+    Exit status: 0 when every device succeeded, 1 when the task ended otherwise, 3 at
+    --timeout, 130 on Ctrl-C (the task itself goes on).
+    """
+    from .watch import watch
+
+    with platform_ops(data_dir) as ops:
+        code = watch(ops, task_id, as_json, interval, timeout)
+    sys.exit(code)
 
 
 @task_group.command("cancel")
@@ -198,7 +268,9 @@ def task_show(data_dir: Path, task_id: str, as_json: bool) -> None:
 @click.argument("task_id")
 @click.argument("devices", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Cancel every active sub-task.")
-def task_cancel(data_dir: Path, task_id: str, devices: tuple[str, ...], all_: bool) -> None:
+@RESULT_JSON
+def task_cancel(data_dir: Path, task_id: str, devices: tuple[str, ...], all_: bool,
+                as_json: bool) -> None:
     """Cancel some devices' sub-tasks, or --all."""
     if bool(devices) == all_:
         fail("give device ids or --all (not both)")
@@ -217,7 +289,7 @@ def device_group() -> None:
 
 @device_group.command("list")
 @DATA
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of a table.")
 def device_list(data_dir: Path, as_json: bool) -> None:
     """Devices seen: id, last reported version, last seen, online."""
     with platform_ops(data_dir) as ops:
@@ -225,18 +297,10 @@ def device_list(data_dir: Path, as_json: bool) -> None:
     if as_json:
         emit_json(devices)
         return
-    from datetime import datetime, timezone
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="devices")
-    for col in ("device", "version", "last seen (UTC)", "online"):
-        table.add_column(col)
-    for d in devices:
-        seen = datetime.fromtimestamp(d["last_seen"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(d["id"], d["version"] or "", seen, "yes" if d["online"] else "no")
-    Console().print(table)
+    print_table(f"{len(devices)} device(s)", ("device", "version", "last seen", "online"),
+                ([d["id"], d.get("version") or "", iso(d.get("last_seen")),
+                  "yes" if d.get("online") else "no"] for d in devices),
+                no_wrap=("last seen",))
 
 
 COMMANDS: list[click.Command] = [package_group, task_group, device_group]

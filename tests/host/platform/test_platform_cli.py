@@ -33,8 +33,8 @@ def test_cli_end_to_end(embedded, firmware: Path, tmp_path: Path) -> None:
                     "2.0.0", "--name", "two", "--product", "demo", "--sign", "sha256",
                     "--desc", "first")
     assert len(pkg["id"]) == 20 and pkg["sign"] == "sha256" and pkg["size"] == 150_000
-    assert fota_json("package", "show", "--data", d, pkg["id"])["md5"] == pkg["md5"]
-    assert [p["id"] for p in fota_json("package", "list", "--data", d)] == [pkg["id"]]
+    assert fota_json("package", "show", "--data", d, pkg["id"], "--json")["md5"] == pkg["md5"]
+    assert [p["id"] for p in fota_json("package", "list", "--data", d, "--json")] == [pkg["id"]]
     task = fota_json("task", "create", "--data", d, "--package", pkg["id"], "--name", "t1",
                      "--desc", "cli")
     tid = str(task["id"])
@@ -99,8 +99,8 @@ def test_cli_bad_input_is_clear_and_changes_nothing(embedded, firmware: Path,
         assert proc.returncode != 0, args
         assert message in proc.stderr, (args, proc.stderr)
         assert "Traceback" not in proc.stderr
-    assert fota_json("package", "list", "--data", d) == []
-    assert fota_json("task", "list", "--data", d) == []
+    assert fota_json("package", "list", "--data", d, "--json") == []
+    assert fota_json("task", "list", "--data", d, "--json") == []
 
 
 def test_cli_without_service_uses_the_store(tmp_path: Path, firmware: Path) -> None:

@@ -1,0 +1,126 @@
+"""`fota task watch TASK`: follow a task until it ends, as live bars or as JSON lines.
+
+It looks at the platform every `interval` seconds (`PlatformOps.get_task`) and shows what
+changed: with a terminal, one bar per device plus the counts per state; with `--json`,
+one line per change:
+    {"time": ISO, "task": 1, "device": "dev-1", "subtask": 7, "state": "upgrading",
+     "step": 40, "desc": "downloading"}
+    {"time": ISO, "task": 1, "state": "finished", "counts": {"succeeded": 2}}
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+from .output import cell, console, emit_json_line, iso, now_iso, safe
+
+if TYPE_CHECKING:
+    from ..platform.client import PlatformOps
+
+FINAL = ("succeeded", "failed", "cancelled", "timed_out")
+STYLES = {"succeeded": "green", "failed": "red", "timed_out": "red", "cancelled": "yellow",
+          "upgrading": "cyan", "pending": "white"}
+INTERRUPTED, TIMED_OUT = 130, 3
+
+
+def counts(task: dict[str, Any]) -> dict[str, int]:
+    return dict(Counter(d["state"] for d in task["devices"]))
+
+
+def outcome(task: dict[str, Any]) -> int:
+    """0 when every device succeeded, else 1."""
+    ok = task["devices"] and all(d["state"] == "succeeded" for d in task["devices"])
+    return 0 if ok else 1
+
+
+def _table(task: dict[str, Any]) -> Any:
+    from rich import box
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts(task).items())) or "no devices"
+    table = Table(title=cell(f"task {task['id']} {task.get('name', '')!r} -> "
+                             f"{task.get('version', '?')}: {task['state']} ({summary})"),
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    for col in ("device", "sub-task", "progress", "step", "state", "desc"):
+        table.add_column(col, no_wrap=col != "desc", overflow="fold")
+    for d in task["devices"]:
+        done = 100 if d["state"] == "succeeded" else max(0, d.get("step") or 0)
+        table.add_row(cell(d["device"]), cell(d.get("subtask", "")),
+                      ProgressBar(total=100, completed=done, width=20), cell(d.get("step")),
+                      cell(d["state"], STYLES.get(d["state"], "")), cell(d.get("desc") or ""))
+    return table
+
+
+def _changes(task: dict[str, Any], seen: dict[str, tuple]) -> list[dict[str, Any]]:
+    lines = []
+    for d in task["devices"]:
+        key = (d["state"], d.get("step"), d.get("desc"))
+        if seen.get(d["device"]) != key:
+            seen[d["device"]] = key
+            lines.append({"time": now_iso(), "task": task["id"], "device": d["device"],
+                          "subtask": d.get("subtask"), "state": d["state"],
+                          "step": d.get("step"), "desc": d.get("desc")})
+    return lines
+
+
+def watch(ops: PlatformOps, task_id: str, as_json: bool, interval: float,
+          timeout: float | None) -> int:
+    """Follow the task; returns the exit status (see `fota task watch --help`)."""
+    end = None if timeout is None else time.monotonic() + timeout
+    try:
+        if as_json:
+            return _watch_json(ops, task_id, interval, end)
+        return _watch_live(ops, task_id, interval, end)
+    except KeyboardInterrupt:
+        print(f"watch: interrupted; task {safe(task_id)} goes on "
+              f"(fota task show {safe(task_id)} --data ... looks again)", file=sys.stderr)
+        return INTERRUPTED
+
+
+def _watch_json(ops: PlatformOps, task_id: str, interval: float, end: float | None) -> int:
+    seen: dict[str, tuple] = {}
+    state = None
+    while True:
+        task = ops.get_task(task_id)
+        for line in _changes(task, seen):
+            emit_json_line(line)
+        if task["state"] != state:
+            state = task["state"]
+            emit_json_line({"time": now_iso(), "task": task["id"], "state": state,
+                            "counts": counts(task)})
+        if state == "finished":
+            return outcome(task)
+        if end is not None and time.monotonic() >= end:
+            emit_json_line({"time": now_iso(), "task": task["id"], "state": state,
+                            "counts": counts(task), "watch": "timeout"})
+            return TIMED_OUT
+        time.sleep(interval)
+
+
+def _watch_live(ops: PlatformOps, task_id: str, interval: float, end: float | None) -> int:
+    from rich.live import Live
+
+    out = console()
+    task = ops.get_task(task_id)
+    if task["state"] == "not_started":
+        when = f" (or it starts by itself at {iso(task['start'])})" if task.get("start") else ""
+        out.print(cell(f"task {task['id']} has not started: `fota task start` starts it{when}; "
+                       "watching ..."))
+    with Live(_table(task), console=out, refresh_per_second=4, transient=False) as live:
+        while True:
+            if task["state"] == "finished":
+                live.update(_table(task))
+                break
+            if end is not None and time.monotonic() >= end:
+                live.update(_table(task))
+                out.print(cell(f"watch: --timeout reached; task {task['id']} is "
+                               f"{task['state']}"))
+                return TIMED_OUT
+            time.sleep(interval)
+            task = ops.get_task(task_id)
+            live.update(_table(task))
+    return outcome(task)
