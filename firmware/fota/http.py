@@ -323,12 +323,16 @@ def _head(b):
         if line[:7] != b"HTTP/1.":
             raise ValueError
         status = int(line[9:12])
+        n = 0
         while True:
             line = _line(b)
             if not line:
                 if line is None:
                     raise ValueError             # closed within the head
                 break
+            n += len(line)
+            if n > 4 * _LINE:
+                raise b.err("response head too long")
             k = line.find(b":")
             name = line[:k].lower()
             v = line[k + 1:].strip()

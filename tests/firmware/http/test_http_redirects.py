@@ -166,3 +166,12 @@ def test_locations_resolve_as_rfc3986_says() -> None:
                           env=env, capture_output=True, text=True, timeout=60)
     got = dict(zip(RFC3986, json.loads(proc.stdout), strict=True))
     assert got == RFC3986
+
+
+def test_an_endless_response_head_is_cut_off() -> None:
+    def handle(req: Request, sock: socket.socket) -> None:
+        sock.sendall(b"HTTP/1.1 200 OK\r\n" + b"X-Filler: 0123456789abcdef\r\n" * 5000)
+
+    with Server(handle) as srv:
+        r = fetch(srv.url(), len(IMAGE))
+    assert r.step == -2 and r.reason == "download failed: host 127.0.0.1: response head too long"
