@@ -46,7 +46,8 @@ typecheck: setup
 deploy: setup
 	@test -n "$(BOARD)" || { echo "usage: make deploy BOARD=esp32|pico_w PORT=/dev/ttyUSB0 CONFIG=device.json [DRY_RUN=1]" >&2; exit 2; }
 	@test -n "$(CONFIG)" || { echo "make deploy: CONFIG=device.json is missing (fota device provision writes one)" >&2; exit 2; }
-	$(BIN)/fota deploy --board $(BOARD) --port "$(PORT)" --config $(CONFIG) $(if $(DRY_RUN),--dry-run)
+	@case "$(DRY_RUN)" in ""|0|1|no|yes|false|true) ;; *) echo "make deploy: DRY_RUN=$(DRY_RUN): use DRY_RUN=1 (print only) or DRY_RUN=0" >&2; exit 2;; esac
+	$(BIN)/fota deploy --board $(BOARD) --port "$(PORT)" --config $(CONFIG) $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
 
 # make hil BOARD=esp32|pico_w PORT=/dev/ttyUSB0 CONFIG=device.json DATA=platform-data IMAGE=new.bin VERSION=V
 hil: setup

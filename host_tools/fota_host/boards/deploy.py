@@ -27,6 +27,7 @@ from typing import Any
 
 from .. import paths
 from . import build as devicebuild
+from .fields import FieldError, check_board
 from .typecheck import BOARD_PORT, PORT_ONLY
 
 CONFIG_NAME = "fota_config.json"
@@ -140,6 +141,10 @@ def plan(board: str, port: str, config: Path, build: bool = True) -> Plan:
     if not port:
         raise DeployError("no serial port given (PORT=/dev/ttyUSB0 or /dev/ttyACM0)")
     cfg = load_config(config)
+    try:
+        check_board(cfg, board, str(config))
+    except FieldError as exc:
+        raise DeployError(str(exc)) from None
     if build:
         try:
             devicebuild.ensure_built()

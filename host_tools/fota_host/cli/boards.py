@@ -52,7 +52,7 @@ def typecheck_cmd(ports: tuple[str, ...], warnings: bool) -> None:
 
 
 @click.command("deploy")
-@click.option("--board", type=BOARDS, required=True)
+@click.option("--board", type=BOARDS, required=True, help="The board kind.")
 @click.option("--port", default="", help="Serial port of the board, e.g. /dev/ttyUSB0.")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Device config (fota device provision writes one).")
@@ -62,7 +62,9 @@ def deploy_cmd(board: str, port: str, config: Path, dry_run: bool) -> None:
     from ..boards import deploy
 
     try:
-        p = deploy.plan(board, port or ("/dev/ttyUSB0" if dry_run else ""), config)
+        if dry_run and not port:
+            click.echo("deploy: no --port/PORT= given: the commands below say PORT", err=True)
+        p = deploy.plan(board, port or ("PORT" if dry_run else ""), config)
         if dry_run:
             for line in p.lines():
                 click.echo(line)
@@ -73,7 +75,7 @@ def deploy_cmd(board: str, port: str, config: Path, dry_run: bool) -> None:
 
 
 @click.command("hil")
-@click.option("--board", type=BOARDS, required=True)
+@click.option("--board", type=BOARDS, required=True, help="The board kind.")
 @click.option("--port", default="", help="Serial port of the board.")
 @click.option("--config", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The device config deployed on the board.")
@@ -114,7 +116,11 @@ def hil_cmd(board: str, port: str, config: Path, data_dir: Path, image: Path, ve
 @click.option("--module", help="Module name (default MCU).")
 @click.option("--wifi-ssid", help="Wi-Fi network.")
 @click.option("--wifi-password", help="Wi-Fi password.")
-@click.option("--wdt", "wdt_s", type=click.FloatRange(min=0), help="Watchdog seconds (0: off).")
+@click.option("--wdt", "wdt_s", type=click.FloatRange(min=0),
+              help="Watchdog seconds (0: off); at most 8.388 on a Pico W.")
+@click.option("--board", type=BOARDS,
+              help="The board this config is for: its limits are checked (a --wdt above "
+                   "8.388 s needs --board esp32).")
 @click.option("--health-deadline", "health_deadline_s", type=click.FloatRange(min=1),
               help="Seconds a new image has to prove itself healthy.")
 @click.option("--trust", "trust", multiple=True, metavar="DIGEST|KEY.pem",
@@ -125,13 +131,26 @@ def provision_cmd(device: str, broker_host: str, broker_port: int | None,
                   mosquitto_dir: Path | None, user: str | None, password: str | None, tls: bool,
                   ca: Path | None, topic_prefix: str | None, module: str | None,
                   wifi_ssid: str | None, wifi_password: str | None, wdt_s: float | None,
-                  health_deadline_s: float | None, trust: tuple[str, ...],
+                  health_deadline_s: float | None, board: str | None, trust: tuple[str, ...],
                   output: Path) -> None:
-    """Write a device config (fota_config.json for `make deploy CONFIG=...`)."""
-    from ..boards import provision
+    """Write a device config (fota_config.json for `make deploy CONFIG=...`).
+
+    Every field is checked as the platform and the board will check it (device id rule,
+    host name or address, TLS with its CA, topic, Wi-Fi lengths, the board's watchdog
+    limit) before anything is written.
+    """
+    from ..boards import fields, provision
 
     if mosquitto_dir and user:
         fail("give --mosquitto or --user/--password, not both")
+    if password is not None and user is None:
+        fail("--password needs --user (or use --mosquitto DIR)")
+    try:
+        broker_host = fields.check_provision(
+            device=device, host=broker_host, tls=tls, ca=ca, topic=topic_prefix, module=module,
+            wifi_ssid=wifi_ssid, wifi_password=wifi_password, wdt_s=wdt_s, board=board)
+    except fields.FieldError as exc:
+        fail(str(exc))
     try:
         if mosquitto_dir:
             user, password = provision.broker_credentials(mosquitto_dir, device)
