@@ -55,13 +55,15 @@ def platform_group() -> None:
               help="Seconds a download token stays valid after its notice.")
 @click.option("--online-window", type=click.FloatRange(min=1), default=900, show_default=True,
               help="A device seen within this many seconds is listed as online.")
+@click.option("--require-signed", is_flag=True,
+              help="Refuse packages without a Secure Boot V2 signature (`fota sign`).")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqtt_port: int,
               public_url: str | None, ca: str | None, insecure: bool, client_id: str,
               tls_cert: str | None, tls_key: str | None, topic_prefix: str, push_rate: float,
               retries: int, retry_backoff: float, device_timeout: float, token_ttl: float,
-              online_window: float, log_level: str) -> None:
+              online_window: float, require_signed: bool, log_level: str) -> None:
     """Run the platform in the foreground until SIGINT/SIGTERM.
 
     Writes DIR/service.json (api, admin_token, broker, file_base, pid) once ready; the
@@ -85,7 +87,8 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(topic_prefix=topic_prefix, push_rate=push_rate, retries=retries,
                         retry_backoff=retry_backoff, device_timeout=device_timeout,
-                        token_ttl=token_ttl, online_window=online_window)
+                        token_ttl=token_ttl, online_window=online_window,
+                        require_signed=require_signed)
     opts = ServiceOptions(data_dir=data_dir, broker=broker, host=host, http_port=http_port,
                           mqtt_port=mqtt_port, public_url=public_url, ca=ca, insecure=insecure,
                           client_id=client_id, tls_cert=tls_cert, tls_key=tls_key,

@@ -20,6 +20,7 @@ from .core import Platform
 from .fileserver import PLATFORM_KEY
 from .openapi import OPENAPI
 from .packages import PackageStore
+from .store import DISK_FULL_ERRNOS
 from .tasks import Tasks
 from .validate import PlatformError
 
@@ -46,7 +47,10 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
         return _error(exc.status, str(exc))
     except web.HTTPException:
         raise
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            log.error("%s %s: disk full: %s", request.method, request.path, exc)
+            return _error(507, f"disk full on the platform: {exc.strerror}")
         log.exception("%s %s failed", request.method, request.path)
         return _error(500, "internal error (see the platform log)")
 
@@ -96,19 +100,19 @@ async def show_package(request: web.Request) -> web.Response:
 
 async def create_package(request: web.Request) -> web.Response:
     packages = _packages(request)
+    require_signed = _platform(request).settings.require_signed
     if request.content_type == "application/json":
         body = await _json_body(request)
         meta = {k: body.get(k) for k in ("version", "name", "product", "desc", "module")}
         meta["sign"] = body.get("sign", "md5")
         if not body.get("url"):
             raise PlatformError("give the firmware as the request body, or a JSON object with url")
-        pkg = await asyncio.to_thread(packages.add_package_url, body["url"], MAX_UPLOAD, **meta)
+        pkg = await asyncio.to_thread(packages.add_package_url, body["url"], MAX_UPLOAD,
+                                      require_signed=require_signed, **meta)
         return web.json_response(pkg, status=201)
     q = request.query
     meta = {k: q.get(k) for k in ("version", "name", "product", "desc", "module")}
     meta["sign"] = q.get("sign", "md5")
-    if not meta["version"]:
-        raise PlatformError("version is required")
     upload = packages.new_upload_path()
     total = 0
     try:
@@ -122,8 +126,16 @@ async def create_package(request: web.Request) -> web.Response:
         upload.unlink(missing_ok=True)
         raise
     source = q.get("source") or "upload"
-    pkg = await asyncio.to_thread(packages.add_package, upload, source=source[:200], **meta)
+    pkg = await asyncio.to_thread(packages.add_package, upload, source=source[:200],
+                                  require_signed=require_signed, **meta)
     return web.json_response(pkg, status=201)
+
+
+async def add_variant(request: web.Request) -> web.Response:
+    body = await _json_body(request)
+    variant = await asyncio.to_thread(_packages(request).add_variant, request.match_info["id"],
+                                      body.get("kind"), body.get("from"))
+    return web.json_response(variant, status=201)
 
 
 async def list_tasks(request: web.Request) -> web.Response:
@@ -190,6 +202,7 @@ def make_app(platform: Platform, admin_token: str) -> web.Application:
     r.add_get("/api/packages", list_packages)
     r.add_post("/api/packages", create_package)
     r.add_get("/api/packages/{id}", show_package)
+    r.add_post("/api/packages/{id}/variants", add_variant)
     r.add_get("/api/tasks", list_tasks)
     r.add_post("/api/tasks", create_task)
     r.add_get("/api/tasks/{id}", show_task)

@@ -22,12 +22,15 @@ from .validate import PlatformError
 class PlatformOps(Protocol):
     """The console's operations; every result is the JSON the admin API answers."""
 
-    def create_package(self, *, version: str, file: str | None = None, url: str | None = None,
+    def create_package(self, *, version: str | None = None, file: str | None = None,
+                       url: str | None = None,
                        name: str | None = None, product: str | None = None,
                        module: str | None = None, sign: str = "md5",
                        desc: str | None = None) -> dict[str, Any]: ...
     def list_packages(self) -> list[dict[str, Any]]: ...
     def get_package(self, package_id: str) -> dict[str, Any]: ...
+    def add_variant(self, package_id: str, kind: str,
+                    base: str | None = None) -> dict[str, Any]: ...
     def create_task(self, *, package: str, name: str, desc: str | None = None,
                     start: str | None = None, end: str | None = None) -> dict[str, Any]: ...
     def list_tasks(self) -> list[dict[str, Any]]: ...
@@ -101,7 +104,8 @@ class ApiClient:
             raise PlatformError(f"platform at {self.base} unreachable: {exc}", 503) from None
 
     # == PlatformOps ==
-    def create_package(self, *, version: str, file: str | None = None, url: str | None = None,
+    def create_package(self, *, version: str | None = None, file: str | None = None,
+                       url: str | None = None,
                        name: str | None = None, product: str | None = None,
                        module: str | None = None, sign: str = "md5",
                        desc: str | None = None) -> dict[str, Any]:
@@ -125,6 +129,11 @@ class ApiClient:
 
     def get_package(self, package_id: str) -> dict[str, Any]:
         return self.call("GET", f"/api/packages/{urllib.parse.quote(package_id, safe='')}")
+
+    def add_variant(self, package_id: str, kind: str,
+                    base: str | None = None) -> dict[str, Any]:
+        return self.call("POST", f"/api/packages/{urllib.parse.quote(package_id, safe='')}"
+                         "/variants", {"kind": kind, "from": base})
 
     def create_task(self, *, package: str, name: str, desc: str | None = None,
                     start: str | None = None, end: str | None = None) -> dict[str, Any]:
@@ -172,7 +181,8 @@ class LocalClient:
     def __init__(self, data_dir: Path) -> None:
         self.platform = Platform(Path(data_dir))
 
-    def create_package(self, *, version: str, file: str | None = None, url: str | None = None,
+    def create_package(self, *, version: str | None = None, file: str | None = None,
+                       url: str | None = None,
                        name: str | None = None, product: str | None = None,
                        module: str | None = None, sign: str = "md5",
                        desc: str | None = None) -> dict[str, Any]:
@@ -187,6 +197,10 @@ class LocalClient:
 
     def get_package(self, package_id: str) -> dict[str, Any]:
         return self.platform.packages.get_package(package_id)
+
+    def add_variant(self, package_id: str, kind: str,
+                    base: str | None = None) -> dict[str, Any]:
+        return self.platform.packages.add_variant(package_id, kind, base)
 
     def create_task(self, *, package: str, name: str, desc: str | None = None,
                     start: str | None = None, end: str | None = None) -> dict[str, Any]:

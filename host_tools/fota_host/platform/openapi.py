@@ -51,14 +51,15 @@ OPENAPI: dict[str, Any] = {
                       "(application/octet-stream) with metadata in the query, or a JSON "
                       "object with `url` (fetched once) and the same metadata", ok=201,
                       errors=(400, 401, 413, 502),
-                      params=[_q("version", "version number", True), _q("name", "version name"),
+                      params=[_q("version", "version number (default: the one the image "
+                                     "carries; a different one is refused)"),
+                              _q("name", "version name"),
                               _q("product", "product"), _q("sign", "md5 (default) or sha256"),
                               _q("desc", "description"), _q("module", "module, default MCU")]),
                 "requestBody": {"required": True, "content": {
                     "application/octet-stream": {"schema": {"type": "string",
                                                             "format": "binary"}},
-                    "application/json": {"schema": {"type": "object", "required": ["url",
-                                                                                   "version"],
+                    "application/json": {"schema": {"type": "object", "required": ["url"],
                         "properties": {k: {"type": "string"} for k in (
                             "url", "version", "name", "product", "sign", "desc", "module")}}},
                 }},
@@ -66,6 +67,15 @@ OPENAPI: dict[str, Any] = {
         },
         "/api/packages/{id}": {"get": {**_op("Show a package"), "parameters": [
             {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]}},
+        "/api/packages/{id}/variants": {"post": {**_op(
+            "Make the package's compressed file, or its delta from the package `from` "
+            "(checked by decoding it back before it is served)", ok=201,
+            errors=(400, 401, 404, 409, 422), body={
+                "type": "object", "required": ["kind"], "properties": {
+                    "kind": {"type": "string", "enum": ["compressed", "delta"]},
+                    "from": {"type": "string", "description": "base package id (delta)"}}}),
+            "parameters": [{"name": "id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}]}},
         "/api/tasks": {
             "get": _op("List upgrade tasks with sub-task counts", errors=(401,)),
             "post": _op("Create an upgrade task", ok=201, body={

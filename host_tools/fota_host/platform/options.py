@@ -20,6 +20,7 @@ class Settings:
     token_ttl: float = 3600.0  # seconds a download token stays valid after a notice
     online_window: float = 900.0  # a device seen within this many seconds is "online"
     flush_interval: float = 0.2  # seconds between commits of progress updates
+    require_signed: bool = False  # refuse packages without a Secure Boot V2 signature
 
 
 @dataclass

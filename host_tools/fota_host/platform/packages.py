@@ -18,6 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..images.facts import ImageFacts, image_facts
+from . import variants
 from .store import Store
 from .validate import PACKAGE_RE, PlatformError, text
 
@@ -51,15 +53,19 @@ class PackageStore:
     def new_upload_path(self) -> Path:
         return self.files_dir / f".upload-{secrets.token_hex(8)}"
 
-    def add_package(self, upload: Path, *, version: Any, name: Any = None, product: Any = None,
-                    sign: Any = "md5", desc: Any = None, module: Any = None,
-                    source: str = "upload") -> dict[str, Any]:
+    def add_package(self, upload: Path, *, version: Any = None, name: Any = None,
+                    product: Any = None, sign: Any = "md5", desc: Any = None, module: Any = None,
+                    source: str = "upload", require_signed: bool = False) -> dict[str, Any]:
         """Register a file already written to `new_upload_path()`; it is moved into the store.
 
+        The version is the one the image carries (ESP32 app descriptor, app bundle header)
+        when it carries one: a different `version` is refused, a missing one taken from it.
+        With `require_signed`, an image without a Secure Boot V2 signature is refused.
         On any error the upload is removed, and nothing is stored.
         """
         try:
-            version = text(version, "version", required=True)
+            facts = image_facts(upload.read_bytes())
+            version = _version(facts, text(version, "version"), require_signed)
             name = text(name, "name", default=version)
             product = text(product, "product", default="default")
             module = text(module, "module", default="MCU")
@@ -76,7 +82,9 @@ class PackageStore:
                     self.store.insert_package(dict(
                         id=package_id, name=name, product=product, version=version,
                         module=module, sign=sign, size=size, md5=md5, sha256=sha, desc=desc,
-                        source=source, created=time.time()))
+                        source=source, created=time.time(), signed=int(facts.signed),
+                        key_digests=",".join(facts.key_digests),
+                        secure_version=facts.secure_version))
                     os.replace(upload, final)
                     self.store.commit()
                 except BaseException:
@@ -124,16 +132,111 @@ class PackageStore:
             raise PlatformError(f"could not fetch {url}: {exc}", 502) from None
 
     def _package_view(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {k: row[k] for k in ("id", "name", "product", "version", "module", "sign", "size",
+        view = {k: row[k] for k in ("id", "name", "product", "version", "module", "sign", "size",
                                     "md5", "sha256", "desc", "source", "created")}
+        view.update(signed=bool(row["signed"]),
+                    key_digests=[d for d in row["key_digests"].split(",") if d],
+                    secure_version=row["secure_version"],
+                    variants=[variant_view(v, row["size"])
+                              for v in self.store.variants(row["id"])])
+        return view
 
     def get_package(self, package_id: Any) -> dict[str, Any]:
         with self.store.lock:
             row = self.store.package(package_id) if isinstance(package_id, str) else None
-        if row is None:
-            raise PlatformError(f"unknown package {package_id!r}", 404)
-        return self._package_view(row)
+            if row is None:
+                raise PlatformError(f"unknown package {package_id!r}", 404)
+            return self._package_view(row)
 
     def list_packages(self) -> list[dict[str, Any]]:
         with self.store.lock:
             return [self._package_view(r) for r in self.store.packages()]
+
+    def add_variant(self, package_id: Any, kind: Any, base: Any = None) -> dict[str, Any]:
+        """Make the package's compressed file (`kind` "compressed"), or its delta from the
+        package `base` ("delta"): checked by decoding it back to the image before it is
+        stored. Returns the variant (its kind, file id, size, md5, sha256, ratio)."""
+        pkg = self.get_package(package_id)
+        if kind not in ("compressed", "delta"):
+            raise PlatformError("kind must be compressed or delta")
+        image = self._read(pkg["id"])
+        base_pkg = None
+        with self.store.lock:
+            if kind == "delta":
+                base_pkg = self.get_package(base)
+                if base_pkg["id"] == pkg["id"]:
+                    raise PlatformError("a delta needs another package as its base")
+                if base_pkg["version"] == pkg["version"]:
+                    raise PlatformError(f"both packages are version {pkg['version']}: devices "
+                                        "on it need no update")
+            if self.store.variant(pkg["id"], kind, base_pkg["version"] if base_pkg else ""):
+                what = f"a delta from {base_pkg['version']}" if base_pkg else "a compressed file"
+                raise PlatformError(f"package {pkg['id']} has {what} already", 409)
+        data = variants.make(kind, image, self._read(base_pkg["id"]) if base_pkg else None,
+                             pkg["version"], base_pkg["version"] if base_pkg else None)
+        file_id = secrets.token_hex(10)
+        final = self.files_dir / f"{file_id}.bin"
+        upload = self.new_upload_path()
+        try:
+            upload.write_bytes(data)
+            with self.store.lock:
+                try:
+                    if self.store.variant(pkg["id"], kind,
+                                          base_pkg["version"] if base_pkg else ""):
+                        raise PlatformError("made at the same time by another request", 409)
+                    self.store.insert_variant(dict(
+                        id=file_id, package_id=pkg["id"], kind=kind,
+                        base_package=base_pkg["id"] if base_pkg else None,
+                        base_version=base_pkg["version"] if base_pkg else "",
+                        size=len(data), md5=hashlib.md5(data).hexdigest(),
+                        sha256=hashlib.sha256(data).hexdigest(), created=time.time()))
+                    os.replace(upload, final)
+                    self.store.commit()
+                except BaseException:
+                    self.store.rollback()
+                    final.unlink(missing_ok=True)
+                    raise
+        finally:
+            upload.unlink(missing_ok=True)
+        with self.store.lock:
+            row = self.store.variant(pkg["id"], kind, base_pkg["version"] if base_pkg else "")
+        assert row is not None
+        return {"package": pkg["id"], **variant_view(row, pkg["size"])}
+
+    def _read(self, package_id: str) -> bytes:
+        path = self.package_path(package_id)
+        if path is None:
+            raise PlatformError(f"the image of package {package_id} is missing", 404)
+        return path.read_bytes()
+
+
+def variant_view(row: dict[str, Any], full_size: int) -> dict[str, Any]:
+    view = {k: row[k] for k in ("kind", "id", "size", "md5", "sha256")}
+    if row["kind"] == "delta":
+        view.update(base_package=row["base_package"], base_version=row["base_version"])
+    view["ratio"] = round(row["size"] / full_size, 4) if full_size else None
+    return view
+
+
+def _version(facts: ImageFacts, version: str, require_signed: bool) -> str:
+    """The package's version: the image's own when it carries one (a different `version`
+    is refused), else `version` (then required)."""
+    if facts.format in ("compressed", "delta"):
+        raise PlatformError(f"this is a {facts.format} image: store the full image (the "
+                            "platform makes compressed and delta files from packages)")
+    if require_signed and not facts.signed:
+        raise PlatformError("the image is not signed, and this platform serves signed images "
+                            "only (--require-signed): sign it with `fota sign IMAGE --key "
+                            "KEY.pem -o OUT`", 422)
+    if facts.version is None:
+        if not version:
+            raise PlatformError("version is required: the image carries none the platform "
+                                "can read (not an ESP32 app image or an app bundle)")
+        return version
+    if version and version != facts.version:
+        kind = "app descriptor" if facts.format == "esp32" else "bundle header"
+        raise PlatformError(
+            f"the image carries version {facts.version!r} in its {kind}, not {version!r}: "
+            f"devices report {facts.version!r} once they run it, so the task would never "
+            f"see {version!r}. Give --version {facts.version!r}, or leave it out.")
+    return facts.version

@@ -71,6 +71,31 @@ CREATE TABLE IF NOT EXISTS devices (
 );
 """
 
+# Compressed and delta files of packages (`id`: their file id, DIR/packages/<id>.bin).
+VARIANTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS variants (
+    id TEXT PRIMARY KEY,
+    package_id TEXT NOT NULL REFERENCES packages(id),
+    kind TEXT NOT NULL,
+    base_package TEXT,
+    base_version TEXT NOT NULL DEFAULT '',
+    size INTEGER NOT NULL,
+    md5 TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (package_id, kind, base_version)
+);
+"""
+# Columns added to existing tables (stores made before them get them on open).
+VARIANT_COLUMNS = (
+    ("packages", "signed", "INTEGER NOT NULL DEFAULT 0"),
+    ("packages", "key_digests", "TEXT NOT NULL DEFAULT ''"),
+    ("packages", "secure_version", "INTEGER"),
+    ("subtasks", "kind", "TEXT"),            # full | compressed | delta, set by the notice
+    ("subtasks", "file_id", "TEXT"),         # the file served (NULL: the package's own)
+    ("subtasks", "full_only", "INTEGER NOT NULL DEFAULT 0"),  # a variant was refused
+)
+
 ACTIVE_STATES = ("pending", "upgrading")
 _ACTIVE = "('pending','upgrading')"
 Row = dict[str, Any]
@@ -93,6 +118,7 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
+        self._add_variants()
         self.lock = threading.RLock()
         self._in_tx = False
 
@@ -242,7 +268,8 @@ class Store:
         """Pending sub-tasks of running tasks whose notice is due, oldest first, with their
         package (`file_id`, size, version, md5, sha256, sign, module)."""
         return self._all(
-            "SELECT s.id, s.device, s.task_id, s.token, s.token_expires, p.id AS file_id,"
+            "SELECT s.id, s.device, s.task_id, s.token, s.token_expires, s.full_only,"
+            " p.id AS file_id,"
             " p.size, p.version, p.md5, p.sha256, p.sign, p.module"
             " FROM subtasks s JOIN tasks t ON t.id = s.task_id"
             " JOIN packages p ON p.id = t.package_id WHERE s.push_due IS NOT NULL AND"
@@ -262,7 +289,8 @@ class Store:
         """What a download request is checked against: the device's sub-task of the task
         (token, token_expires, state) and the task's package_id."""
         return self._one(
-            "SELECT s.token, s.token_expires, s.state, t.package_id FROM subtasks s"
+            "SELECT s.token, s.token_expires, s.state,"
+            " COALESCE(s.file_id, t.package_id) AS package_id FROM subtasks s"
             " JOIN tasks t ON t.id = s.task_id WHERE s.task_id=? AND s.device=?",
             (task_id, device))
 
@@ -279,6 +307,35 @@ class Store:
 
     def total_reports(self) -> int:
         return self._one("SELECT COALESCE(SUM(reports),0) AS n FROM subtasks")["n"]  # type: ignore[index]
+
+    # -- variants: a package's compressed and delta files; what a sub-task was served ---
+    def _add_variants(self) -> None:
+        """The variants table, and the columns the signing and delta features added to
+        packages (signature facts) and subtasks (the file served, its kind, full only)."""
+        self.db.executescript(VARIANTS_SCHEMA)
+        for table, column, decl in VARIANT_COLUMNS:
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+
+    def insert_variant(self, row: Row) -> None:
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        self._write(f"INSERT INTO variants ({cols}) VALUES ({marks})", tuple(row.values()))
+
+    def variants(self, package_id: str) -> list[Row]:
+        return self._all("SELECT * FROM variants WHERE package_id=? ORDER BY created",
+                         (package_id,))
+
+    def variant(self, package_id: str, kind: str, base_version: str = "") -> Row | None:
+        """The package's compressed file, or its delta from `base_version`."""
+        return self._one("SELECT * FROM variants WHERE package_id=? AND kind=? AND"
+                         " base_version=?", (package_id, kind, base_version))
+
+    def device_version(self, device: str) -> str | None:
+        """The version the device last informed."""
+        row = self._one("SELECT version FROM devices WHERE id=?", (device,))
+        return row["version"] if row else None
 
     # -- devices ------------------------------------------------------------------------
     def touch_device(self, device: str, version: str | None = None,

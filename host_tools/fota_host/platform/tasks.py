@@ -28,6 +28,7 @@ from .validate import PlatformError, check_device_id, int_id, parse_time, text
 log = logging.getLogger("fota.platform")
 
 Publish = Callable[[str, bytes], None]
+VARIANT_KINDS = ("compressed", "delta")
 
 
 class PushRate:
@@ -140,7 +141,7 @@ class Tasks:
             "device": s["device"], "state": s["state"], "step": s["step"], "desc": s["desc"],
             "subtask": s["id"], "attempts": s["attempts"], "pushes": s["pushes"],
             "notified": s["notified"], "last_report": s["last_report"],
-            "created": s["created"], "updated": s["updated"],
+            "created": s["created"], "updated": s["updated"], "kind": s.get("kind"),
         } for s in subs]
         return {
             "id": t["id"], "state": t["state"], "name": t["name"], "desc": t["desc"],
@@ -266,6 +267,17 @@ class Tasks:
         """A failure: pending again for a later notice while retries are left, else final."""
         step = sub["step"] if step is None else step
         self.batch.hot.pop(sub["id"], None)
+        if step == -3 and sub.get("kind") in VARIANT_KINDS and not sub.get("full_only"):
+            # The device refused the compressed or delta file (a base that is not the
+            # one it runs, a decoder it lacks...): the full image next, whatever the
+            # retries say, and without using one.
+            log.warning("task %d: %s refused the %s image (sub-task %d): %s; the full image"
+                        " next", sub["task_id"], sub["device"], sub["kind"], sub["id"], desc)
+            self.store.update_subtask(
+                sub["id"], state="pending", step=step, full_only=1, push_due=time.time(),
+                desc=f"{sub['kind']} image refused ({desc}): the full image next",
+                token_expires=0)
+            return
         if sub["attempts"] < self.settings.retries:
             delay = self.settings.retry_backoff * (2 ** sub["attempts"])
             self.store.update_subtask(
@@ -312,6 +324,23 @@ class Tasks:
             self.downloads.cut_off(t["id"])
         return sent
 
+    def _served(self, sub: Row) -> Row:
+        """What this sub-task's notice offers, recorded on it (its kind and file): the
+        package's delta from the version the device informed, else its compressed file,
+        else the full image; only the full image after the device refused a variant."""
+        variant = None
+        if not sub["full_only"]:
+            version = self.store.device_version(sub["device"])
+            if version:
+                variant = self.store.variant(sub["file_id"], "delta", version)
+            variant = variant or self.store.variant(sub["file_id"], "compressed")
+        self.store.update_subtask(sub["id"], kind=variant["kind"] if variant else "full",
+                                  file_id=variant["id"] if variant else None)
+        if variant is None:
+            return sub
+        return {**sub, "file_id": variant["id"], "size": variant["size"],
+                "md5": variant["md5"], "sha256": variant["sha256"]}
+
     def _push_due(self, now: float) -> int:
         budget = self.rate.budget()
         if budget <= 0 or self.publish is None:
@@ -324,8 +353,8 @@ class Tasks:
                 token = sub["token"]
             else:
                 token = secrets.token_urlsafe(16)
-            notice = ctwing.notice(sub["id"], self.settings.file_base, sub, sub["task_id"],
-                                   token)
+            notice = ctwing.notice(sub["id"], self.settings.file_base, self._served(sub),
+                                   sub["task_id"], token)
             self.store.mark_notified(sub["id"], token, now + self.settings.token_ttl, now)
             self.store.commit()  # the token must exist before the device can use it
             self.publish(self.topics.topic(sub["device"], "upgrade"), notice)
