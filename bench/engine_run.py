@@ -7,7 +7,7 @@ import sys
 import time
 
 from fota import engine
-from fota.esp32slot import Esp32Target
+from fota.esp32slot import Esp32Slot
 from fota.http import source
 
 engine.block_buffer()
@@ -30,8 +30,8 @@ cpu = 0.0
 step, reason = 0, ""
 for _ in range(repeat):
     reset_boot()
-    target = Esp32Target()
-    real_switch = target.switch
+    slot = Esp32Slot()
+    real_switch = slot.switch
 
     def timed_switch(info):
         t = time.clock()
@@ -40,9 +40,9 @@ for _ in range(repeat):
         finally:
             switch_cpu[0] += time.clock() - t
 
-    target.switch = timed_switch
+    slot.switch = timed_switch
     t0 = time.clock()
-    step, reason = engine.run(target, source(url), size, md5, None, None,
+    step, reason = engine.run(slot, source(url), size, md5, None, None,
                               "fota_journal.json", 1, readback)
     cpu += time.clock() - t0
     if step != 100:

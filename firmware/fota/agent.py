@@ -29,7 +29,7 @@ def loop(agent, step=None, period_ms=20):
         if step:
             try:
                 step()
-            except Exception as exc:  # noqa: stop calling a failing app; keep the agent
+            except Exception as exc:  # noqa: BLE001 - stop calling a failing app; keep the agent
                 import sys
 
                 sys.print_exception(exc)
@@ -38,10 +38,10 @@ def loop(agent, step=None, period_ms=20):
 
 
 class Agent:
-    def __init__(self, cfg, target, health=None, reset=None, feed=None):
+    def __init__(self, cfg, slot, health=None, reset=None, feed=None):
         self.cfg = cfg
-        self.target = target
-        self.version = target.version
+        self.slot = slot
+        self.version = slot.version
         self.module = cfg["module"]
         # 'devices/d1' -> 'devices/d1/ota/inform'; '' -> '/ota/inform' (CTWing)
         prefix = cfg["topic_prefix"].rstrip("/") + "/ota/"
@@ -57,7 +57,7 @@ class Agent:
         self.forget_after_report = False
         self.trial = None
         self.inform_task = -1
-        state, record = target.boot_state()
+        state, record = slot.boot_state()
         if state == "pending":
             self.trial = record
             self.inform_task = record.get("task", -1)
@@ -138,14 +138,14 @@ class Agent:
                 return
             self.reports.pop(0)
         if self.forget_after_report:
-            self.target.forget()
+            self.slot.forget()
             self.forget_after_report = False
         if self.online and (self.trial is None or self._healthy()):
             if self._send(self.t_inform, self.inform_task, 1, version=self.version):
                 self.online = False
                 if self.trial is not None:
                     # network up, MQTT up, inform acknowledged, app healthy: keep it
-                    self.target.confirm()
+                    self.slot.confirm()
                     self.trial = None
                     _log("image confirmed")
                 self.inform_task = -1
@@ -153,7 +153,7 @@ class Agent:
     def _healthy(self):
         try:
             return self.health is None or bool(self.health())
-        except Exception as exc:  # noqa: a crashing health hook is an unhealthy app
+        except Exception as exc:  # noqa: BLE001 - a crashing health hook is an unhealthy app
             _log("health hook failed:", exc)
             return False
 
@@ -167,13 +167,13 @@ class Agent:
         else:
             why = "version inform not acknowledged"
         _log("trial failed:", why, "- resetting to the previous image")
-        self.target.note(why)
+        self.slot.note(why)
         self._restart()
 
     def _restart(self):
         try:
             self.link.close()
-        except Exception:  # noqa: best effort before a reset
+        except Exception:  # noqa: BLE001 - best effort before a reset
             pass
         if self.reset:
             self.reset()
@@ -250,7 +250,7 @@ class Agent:
                 self._send(self.t_progress, task, 0, step=pct, desc="downloading")
 
         _log("task", task, "updating", self.version, "->", p["version"])
-        return engine.run(self.target, source, size, p["md5"], p.get("sha256"), progress,
+        return engine.run(self.slot, source, size, p["md5"], p.get("sha256"), progress,
                           JOURNAL, task)
 
     def _finish(self, task):

@@ -1,4 +1,4 @@
-"""Board start-up: config, watchdog, Wi-Fi, target, agent. The entry points call this.
+"""Board start-up: config, watchdog, Wi-Fi, slot, agent. The entry points call this.
 
     from fota import board
     agent = board.start()           # None (and a clear message) when the config is bad
@@ -10,16 +10,16 @@
 """
 
 
-def default_target(cfg):
+def default_slot(cfg):
     import sys
 
     if sys.platform == "esp32":
-        from fota.esp32slot import Esp32Target
+        from fota.esp32slot import Esp32Slot
 
-        return Esp32Target()
-    from fota.fileslot import FileSlotTarget
+        return Esp32Slot()
+    from fota.fileslot import FileSlot
 
-    return FileSlotTarget("")
+    return FileSlot("")
 
 
 def wifi(cfg, feed=None, timeout_s=20, tries=3):
@@ -62,8 +62,8 @@ def _unload(name):
         pass
 
 
-def start(config="fota_config.json", health=None, target=None):
-    """Config, watchdog, Wi-Fi, target and agent: the Agent, or None for a bad config.
+def start(config="fota_config.json", health=None, slot=None):
+    """Config, watchdog, Wi-Fi, slot and agent: the Agent, or None for a bad config.
 
     Start-up code runs once: this module and fota.config leave sys.modules, so their
     RAM comes back for the main loop once the caller drops its `board` name.
@@ -93,7 +93,7 @@ def start(config="fota_config.json", health=None, target=None):
     sys.modules.pop("network", None)    # a Python module only in simulation: free it
     from fota.agent import Agent
 
-    return Agent(cfg, target or default_target(cfg), health=health, reset=machine.reset,
+    return Agent(cfg, slot or default_slot(cfg), health=health, reset=machine.reset,
                  feed=feed)
 
 
@@ -114,7 +114,7 @@ def load_app(folder=""):
             continue
         try:
             import app  # pyright: ignore[reportMissingImports] - the user's module
-        except Exception as exc:  # noqa: a broken app must not take the agent down
+        except Exception as exc:  # noqa: BLE001 - a broken app must not take the agent down
             sys.print_exception(exc)
             return None, lambda: False
         return app, getattr(app, "healthy", None)

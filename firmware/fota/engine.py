@@ -9,9 +9,10 @@ boot selection changes only after every check passed, so a power cut at any
 moment leaves the running image selected.
 
 A source is a function `(offset, size) -> (stream, offset served)` (see
-http.source); the stream has `readinto`. A target (esp32slot.py, fileslot.py) has `capacity`, `label`,
-`pending()`, `busy()`, `check_header(buf)`, `write_block(n, buf)`,
-`write_tail(n, buf, length)`, `read_block(n, buf)` and `switch(info)`.
+http.source); the stream has `readinto`. A slot (esp32slot.Esp32Slot,
+fileslot.FileSlot: where the new image goes) has `capacity`, `label`, `pending()`,
+`busy()`, `check_header(buf)`, `write_block(n, buf)`, `write_tail(n, buf, length)`,
+`read_block(n, buf)` and `switch(info)`.
 
 Resume: the journal names the image once (task, size, digests, slot) and, at
 most every 15 ms, records the blocks safely written and a CRC-32 of their first
@@ -64,7 +65,7 @@ def _state(sha):
     return [hashlib.md5(), hashlib.sha256() if sha else None, 0, 0, None]
 
 
-def _pump(stream, target, st, buf, block, last, crc32):
+def _pump(stream, slot, st, buf, block, last, crc32):
     """Move whole blocks up to the next checkpoint; the steady state allocates nothing.
 
     MicroPython's `readinto` fills the whole buffer unless the peer closed (then it
@@ -88,13 +89,13 @@ def _pump(stream, target, st, buf, block, last, crc32):
             st[_FAIL] = -2
             break
         if block == 0:
-            target.check_header(buf)
+            slot.check_header(buf)
         md5.update(buf)
         if sha is not None:
             sha.update(buf)
         crc = crc32(sample, crc)
         try:
-            target.write_block(block, buf)
+            slot.write_block(block, buf)
         except (OSError, MemoryError) as exc:
             st[_FAIL] = -4
             st[_CAUSE] = exc
@@ -104,13 +105,13 @@ def _pump(stream, target, st, buf, block, last, crc32):
     return block
 
 
-def _hash_slot(target, st, nbytes, buf):
+def _hash_slot(slot, st, nbytes, buf):
     """Feed the first `nbytes` of the slot, as flash holds them, into the state."""
     import binascii
 
     n = 0
     while nbytes > 0:
-        target.read_block(n, buf)
+        slot.read_block(n, buf)
         part = buf if nbytes >= BLOCK else buf[:nbytes]
         st[_MD5].update(part)
         if st[_SHA] is not None:
@@ -120,34 +121,37 @@ def _hash_slot(target, st, nbytes, buf):
         n += 1
 
 
-def run(target, source, size, md5, sha256=None, progress=None, journal=None,
+def run(slot, source, size, md5, sha256=None, progress=None, journal=None,
         task=None, readback=True, decoder=None, lock_heap=False):
-    """One update; `journal` is a file path enabling resume after power loss."""
+    """One update; `journal` is a file path enabling resume after power loss.
+    Returns (step, reason) and never raises."""
     try:
-        return _run(target, source, size, md5, sha256, progress, journal, task,
-                    readback, decoder, lock_heap)
+        return update(slot, source, size, md5, sha256, progress, journal, task,
+                      readback, decoder, lock_heap)
     except UpdateError as exc:
         return exc.step, exc.reason
     except MemoryError:
         return -1, "out of memory"
-    except Exception as exc:  # noqa: an update must never crash the device
+    except Exception as exc:  # noqa: BLE001 - an update must never crash the device
         return -1, "internal error: %r" % (exc,)
 
 
-def _run(target, source, size, md5, sha256, progress, journal, task, readback,
-         decoder, lock_heap):
+def update(slot, source, size, md5, sha256=None, progress=None, journal=None,
+           task=None, readback=True, decoder=None, lock_heap=False):
+    """run() without the safety net: returns (100, "ok"), raises UpdateError for a
+    failed update and anything else for a bug (`fota_sim update --trace` shows it)."""
     import binascii
 
     if not isinstance(size, int) or size <= 0:
         raise UpdateError(-3, "bad size")
     if not isinstance(md5, str) or len(md5) != 32:
         raise UpdateError(-3, "bad md5")
-    if size > target.capacity:
+    if size > slot.capacity:
         raise UpdateError(-3, "image of %d bytes does not fit the %d-byte slot" % (
-            size, target.capacity))
-    if target.pending():
+            size, slot.capacity))
+    if slot.pending():
         raise UpdateError(-1, "running image not confirmed yet")
-    why = target.busy()
+    why = slot.busy()
     if why:
         raise UpdateError(-1, why)
     md5 = md5.lower()
@@ -155,25 +159,25 @@ def _run(target, source, size, md5, sha256, progress, journal, task, readback,
         sha256 = sha256.lower()
     buf = block_buffer()
     # The url is left out on purpose: a retried notice may carry a fresh token.
-    ident = binascii.crc32(repr([task, size, md5, sha256, target.label]).encode())
+    ident = binascii.crc32(repr([task, size, md5, sha256, slot.label]).encode())
     st = _state(sha256)
     blocks = 0
-    ck = None
+    log = None                   # the open journal (see fota.journal)
     if journal:
-        ck = jr.ck_open(journal, ident, False)
-        point = jr.ck_last(ck) if ck else None
+        log = jr.resume(journal, ident)
+        point = jr.last(log) if log else None
         if point:
             # md5 state can't be saved: rebuild it from flash, and check the
             # flash still holds what the journal recorded.
-            _hash_slot(target, st, point[0] << _SHIFT, buf)
+            _hash_slot(slot, st, point[0] << _SHIFT, buf)
             if st[_CRC] == point[1]:
                 blocks = point[0]
             else:
                 st = _state(sha256)
         if not blocks:
-            if ck is not None:
-                ck[0].close()
-            ck = jr.ck_open(journal, ident, True)     # starts a new journal
+            if log is not None:
+                jr.close(log)
+            log = jr.start(journal, ident)
     last = size >> _SHIFT
     tail = size - (last << _SHIFT)
     try:
@@ -195,8 +199,8 @@ def _run(target, source, size, md5, sha256, progress, journal, task, readback,
         while blocks < last:
             # Checkpoint at a bounded rate: a cut repeats at most ~15 ms of download
             # (and never less than the 8 blocks since the last look).
-            if ck is not None and blocks and ticks_diff(ticks_ms(), saved_at) >= _CHECKPOINT_MS:
-                jr.ck_write(ck, blocks, st[_CRC])
+            if log is not None and blocks and ticks_diff(ticks_ms(), saved_at) >= _CHECKPOINT_MS:
+                jr.save(log, blocks, st[_CRC])
                 saved_at = ticks_ms()
             if progress:
                 progress(blocks << _SHIFT, size)
@@ -208,7 +212,7 @@ def _run(target, source, size, md5, sha256, progress, journal, task, readback,
 
                 micropython.heap_lock()
             try:
-                blocks = _pump(stream, target, st, buf, blocks, last, crc32)
+                blocks = _pump(stream, slot, st, buf, blocks, last, crc32)
             finally:
                 if locked:
                     micropython.heap_unlock()
@@ -223,22 +227,22 @@ def _run(target, source, size, md5, sha256, progress, journal, task, readback,
                 st[_CAUSE] = exc
             if not st[_FAIL]:
                 if last == 0:
-                    target.check_header(buf)
+                    slot.check_header(buf)
                 part = buf[:tail]
                 st[_MD5].update(part)
                 if st[_SHA] is not None:
                     st[_SHA].update(part)
                 try:
-                    target.write_tail(last, buf, tail)
+                    slot.write_tail(last, buf, tail)
                 except OSError as exc:
                     st[_FAIL] = -4
                     st[_CAUSE] = exc
     finally:
-        if ck is not None:
-            ck[0].close()
+        if log is not None:
+            jr.close(log)
         try:
             stream.close()
-        except Exception:  # noqa: closing is best effort
+        except Exception:  # noqa: BLE001 - closing is best effort
             pass
     if st[_FAIL] == -4:
         raise UpdateError(-4, "flash write failed at block %d: %s" % (blocks, st[_CAUSE]))
@@ -249,7 +253,7 @@ def _run(target, source, size, md5, sha256, progress, journal, task, readback,
     if progress:
         progress(size, size)
     if journal:
-        jr.clear(journal)
+        jr.remove(journal)
     hexlify = binascii.hexlify
     if hexlify(st[_MD5].digest()).decode() != md5:
         raise UpdateError(-3, "md5 mismatch")
@@ -257,8 +261,8 @@ def _run(target, source, size, md5, sha256, progress, journal, task, readback,
         raise UpdateError(-3, "sha256 mismatch")
     if readback:
         st = _state(None)
-        _hash_slot(target, st, size, buf)
+        _hash_slot(slot, st, size, buf)
         if hexlify(st[_MD5].digest()).decode() != md5:
             raise UpdateError(-4, "flash read-back does not match what was written")
-    target.switch({"task": task, "size": size, "md5": md5})
+    slot.switch({"task": task, "size": size, "md5": md5})
     return 100, "ok"

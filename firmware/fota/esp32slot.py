@@ -1,11 +1,12 @@
-"""ESP32 target: the inactive OTA app partition, through `esp32.Partition`.
+"""ESP32 slot: the inactive OTA app partition, through `esp32.Partition`.
 
-`switch()` writes a trial record (`fota_trial.json`) just before `set_boot()`;
-esp32trial.py reads it after the reset (MicroPython has no pending-verify API).
+`switch()` writes a trial record (fota.esp32trial, `fota_trial.json`) just before
+`set_boot()`; esp32trial reads it after the reset (MicroPython has no
+pending-verify API).
 """
 from micropython import const
 
-TRIAL = "fota_trial.json"
+from fota import esp32trial
 _IMAGE_MAGIC = const(0xE9)
 _DESC_OFFSET = const(0x20)
 _VERSION_OFFSET = const(0x30)
@@ -41,7 +42,7 @@ def header_problem(buf, chip):
     return None
 
 
-class Esp32Target:
+class Esp32Slot:
     def __init__(self, partition_cls=None):
         if partition_cls is None:
             from esp32 import Partition as partition_cls
@@ -64,10 +65,7 @@ class Esp32Target:
 
     # --- what the engine calls ---
     def pending(self):
-        from fota import journal
-
-        record = journal.load(TRIAL)
-        return bool(record) and record.get("slot") == self.running_label
+        return esp32trial.pending(self.running_label)
 
     def busy(self):
         if self.boot_label != self.running_label:
@@ -89,37 +87,27 @@ class Esp32Target:
         self.part.readblocks(n, buf)
 
     def switch(self, info):
-        from fota import journal
-
-        record = {"task": info.get("task"), "slot": self.label, "from": self.running_label,
-                  "md5": info.get("md5")}
-        journal.save(TRIAL, record)           # before set_boot: see the module docstring
+        esp32trial.begin({"task": info.get("task"), "slot": self.label,
+                          "from": self.running_label, "md5": info.get("md5")})
         try:
             self.part.set_boot()
         except OSError as exc:
-            journal.clear(TRIAL)
+            esp32trial.forget()
             from fota.engine import UpdateError
 
             raise UpdateError(-3, "bootloader refused the image: %s" % exc)
         self.boot_label = self.label
 
-    # --- what the agent calls around reboots (in esp32trial: not needed to update) ---
+    # --- what the agent calls around reboots (the trial record: fota.esp32trial) ---
     def boot_state(self):
-        from fota.esp32trial import boot_state
-
-        return boot_state(self)
+        cls = self._cls
+        return esp32trial.boot_state(self.running_label, cls(cls.BOOT).info()[4])  # type: ignore
 
     def note(self, reason):
-        from fota.esp32trial import note
-
-        note(reason)
+        esp32trial.note(reason)
 
     def confirm(self):
-        from fota.esp32trial import confirm
-
-        confirm(self._cls)
+        esp32trial.confirm(self._cls)
 
     def forget(self):
-        from fota import journal
-
-        journal.clear(TRIAL)
+        esp32trial.forget()

@@ -1,4 +1,4 @@
-"""File-slot target (Pico W, unix): A/B application slots on the filesystem.
+"""File slots (Pico W, unix): A/B application slots on the filesystem.
 
 RP2040 has no API to switch between firmware slots, so the *application* is
 updated instead. Layout under the filesystem root:
@@ -19,18 +19,18 @@ _FORMAT = const(1)
 
 
 def _load(root):
-    from fota import journal
+    from fota import statefile
 
-    state = journal.load(root + POINTER)
+    state = statefile.load(root + POINTER)
     if not state or state.get("active") not in ("a", "b"):
         state = {"active": "a", "previous": None, "confirmed": True, "trial": 0}
     return state
 
 
 def _save(root, state):
-    from fota import journal
+    from fota import statefile
 
-    journal.save(root + POINTER, state)
+    statefile.save(root + POINTER, state)
 
 
 def _error(step, reason):
@@ -48,9 +48,9 @@ def _u32(b, at):
 
 
 def slot_version(root, slot):
-    from fota import journal
+    from fota import statefile
 
-    manifest = journal.load("%sslots/%s/manifest.json" % (root, slot))
+    manifest = statefile.load("%sslots/%s/manifest.json" % (root, slot))
     return manifest.get("version", "unknown") if manifest else "unknown"
 
 
@@ -94,7 +94,7 @@ def _safe_name(name):
     return True
 
 
-class FileSlotTarget:
+class FileSlot:
     def __init__(self, root="", capacity=393216):
         self.root = root
         self.state = state = _load(root)
@@ -210,9 +210,9 @@ class FileSlotTarget:
                                 raise _error(-3, "bundle truncated")
                             out.write(buf[:n] if n < 4096 else buf)
                             left -= n
-                from fota import journal
+                from fota import statefile
 
-                journal.save(dest + "/manifest.json", {"version": version})
+                statefile.save(dest + "/manifest.json", {"version": version})
             except OSError as exc:
                 raise _error(-4, "unpacking the bundle failed: %s" % exc)
         return version

@@ -1,104 +1,96 @@
-"""Small state files that survive power cuts.
+"""The resume journal of an update: where to continue after a power cut.
 
-`load`/`save`/`clear`: a JSON document replaced atomically (temp file + rename),
-so a cut leaves the old version or the new one, never half of one.
+A 16-byte header names the update (`ident`: a CRC-32 of task, size, digests and
+slot); then two 16-byte checkpoint records, written in place alternately (a rename
+per checkpoint would cost more than the download on a fast link). Each record
+carries a sequence number and its own CRC, so a cut in the middle of a write leaves
+the other record valid:
 
-`ck_*`: the resume journal of an update. A 16-byte header names the update (a
-CRC-32 of task, size, digests and slot); then two 16-byte checkpoint records,
-written in place alternately (a rename per checkpoint would cost more than the
-download on a fast link). Each record carries a sequence number and its own
-CRC, so a cut in the middle of a write leaves the other record valid.
+    header  b"FJ01", ident u32, 8 zero bytes
+    record  seq u32, blocks u32, crc u32, CRC-32 of the record's first 12 bytes u32
+
+`start()` and `resume()` return an open journal: the list [file, record buffer,
+view of its first 12 bytes, last sequence number] (a list, not an object: cheaper
+in RAM, and checkpoints pack into the one buffer without allocating).
 """
 from micropython import const
 
-_REC = const(16)
+_RECORD = const(16)
 
 
-def load(path):
-    """The document, or None when absent or unreadable (then start over)."""
-    import json
-
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def save(path, data):
-    import json
-    import os
-
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.rename(tmp, path)
-
-
-def clear(path):
-    import os
-
-    for name in (path, path + ".tmp"):
-        try:
-            os.remove(name)
-        except OSError:
-            pass
-
-
-def ck_open(path, ident, fresh):
-    """The checkpoint file of the update `ident` (a CRC-32 naming task and image).
-
-    Returns the handle [file, record, head, seq], or None when the file on disk
-    belongs to another update (or is unreadable) and `fresh` is False.
-    """
-    import struct
-
-    rec = bytearray(_REC)
-    if fresh:
-        f = open(path, "w+b")
-        struct.pack_into("<4sI", rec, 0, b"FJ01", ident)
-        f.write(rec)        # made durable by the first checkpoint's flush
-    else:
-        try:
-            f = open(path, "r+b")
-        except OSError:
-            return None
-        if f.readinto(rec) != _REC or struct.unpack_from("<4sI", rec) != (b"FJ01", ident):
-            f.close()
-            return None
+def _opened(f):
+    rec = bytearray(_RECORD)
     return [f, rec, memoryview(rec)[:12], 0]
 
 
-def ck_last(ck):
-    """(blocks, crc) of the newest intact record, or None."""
+def start(path, ident):
+    """A new journal for the update `ident`, replacing any file at `path`."""
+    import struct
+
+    log = _opened(open(path, "w+b"))
+    struct.pack_into("<4sI", log[1], 0, b"FJ01", ident)
+    log[0].write(log[1])  # made durable by the first checkpoint's flush
+    return log
+
+
+def resume(path, ident):
+    """The journal at `path` if it belongs to the update `ident`, else None."""
+    import struct
+
+    try:
+        log = _opened(open(path, "r+b"))
+    except OSError:
+        return None
+    f, rec = log[0], log[1]
+    if f.readinto(rec) != _RECORD or struct.unpack_from("<4sI", rec) != (b"FJ01", ident):
+        f.close()
+        return None
+    return log
+
+
+def last(log):
+    """(blocks, crc) of the newest intact checkpoint, or None."""
     import binascii
     import struct
 
-    f, rec, head, _ = ck
+    f, rec, head, _ = log
     best = None
     for slot in (1, 2):
-        f.seek(slot * _REC)
-        if f.readinto(rec) != _REC:
+        f.seek(slot * _RECORD)
+        if f.readinto(rec) != _RECORD:
             continue
         seq, blocks, crc, check = struct.unpack("<IIII", rec)
         if check == binascii.crc32(head) and (best is None or seq > best[0]):
             best = (seq, blocks, crc)
     if best is None:
         return None
-    ck[3] = best[0]
+    log[3] = best[0]
     return best[1], best[2]
 
 
-def ck_write(ck, blocks, crc):
+def save(log, blocks, crc):
+    """Checkpoint: `blocks` whole blocks are written, `crc` is their sampled CRC."""
     import binascii
     import struct
 
-    f, rec, head, seq = ck
+    f, rec, head, seq = log
     seq += 1
-    ck[3] = seq
-    struct.pack_into("<IIII", rec, 0, seq, blocks, crc, 0)
+    log[3] = seq
+    struct.pack_into("<III", rec, 0, seq, blocks, crc)
     struct.pack_into("<I", rec, 12, binascii.crc32(head))
-    f.seek(16 + (seq & 1) * _REC)
+    f.seek(_RECORD + (seq & 1) * _RECORD)
     f.write(rec)
     f.flush()
+
+
+def close(log):
+    log[0].close()
+
+
+def remove(path):
+    import os
+
+    try:
+        os.remove(path)
+    except OSError:
+        pass

@@ -21,10 +21,10 @@ def main(argv):
 
         return sim_agent.main()
     if cmd == "launch":
-        from fota import journal
+        from fota import statefile
         from fota.fileslot import launch
 
-        cfg = journal.load("fota_config.json") or {}
+        cfg = statefile.load("fota_config.json") or {}
         print(launch("", cfg.get("max_trials", 3)))
         return 0
     print("usage: fota_sim update|launch|agent ...")

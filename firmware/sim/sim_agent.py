@@ -4,14 +4,14 @@ board loads no more code than a real one does."""
 import sys
 
 
-def target_for(board):
+def slot_for(board):
     if board == "esp32":
-        from fota.esp32slot import Esp32Target
+        from fota.esp32slot import Esp32Slot
 
-        return Esp32Target()
-    from fota.fileslot import FileSlotTarget
+        return Esp32Slot()
+    from fota.fileslot import FileSlot
 
-    return FileSlotTarget("")
+    return FileSlot("")
 
 
 def main():
@@ -19,7 +19,7 @@ def main():
     ms = _poll_ms()
     with open("board") as f:
         board = f.read().strip()
-    target = target_for(board)
+    slot = slot_for(board)
     health = None
     if board == "esp32":
         # Synthetic images name themselves "fota-sim-fail-health" when they must
@@ -27,11 +27,11 @@ def main():
         from fota.esp32slot import desc_string
 
         head = bytearray(0x70)
-        target.running.readblocks(0, head, 0)
+        slot.running.readblocks(0, head, 0)
         failing = desc_string(head, 0x50) == "fota-sim-fail-health"
         health = (lambda: False) if failing else None
     else:
-        sys.path.insert(0, "slots/" + target.active)
+        sys.path.insert(0, "slots/" + slot.active)
         try:
             import app
 
@@ -40,7 +40,7 @@ def main():
             pass
     from fota import board
 
-    agent = board.start("fota_config.json", health, target)
+    agent = board.start("fota_config.json", health, slot)
     del board  # start-up code only: start() unloaded it, this frees its RAM for the loop
     from fota.agent import loop
 

@@ -52,9 +52,9 @@ def update(args):
         done[0] = n
 
     try:
-        from sim_agent import target_for
+        from sim_agent import slot_for
 
-        target = target_for(board)
+        slot = slot_for(board)
         if src.startswith("http://") or src.startswith("https://"):
             from fota.http import source as http_source
 
@@ -67,17 +67,17 @@ def update(args):
             source = file_source(src)
         if trace:
             try:
-                step, reason = engine._run(target, source, size, md5, sha256, progress,
-                                           journal, task, readback, None, lock_heap)
+                step, reason = engine.update(slot, source, size, md5, sha256, progress,
+                                             journal, task, readback, None, lock_heap)
             except MemoryError:
                 import micropython
 
                 micropython.mem_info(1)
                 raise
         else:
-            step, reason = engine.run(target, source, size, md5, sha256, progress, journal,
+            step, reason = engine.run(slot, source, size, md5, sha256, progress, journal,
                                       task, readback, None, lock_heap)
-    except Exception as exc:  # noqa: the report must always come out
+    except Exception as exc:  # noqa: BLE001 - the report must always come out
         step, reason = -1, "%s" % exc
     print(json.dumps({"ok": step == 100, "step": step, "reason": reason, "bytes": done[0]}))
     return 0 if step == 100 else 1

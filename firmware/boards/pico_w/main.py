@@ -16,7 +16,7 @@ def _trials():
 
         with open("fota_config.json") as f:
             return int(json.load(f).get("max_trials", 3))
-    except Exception:  # noqa: board.start() reports a bad config clearly
+    except Exception:  # noqa: BLE001 - board.start() reports a bad config clearly
         return 3
 
 

@@ -1,5 +1,5 @@
-"""fota.mqtt.Link on the real MicroPython unix port (compiled .mpy) against a real
-mosquitto, a stalling TCP proxy and scripted fake brokers.
+"""fota.mqtt.Link (and fota.mqttcodec under it) on the real MicroPython unix port
+(compiled .mpy) against a real mosquitto, a stalling TCP proxy and scripted fake brokers.
 
 The device side is tests/firmware/link/scripts/mqtt_link.py; it prints one JSON event per
 line, which these tests read as they come.
@@ -409,30 +409,46 @@ def test_garbage_from_broker_does_not_crash_the_loop(devices):
         fake.close()
 
 
-def test_link_alone_runs_in_a_20k_heap(mosquitto):
-    """The smallest program around the link (scripts/mqtt_echo.py, as .mpy) echoes
-    messages with QoS 1 and 0 in a 20 KiB heap (it needs 18 KiB on the unix port)."""
+# The heap of the echo test: the link, umqtt.simple and the echo loop need 21 KiB on
+# the unix port (64-bit: twice a board's cost per object); 1 KiB more for the burst.
+LINK_HEAP = "22K"
+
+
+def test_link_alone_runs_in_a_tight_heap(mosquitto):
+    """The smallest program around the link (scripts/mqtt_echo.py, as .mpy) echoes a
+    burst of messages with QoS 1 and 0 in a LINK_HEAP heap.
+
+    On a busy machine the ten messages reach the device in one burst and sit in its
+    inbox together: the heap must hold them all. (The flaky runs of this test were the
+    echo program dying of MemoryError there; a message was never late, so a wait on
+    the echo (60 s) only bounds a hang.)"""
     out = script_dir()
     subprocess.run([paths.mpy_cross_bin(), "-o", str(out / "mqtt_echo.mpy"),
                     str(SCRIPT.parent / "mqtt_echo.py")], check=True)
     peer = Subscriber(mosquitto.port, "t/out")
-    proc = mprun.popen(["-m", "mqtt_echo", HOST, str(mosquitto.port)], heap="20K",
+    proc = mprun.popen(["-m", "mqtt_echo", HOST, str(mosquitto.port)], heap=LINK_HEAP,
                        extra_path=[out], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        text=True)
+    got: list[tuple[str, bytes, int]] = []
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "connected"
         for i in range(10):
             send(mosquitto.port, "t/in", f"m{i}" * 60)
-        got = [peer.get() for _ in range(20)]
+        deadline = time.monotonic() + 60
+        while len(got) < 20 and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                got.append(peer.get(timeout=0.5))
+            except queue.Empty:
+                pass
         send(mosquitto.port, "t/in", "quit")
-        stdout, stderr = proc.communicate(timeout=20)
+        stdout, stderr = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
         peer.close()
-    assert stderr == "" and proc.returncode == 0
-    assert stdout.startswith("echoed 20 ")
+    assert stderr == "" and proc.returncode == 0, stderr
+    assert stdout.startswith("echoed 20 "), (len(got), stdout)
     assert sorted(p for _, p, _ in got) == sorted([f"m{i}".encode() * 60 for i in range(10)] * 2)
     assert sorted(q for _, _, q in got) == [0] * 10 + [1] * 10
 
@@ -517,7 +533,7 @@ def test_tls_verifies_the_broker_certificate(tmp_path, devices):
 
 def test_idle_poll_allocates_nothing(mosquitto, devices):
     """poll() on a quiet link runs with the heap locked (micropython.heap_lock)."""
-    dev = devices("idle", mosquitto.port, heap="24K")
+    dev = devices("idle", mosquitto.port, heap="26K")
     ev = dev.wait("idle")
     assert ev["ok"] is True and ev["connected"] is True and ev["ms"] >= 1000
     assert dev.finish() == "" and dev.proc.returncode == 0

@@ -59,7 +59,7 @@ _connect = link.connect
 
 
 def sched():  # the reconnect delay the link has just chosen
-    out(ev="sched", d=time.ticks_diff(link._next, time.ticks_ms()))
+    out(ev="sched", d=time.ticks_diff(link._next_try, time.ticks_ms()))
 
 
 def traced_connect():
