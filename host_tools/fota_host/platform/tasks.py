@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import ctwing
+from . import ctwing, variants
 from .downloads import Downloads
 from .options import Settings
 from .store import ACTIVE_STATES, Row, Store
@@ -324,23 +324,6 @@ class Tasks:
             self.downloads.cut_off(t["id"])
         return sent
 
-    def _served(self, sub: Row) -> Row:
-        """What this sub-task's notice offers, recorded on it (its kind and file): the
-        package's delta from the version the device informed, else its compressed file,
-        else the full image; only the full image after the device refused a variant."""
-        variant = None
-        if not sub["full_only"]:
-            version = self.store.device_version(sub["device"])
-            if version:
-                variant = self.store.variant(sub["file_id"], "delta", version)
-            variant = variant or self.store.variant(sub["file_id"], "compressed")
-        self.store.update_subtask(sub["id"], kind=variant["kind"] if variant else "full",
-                                  file_id=variant["id"] if variant else None)
-        if variant is None:
-            return sub
-        return {**sub, "file_id": variant["id"], "size": variant["size"],
-                "md5": variant["md5"], "sha256": variant["sha256"]}
-
     def _push_due(self, now: float) -> int:
         budget = self.rate.budget()
         if budget <= 0 or self.publish is None:
@@ -353,8 +336,9 @@ class Tasks:
                 token = sub["token"]
             else:
                 token = secrets.token_urlsafe(16)
-            notice = ctwing.notice(sub["id"], self.settings.file_base, self._served(sub),
-                                   sub["task_id"], token)
+            offer = variants.served(self.store, sub)  # full, compressed or delta file
+            notice = ctwing.notice(sub["id"], self.settings.file_base, offer, sub["task_id"],
+                                   token)
             self.store.mark_notified(sub["id"], token, now + self.settings.token_ttl, now)
             self.store.commit()  # the token must exist before the device can use it
             self.publish(self.topics.topic(sub["device"], "upgrade"), notice)

@@ -2,7 +2,7 @@
 (the container of images/delta.py, docs/images.md). Each is decoded back to the package's
 image (with detools' own applier for a delta) before the platform may serve it.
 
-Which one a device gets is decided per notice in `tasks.Tasks._served`: a delta from the
+Which one a device gets is decided per notice (`served`): a delta from the
 version the device informed, else the compressed file, else the full image; the full image
 only, once the device refused a variant (-3).
 """
@@ -10,6 +10,7 @@ only, once the device refused a variant (-3).
 from __future__ import annotations
 
 from ..images import delta
+from .store import Row, Store
 from .validate import PlatformError
 
 
@@ -37,3 +38,22 @@ def make(kind: str, image: bytes, base: bytes | None, version: str,
                             f"({len(image)} bytes): not stored, devices get the full image",
                             422)
     return data
+
+
+def served(store: Store, sub: Row) -> Row:
+    """What a sub-task's notice offers, recorded on it (its kind and file): the package's
+    delta from the version the device informed, else its compressed file, else the full
+    image; only the full image once the device refused a variant (`full_only`). `sub` is a
+    `Store.due_notices` row; the result is that row with the served file's id and digests."""
+    variant = None
+    if not sub["full_only"]:
+        version = store.device_version(sub["device"])
+        if version:
+            variant = store.variant(sub["file_id"], "delta", version)
+        variant = variant or store.variant(sub["file_id"], "compressed")
+    store.update_subtask(sub["id"], kind=variant["kind"] if variant else "full",
+                         file_id=variant["id"] if variant else None)
+    if variant is None:
+        return sub
+    return {**sub, "file_id": variant["id"], "size": variant["size"], "md5": variant["md5"],
+            "sha256": variant["sha256"]}

@@ -213,3 +213,36 @@ def test_other_failures_of_a_variant_follow_the_retries(embedded, images) -> Non
         assert row["kind"] == "delta"
     finally:
         dev.stop()
+
+
+def test_a_store_made_before_variants_opens_with_them(tmp_path: Path, images) -> None:
+    """A data folder from before signatures and variants: its packages are listed (not
+    signed, no variants) and get deltas like new ones."""
+    import sqlite3
+
+    from fota_host.platform.client import LocalClient
+    from fota_host.platform.store import SCHEMA
+
+    data = tmp_path / "old"
+    (data / "packages").mkdir(parents=True)
+    db = sqlite3.connect(data / "platform.db")
+    db.executescript(SCHEMA)
+    for pid, version in (("a" * 20, "1.0.0"), ("b" * 20, "1.1.0")):
+        image = images[version].read_bytes()
+        (data / "packages" / f"{pid}.bin").write_bytes(image)
+        db.execute("INSERT INTO packages (id, name, product, version, module, sign, size, md5,"
+                   " sha256, desc, source, created) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                   (pid, version, "p", version, "MCU", "md5", len(image),
+                    hashlib.md5(image).hexdigest(), hashlib.sha256(image).hexdigest(), "",
+                    "file", 1.0))
+    db.commit()
+    db.close()
+    ops = LocalClient(data)
+    try:
+        listed = ops.list_packages()
+        assert [(p["version"], p["signed"], p["key_digests"], p["variants"]) for p in listed] \
+            == [("1.0.0", False, [], []), ("1.1.0", False, [], [])]
+        v = ops.add_variant("b" * 20, "delta", "a" * 20)
+        assert v["kind"] == "delta" and v["base_version"] == "1.0.0"
+    finally:
+        ops.close()
