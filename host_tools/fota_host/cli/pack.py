@@ -120,8 +120,8 @@ def delta_cmd(old: Path, new: Path, output: Path) -> None:
 
 @pack.command("esp32")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--version", "version", required=True,
-              help="Version the image carries (its app descriptor's version).")
+@click.option("--version", "version",
+              help="Version the image must carry (its app descriptor's; default: any).")
 @click.option("--chip", type=click.Choice(["esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6"]),
               default="esp32", show_default=True, help="Chip of the boards.")
 @click.option("--layout", type=click.Choice(["esp32-generic-ota", "8mib-ota"]),
@@ -135,7 +135,7 @@ def delta_cmd(old: Path, new: Path, output: Path) -> None:
 @click.option("--product", help="Product (with --register).")
 @click.option("--sign", type=click.Choice(["md5", "sha256"]), default="md5", show_default=True,
               help="Signature method of the package (with --register).")
-def esp32_cmd(file: Path, version: str, chip: str, layout: str, register: bool,
+def esp32_cmd(file: Path, version: str | None, chip: str, layout: str, register: bool,
               data_dir: Path | None, name: str | None, module: str | None,
               product: str | None, sign: str) -> None:
     """Validate a MicroPython ESP32 app image for OTA; prints size, md5, sha256, version, chip.
@@ -158,7 +158,8 @@ def esp32_cmd(file: Path, version: str, chip: str, layout: str, register: bool,
         try:
             ops = connect(data_dir)
             try:
-                out["package"] = ops.create_package(file=str(file), version=version, name=name,
+                out["package"] = ops.create_package(file=str(file), version=facts["version"],
+                                                    name=name,
                                                     module=module, product=product, sign=sign)
             finally:
                 ops.close()

@@ -42,9 +42,11 @@ def _explain_combined(data: bytes) -> str:
     )
 
 
-def check_image(data: bytes, version: str, chip: str = "esp32",
+def check_image(data: bytes, version: str | None, chip: str = "esp32",
                 layout: str = "esp32-generic-ota") -> dict[str, Any]:
-    """Validate an ESP32 app image for OTA; the JSON facts, or ImageError explaining why not."""
+    """Validate an ESP32 app image for OTA; the JSON facts, or ImageError explaining why not.
+
+    `version`: the one expected (None: whatever the image carries)."""
     if chip not in esp_image.CHIP_IDS:
         raise ImageError(f"unknown chip {chip!r}; one of {', '.join(esp_image.CHIP_IDS)}")
     if layout not in esp_image.PARTITION_LAYOUTS:
@@ -66,7 +68,7 @@ def check_image(data: bytes, version: str, chip: str = "esp32",
             f"(over by {len(data) - slot} bytes): freeze fewer modules, or use a board and "
             "layout with bigger OTA slots."
         )
-    if app.version != version:
+    if version is not None and app.version != version:
         raise ImageError(
             f"the image carries version {app.version!r} in its app descriptor, not "
             f"{version!r}: the device reports the descriptor's version after the update, so "
@@ -83,5 +85,14 @@ def check_image(data: bytes, version: str, chip: str = "esp32",
         "slot_size": slot,
         "free": slot - len(data),
         "trailing_bytes": len(data) - app.size,
+        "secure_version": struct.unpack_from("<I", data, 0x24)[0],
+        **_signature(data),
     }
+
+
+def _signature(data: bytes) -> dict[str, Any]:
+    from . import signing
+
+    info = signing.signature_info(data)
+    return {"signed": info.signed, "key_digests": info.key_digests}
 

@@ -68,6 +68,11 @@ def test_fota_sign_passes_espsecure_and_rotation(keys: dict, tmp_path: Path) -> 
     assert signing.verify(signed.read_bytes(), [keys["db"]]) == (True, keys["db"])
     # The bytes before the sector are the image, padded: the descriptor still reads.
     assert esp_image.parse_app_image(signed.read_bytes()).version == "3.1.0"
+    checked = fota_json("pack", "esp32", signed)         # the version: the image's own
+    assert (checked["version"], checked["signed"]) == ("3.1.0", True)
+    assert checked["key_digests"] == [keys["da"], keys["db"]]
+    assert "not '3.2.0'" in fota("pack", "esp32", signed, "--version", "3.2.0",
+                                 ok=False).stderr
 
 
 def test_espsecure_signature_is_read_by_fota_sign(keys: dict, tmp_path: Path) -> None:
