@@ -6,7 +6,6 @@ import hashlib
 import socket
 import sys
 import time
-
 from esp32 import Partition
 
 host, port, path, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])

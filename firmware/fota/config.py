@@ -72,7 +72,7 @@ def validate(cfg):
                      ("health_deadline_s", 1), ("max_trials", 1), ("wdt_s", 0)):
         _num(out, key, low)
     w = out.get("wifi")
-    _need(w is None or isinstance(w, dict) and isinstance(w.get("ssid"), str),
+    _need(w is None or (isinstance(w, dict) and isinstance(w.get("ssid"), str)),
           "wifi must be an object with ssid and password")
     return out
 

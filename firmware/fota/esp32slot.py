@@ -7,6 +7,7 @@ pending-verify API).
 from micropython import const
 
 from fota import esp32trial
+
 _IMAGE_MAGIC = const(0xE9)
 _DESC_OFFSET = const(0x20)
 _VERSION_OFFSET = const(0x30)
@@ -47,10 +48,10 @@ class Esp32Slot:
         if partition_cls is None:
             from esp32 import Partition as partition_cls
         self._cls = partition_cls
-        self.running = partition_cls(partition_cls.RUNNING)  # type: ignore  # stub says str; RUNNING/BOOT ints are documented
+        # (The stub's Partition(id: str) omits the documented RUNNING/BOOT ints.)
+        self.running = partition_cls(partition_cls.RUNNING)  # pyright: ignore[reportArgumentType]
         self.running_label = self.running.info()[4]
-        # (ignored for the checker: the stub's Partition(id: str) omits BOOT/RUNNING ints)
-        self.boot_label = partition_cls(partition_cls.BOOT).info()[4]  # type: ignore
+        self.boot_label = partition_cls(partition_cls.BOOT).info()[4]  # pyright: ignore[reportArgumentType]
         self.part = self.running.get_next_update()   # OSError(ENOENT): no OTA table
         # Whole blocks go straight to the partition's own (erasing) writeblocks:
         # no Python frame per block in the engine's loop.
@@ -101,7 +102,8 @@ class Esp32Slot:
     # --- what the agent calls around reboots (the trial record: fota.esp32trial) ---
     def boot_state(self):
         cls = self._cls
-        return esp32trial.boot_state(self.running_label, cls(cls.BOOT).info()[4])  # type: ignore
+        boot = cls(cls.BOOT).info()[4]  # pyright: ignore[reportArgumentType] (as above)
+        return esp32trial.boot_state(self.running_label, boot)
 
     def note(self, reason):
         esp32trial.note(reason)

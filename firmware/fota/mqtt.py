@@ -17,8 +17,9 @@ mqttcodec.read_ack() consumes.
 from micropython import const
 from time import ticks_add, ticks_diff, ticks_ms
 
-from fota import mqttcodec as codec
 from umqtt.simple import MQTTClient
+
+from fota import mqttcodec as codec
 
 _POLLIN = const(1)  # select.POLLIN
 _POLLOUT = const(4)  # select.POLLOUT
@@ -282,7 +283,9 @@ class Link:
                 stream.attach(self._tls.wrap_socket(sock, server_hostname=self._server_hostname))
             codec.write_connect(stream, self._head, *self._login)
             codec.read_connack(stream)
-            self._stream = self._client.sock = stream  # the seam into umqtt
+            # The seam into umqtt (its stubs type `sock` as a socket; umqtt only calls
+            # read, write and setblocking on it).
+            self._stream = self._client.sock = stream  # pyright: ignore[reportAttributeAccessIssue]
             self._pid = 0  # a clean session starts the packet ids again
             for topic in self._subscriptions:
                 self._subscribe(topic, self._subscriptions[topic])

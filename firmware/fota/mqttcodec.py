@@ -108,6 +108,6 @@ def read_ack(stream, op):
     kind = op & 0xF0
     if kind != _PUBACK and kind != _SUBACK:
         return 0
-    if n < 2 or kind == _SUBACK and (n < 3 or body[2] == 0x80):
+    if n < 2 or (kind == _SUBACK and (n < 3 or body[2] == 0x80)):
         raise ValueError("bad ack")
     return body[0] << 8 | body[1]

@@ -65,7 +65,7 @@ def quote(s):
     out = []
     for b in s.encode():
         c = chr(b)
-        if c.isalpha() and b < 128 or c.isdigit() or c in "-._~":
+        if (c.isalpha() and b < 128) or c.isdigit() or c in "-._~":
             out.append(c)
         else:
             out.append("%%%02X" % b)

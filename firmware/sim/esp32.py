@@ -12,7 +12,6 @@ every simulated hard reset. Kept small: on a board this module costs no RAM.
 """
 import os
 
-
 SLOT_SIZE = 0x180000
 _LABELS = ("ota_0", "ota_1")
 _ERASED = b"\xff" * 256
