@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test demo bench lint typecheck deploy hil clean device
+.PHONY: setup test test-fast demo bench lint typecheck deploy hil clean device
 
 setup: $(STAMP) device
 
@@ -25,14 +25,23 @@ device: $(STAMP)
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The device's fast unit tests: pure functions on the real unix port, one micropython
+# process, no broker (seconds). The first thing to run.
+test-fast: setup
+	$(BIN)/python -m pytest tests/firmware/unit -q $(PYTEST_ARGS)
+
 demo: setup
 	$(BIN)/python -m fota_host.sim.demo
 
 bench: setup
 	$(BIN)/python bench/run.py
 
+# Host code with the top-level pyproject.toml; device code (firmware/ and the MicroPython
+# scripts in bench/, which the host config leaves out) with firmware/ruff.toml.
+MICROPYTHON_SCRIPTS := bench/engine_run.py bench/engine_min.py bench/raw_loop.py bench/floor_get.py
 lint: setup
 	$(BIN)/ruff check host_tools tests bench
+	$(BIN)/ruff check --config firmware/ruff.toml firmware $(MICROPYTHON_SCRIPTS)
 
 clean:
 	rm -rf build
