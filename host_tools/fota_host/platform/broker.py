@@ -1,27 +1,235 @@
 """The embedded MQTT broker (amqtt, pure Python): what `serve` runs without `--broker`.
 
-Anonymous, no ACL: for a desk or CI. For a fleet use mosquitto (see `mosquitto.py`).
+Who may connect (`Identities`):
+- the platform, always with a user name and a password of its own (a fresh one per run
+  unless the credentials folder names one): no device can take its client id;
+- with a credentials folder (`fota platform mosquitto-config --out DIR`: DIR/passwd and
+  DIR/credentials.json): each device logs in with its id as user name and the password
+  issued there, and reaches only its own topics, as with the generated mosquitto setup;
+- without one (loopback only, or `allow_anonymous`): any client, with no user name.
+
+A client's id is its user name (mosquitto's `use_username_as_clientid`), set before the
+broker looks up or replaces a session, so a client cannot take over anyone else's
+connection or session. Connections that send no CONNECT in time are closed, each address
+may hold only a few such connections, and there is a cap on all connections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 import socket
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
 
-async def start_embedded_broker(host: str, port: int) -> Any:
-    from amqtt.broker import Broker
+from .ctwing import TopicMap
+from .lograte import LogRate
+from .mosquitto import check_password, read_passwd
 
+log = logging.getLogger("fota.platform.broker")
+_rate = LogRate(log)
+PLATFORM, DEVICE, ANONYMOUS = "platform", "device", "anonymous"
+
+
+class Identities:
+    """The platform's own login and, when given, the devices' password file."""
+
+    def __init__(self, platform_user: str, platform_password: str,
+                 passwd: Path | None = None, anonymous: bool = False) -> None:
+        self.platform_user = platform_user
+        self.platform_password = platform_password
+        self.passwd = passwd
+        self.anonymous = anonymous
+        self._users: dict[str, str] = {}
+        self._stamp: tuple[int, int] | None = None
+
+    def _devices(self) -> dict[str, str]:
+        """The password file, read again when it changed (new devices need no restart)."""
+        if self.passwd is None:
+            return {}
+        try:
+            st = self.passwd.stat()
+            stamp = (st.st_mtime_ns, st.st_size)
+            if stamp != self._stamp:
+                self._users, self._stamp = read_passwd(self.passwd), stamp
+        except OSError as exc:
+            _rate.log(logging.ERROR, "passwd", "broker password file %s: %s", self.passwd, exc)
+        return self._users
+
+    def role(self, username: str | None, password: str | None) -> str | None:
+        """PLATFORM, DEVICE or ANONYMOUS for an accepted login, None for a refused one."""
+        if username == self.platform_user:
+            ok = secrets.compare_digest((password or "").encode(), self.platform_password.encode())
+            return PLATFORM if ok else None
+        if not username:
+            return ANONYMOUS if self.anonymous else None
+        stored = self._devices().get(username)
+        if stored is not None and check_password(password or "", stored):
+            return DEVICE
+        return ANONYMOUS if self.anonymous and self.passwd is None else None
+
+
+@dataclass
+class Limits:
+    connect_timeout: float = 10.0  # seconds from accept to CONNECT
+    max_connections: int = 5000  # in total
+    max_pending_per_address: int = 32  # connections without CONNECT yet, per address
+
+
+class FotaBroker(Broker):
+    """amqtt's broker with identities bound to client ids and connection limits."""
+
+    def __init__(self, config: dict[str, Any], identities: Identities, limits: Limits) -> None:
+        super().__init__(config)
+        self.identities = identities
+        self.limits = limits
+        self.open = 0
+        self.pending: dict[str, int] = {}  # address -> connections without CONNECT yet
+        self.waiting: set[tuple[str, int]] = set()
+
+    async def stream_connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                               listener_name: str) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        addr, key = str(peer[0]), (str(peer[0]), int(peer[1]))
+        if self.open >= self.limits.max_connections:
+            _rate.log(logging.WARNING, addr, "MQTT connection from %s refused: %d connections "
+                      "open (the cap)", addr, self.open)
+            writer.transport.abort()
+            return
+        if self.pending.get(addr, 0) >= self.limits.max_pending_per_address:
+            _rate.log(logging.WARNING, addr, "MQTT connection from %s refused: %d connections "
+                      "from it still without CONNECT", addr, self.pending[addr])
+            writer.transport.abort()
+            return
+        self.open += 1
+        self.pending[addr] = self.pending.get(addr, 0) + 1
+        self.waiting.add(key)
+        try:
+            await super().stream_connected(reader, writer, listener_name)
+        except Exception as exc:  # a hostile client must not print a traceback
+            _rate.log(logging.WARNING, addr, "MQTT connection from %s failed: %r", addr, exc)
+            writer.transport.abort()
+        finally:
+            self.open -= 1
+            self._connected(key)
+
+    def _connected(self, key: tuple[str, int]) -> None:
+        """The connection from `key` is no longer waiting for its CONNECT."""
+        if key not in self.waiting:
+            return
+        self.waiting.discard(key)
+        left = self.pending.get(key[0], 0) - 1
+        if left > 0:
+            self.pending[key[0]] = left
+        else:
+            self.pending.pop(key[0], None)
+
+    async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: str,
+                                         remote_port: int) -> tuple[BrokerProtocolHandler,
+                                                                    Session]:
+        try:
+            handler, session = await asyncio.wait_for(BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager), self.limits.connect_timeout)
+        except asyncio.TimeoutError:
+            await writer.close()
+            _rate.log(logging.INFO, remote_address, "MQTT connection from %s closed: no CONNECT "
+                      "within %.0f s", remote_address, self.limits.connect_timeout)
+            raise NoDataError("no CONNECT in time") from None
+        except (AMQTTError, MQTTError, NoDataError, ValueError, UnicodeError) as exc:
+            await writer.close()
+            _rate.log(logging.INFO, remote_address, "MQTT connection from %s closed: bad CONNECT "
+                      "(%s)", remote_address, exc)
+            raise AMQTTError(str(exc)) from None
+        self._connected((str(remote_address), int(remote_port)))
+        role = self.identities.role(session.username, session.password)
+        if role in (PLATFORM, DEVICE):
+            session.client_id = session.username  # bound to the identity
+        elif role is None or session.client_id == self.identities.platform_user:
+            # Refused: an id of its own, so no session is looked up, replaced or taken over.
+            role = None
+            session.client_id = f"refused/{secrets.token_hex(8)}"
+            session.clean_session = True
+            _rate.log(logging.WARNING, remote_address, "MQTT login refused from %s (user %.64r)",
+                      remote_address, session.username)
+        session.fota_role = role  # type: ignore[attr-defined]
+        if session.clean_session:
+            if session.client_id:
+                await self._delete_session(session.client_id)
+            else:
+                session.client_id = f"anonymous/{secrets.token_hex(8)}"
+            session.parent = 0
+            return handler, session
+        kept = self.sessions.get(session.client_id)
+        if kept is None:
+            session.parent = 0
+            return handler, session
+        old: Session = kept[0]
+        for name in ("will_flag", "will_message", "will_topic", "will_qos", "keep_alive",
+                     "username", "password", "fota_role"):
+            setattr(old, name, getattr(session, name))
+        old.parent = 1
+        return handler, old
+
+
+class FotaAuth(BaseAuthPlugin):
+    """Accepts the logins `FotaBroker` recognised (the role it stored on the session)."""
+
+    @dataclass
+    class Config:
+        pass
+
+    async def authenticate(self, *, session: Session) -> bool | None:
+        role = getattr(session, "fota_role", None)
+        session.is_anonymous = role == ANONYMOUS
+        return role is not None
+
+
+class FotaTopics(BaseTopicPlugin):
+    """A device publishes only its own inform and progress and reads only its own notices;
+    the platform (and, without credentials, everyone) reaches everything."""
+
+    @dataclass
+    class Config:
+        prefix: str = "devices/{device}"
+
+    async def topic_filtering(self, *, session: Session | None = None, topic: str | None = None,
+                              action: Action | None = None) -> bool | None:
+        role = getattr(session, "fota_role", None)
+        if role in (PLATFORM, ANONYMOUS):
+            return True
+        if role != DEVICE or session is None or not topic:
+            return False
+        topics = TopicMap(self.config.prefix)
+        device = session.username or ""
+        if action == Action.PUBLISH:
+            return topic in (topics.topic(device, "inform"), topics.topic(device, "progress"))
+        return topic == topics.topic(device, "upgrade")  # SUBSCRIBE (exact) and RECEIVE
+
+
+async def start_embedded_broker(host: str, port: int, identities: Identities | None = None,
+                                limits: Limits | None = None,
+                                prefix: str = "devices/{device}") -> FotaBroker:
     for name in ("amqtt", "transitions"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # amqtt logs one line per refused or broken connection; ours are rate-limited.
+    for name in ("amqtt.broker", "amqtt.mqtt.protocol.handler"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    identities = identities or Identities("fota-platform", secrets.token_urlsafe(18),
+                                          anonymous=True)
     config = {
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}",
-                                  "max_connections": 5000}},
-        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin":
-                    {"allow_anonymous": True}},
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+        "plugins": {f"{__name__}.FotaAuth": {}, f"{__name__}.FotaTopics": {"prefix": prefix}},
     }
-    broker = Broker(config)
+    broker = FotaBroker(config, identities, limits or Limits())
     quiet = logging.getLogger("amqtt.broker")
     level = quiet.level
     quiet.setLevel(logging.CRITICAL)  # a busy port is reported by the caller, in one line

@@ -2,7 +2,9 @@
 
 The spec's download address. The token is checked per device and task
 (`Downloads.check`); the image is streamed from disk with sendfile (never read
-into memory). One `Range` gets 206 + Content-Range, an unsatisfiable or malformed one 416.
+into memory). Ranges per RFC 9110: one byte range gets 206 + Content-Range (suffix and
+open ranges too), an unsatisfiable one 416 + `Content-Range: bytes */SIZE`; several ranges,
+other units, bad syntax and any If-Range get the whole file (200).
 A download whose sub-task is cancelled (or whose task ends) while it streams is reset
 (`Downloads.watch`).
 
@@ -31,26 +33,44 @@ PLATFORM_KEY = web.AppKey("platform", Platform)
 SEND_BUFFER = 256 * 1024  # bytes per download socket (the kernel doubles it)
 
 
-def byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
-    """(offset, count) of the request's Range within `size` bytes; None when unsatisfiable.
+_NOT_SATISFIABLE = (-1, -1)
 
-    No Range header: the whole file.
+
+def _parse_range(value: str, size: int) -> tuple[int, int] | None:
+    """(offset, count) of one `Range` value per RFC 9110 section 14; None: ignore it and
+    send the whole file (another unit, bad syntax, several ranges); _NOT_SATISFIABLE."""
+    unit, eq, spec = value.partition("=")
+    if not eq or unit.strip().lower() != "bytes" or "," in spec:
+        return None  # unknown unit or several ranges: a 200 with everything is allowed
+    first, dash, last = spec.strip().partition("-")
+    numbers = [n for n in (first, last) if n]
+    if not dash or not numbers or len(spec) > 40 or \
+            not all(n.isascii() and n.isdigit() for n in numbers):
+        return None
+    if not first:  # suffix: the last N bytes
+        count = min(int(last), size)
+        return (size - count, count) if count else _NOT_SATISFIABLE
+    start = int(first)
+    stop = size - 1 if not last else int(last)
+    if last and stop < start:
+        return None  # invalid range-spec: ignored
+    if start >= size:
+        return _NOT_SATISFIABLE
+    stop = min(stop, size - 1)
+    return start, stop - start + 1
+
+
+def byte_range(request: web.Request, size: int) -> tuple[int, int] | None:
+    """(offset, count) of the request's Range within `size` bytes; None for the whole file
+    (no Range, or one to ignore: RFC 9110); `_NOT_SATISFIABLE` for a 416.
+
+    If-Range: the server sends no validators (ETag, Last-Modified), so none can match:
+    the whole file (RFC 9110 13.1.5).
     """
-    if hdrs.RANGE not in request.headers:
-        return 0, size
-    try:
-        rng = request.http_range  # parses bytes=a-b, bytes=a-, bytes=-n
-    except ValueError:
+    values = request.headers.getall(hdrs.RANGE, [])
+    if len(values) != 1 or hdrs.IF_RANGE in request.headers or request.method != hdrs.METH_GET:
         return None
-    start, stop = rng.start, rng.stop
-    if start is None or size == 0:
-        return None
-    if start < 0:  # the last -start bytes
-        start = max(0, size + start)
-    stop = size if stop is None else min(stop, size)
-    if start >= stop:
-        return None
-    return start, stop - start
+    return _parse_range(values[0], size)
 
 
 async def send_file(request: web.Request, path: Path) -> web.StreamResponse:
@@ -58,12 +78,12 @@ async def send_file(request: web.Request, path: Path) -> web.StreamResponse:
         size = os.fstat(f.fileno()).st_size
         headers = {hdrs.CONTENT_TYPE: "application/octet-stream", hdrs.ACCEPT_RANGES: "bytes"}
         span = byte_range(request, size)
-        if span is None:
+        if span == _NOT_SATISFIABLE:
             headers[hdrs.CONTENT_RANGE] = f"bytes */{size}"
             return web.Response(status=416, headers=headers)
-        offset, count = span
-        status = 200
-        if hdrs.RANGE in request.headers:
+        offset, count, status = 0, size, 200
+        if span is not None:
+            offset, count = span
             status = 206
             headers[hdrs.CONTENT_RANGE] = f"bytes {offset}-{offset + count - 1}/{size}"
         resp = web.StreamResponse(status=status, headers=headers)
