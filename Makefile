@@ -30,8 +30,10 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest tests/firmware/unit -q $(PYTEST_ARGS)
 
+# make demo [KEEP=1|KEEP=DIR] [SLOW=1] [DEVICES=6]: KEEP keeps the work folder (its commands
+# can then be run again by hand there), SLOW paces the tour for a person to follow.
 demo: setup
-	$(BIN)/python -m fota_host.sim.demo
+	$(BIN)/python -m fota_host.sim.demo $(if $(filter 1 yes true,$(KEEP)),--keep,$(if $(filter-out 0 no false,$(KEEP)),--keep $(KEEP))) $(if $(filter 1 yes true,$(SLOW)),--slow) $(if $(DEVICES),--devices $(DEVICES))
 
 bench: setup
 	$(BIN)/python bench/run.py
