@@ -246,3 +246,22 @@ def test_a_store_made_before_variants_opens_with_them(tmp_path: Path, images) ->
         assert v["kind"] == "delta" and v["base_version"] == "1.0.0"
     finally:
         ops.close()
+
+
+def test_variant_api_refuses_bad_requests(embedded, images) -> None:
+    from fota_host.platform.validate import PlatformError
+
+    embedded.start()
+    api = embedded.api
+    old, mid, _ = _packages(api, images)
+    for kind, base, status, words in (("bogus", None, 400, "kind must be"),
+                                      ("delta", None, 404, "unknown package"),
+                                      ("delta", "../../etc", 404, "unknown package")):
+        with pytest.raises(PlatformError) as err:
+            api.add_variant(mid["id"], kind, base)
+        assert err.value.status == status and words in str(err.value)
+    with pytest.raises(PlatformError) as err:
+        api.add_variant("f" * 20, "compressed")
+    assert err.value.status == 404
+    assert api.get_package(mid["id"])["variants"] == []
+    assert api.add_variant(mid["id"], "delta", old["id"])["kind"] == "delta"
