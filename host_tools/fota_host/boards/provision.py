@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..platform.validate import device_id_problem
 from . import deploy
 
 
@@ -43,6 +44,8 @@ def build_config(device: str, host: str, *, port: int | None = None, user: str |
                  wdt_s: float | None = None, health_deadline_s: float | None = None,
                  download_ca: str | None = None,
                  trusted_keys: list[str] | None = None) -> dict[str, Any]:
+    if problem := device_id_problem(device):  # the platform's one device-id rule
+        raise ProvisionError(problem)
     broker: dict[str, Any] = {"host": host}
     if port is not None:
         broker["port"] = port

@@ -53,8 +53,9 @@ def platform_group() -> None:
               show_default=True, help="Seconds an upgrading device may stay silent.")
 @click.option("--token-ttl", type=click.FloatRange(min=1), default=3600, show_default=True,
               help="Seconds a download token stays valid after its notice.")
-@click.option("--online-window", type=click.FloatRange(min=1), default=900, show_default=True,
-              help="A device seen within this many seconds is listed as online.")
+@click.option("--online-window", type=click.FloatRange(min=1), default=120, show_default=True,
+              help="A device is listed as online while its last message is at most this "
+                   "many seconds old (and the platform is connected to the broker).")
 @click.option("--require-signed", is_flag=True,
               help="Refuse packages without a Secure Boot V2 signature (`fota sign`).")
 @click.option("--log-level", default="INFO", show_default=True,
@@ -73,7 +74,7 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
     from ..platform.mqttlink import parse_broker_url
     from ..platform.options import ServiceOptions, Settings
     from ..platform.service import run_service
-    from ..platform.validate import PlatformError
+    from ..platform.validate import PlatformError, check_public_url
 
     if bool(tls_cert) != bool(tls_key):
         fail("give both --tls-cert and --tls-key")
@@ -81,6 +82,10 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
         if broker:
             parse_broker_url(broker)
         TopicMap(topic_prefix)
+    except PlatformError as exc:
+        fail(str(exc))
+    try:
+        check_public_url(public_url)
     except PlatformError as exc:
         fail(str(exc))
     logging.basicConfig(level=log_level, stream=sys.stderr,
@@ -147,6 +152,46 @@ def mosquitto_config_cmd(out_dir: Path, devices: tuple[str, ...], devices_file: 
     except PlatformError as exc:
         fail(str(exc))
 
+
+
+@platform_group.command("backup")
+@DATA
+@click.option("-o", "--output", "output", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The backup file to write (a tar file).")
+def backup_cmd(data_dir: Path, output: Path) -> None:
+    """Back up the store and the package images (safe while the service runs).
+
+    The store is copied with SQLite's online backup, so the copy is consistent even while
+    `fota platform serve` writes to it. Prints {"backup", "packages", "images",
+    "missing_images"}.
+    """
+    from ..platform.datadir import backup
+    from ..platform.validate import PlatformError
+
+    try:
+        emit_json(backup(data_dir, output))
+    except (OSError, PlatformError) as exc:
+        fail(f"backup failed: {exc}")
+
+
+@platform_group.command("restore")
+@DATA
+@click.argument("backup_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def restore_cmd(data_dir: Path, backup_file: Path) -> None:
+    """Restore a backup made by `fota platform backup` (or a plain platform.db copy).
+
+    Refused while a platform runs on DIR. The backup's store is checked first; the store it
+    replaces is kept next to it as platform.db.damaged-<time>. Prints {"restored",
+    "images", "kept"}.
+    """
+    from ..platform.datadir import restore
+    from ..platform.validate import PlatformError
+
+    try:
+        emit_json(restore(data_dir, backup_file))
+    except (OSError, PlatformError) as exc:
+        fail(f"restore failed: {exc}")
 
 
 COMMANDS: list[click.Command] = [platform_group]

@@ -7,6 +7,7 @@ import logging
 import threading
 import urllib.parse
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,16 +60,24 @@ class _Client(mqtt.Client):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.outbox: deque[tuple[str, bytes] | None] = deque()
+        self.outbox: deque[tuple[str, bytes, Callable[[], None] | None] | None] = deque()
+        # Reports are acknowledged (PUBACK) only once the platform stored them (manual ack):
+        # (mid, qos) queued by any thread, sent here.
+        self.acks: deque[tuple[int, int]] = deque()
+        self.on_acks: dict[int, Callable[[], None]] = {}  # notice mid -> its PUBACK callback
 
     def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
         rc = super()._loop(timeout)
+        while self.acks:
+            self.ack(*self.acks.popleft())
         while self.outbox:
             item = self.outbox.popleft()
             if item is None:
                 self.disconnect()
                 break
-            self.publish(item[0], item[1], qos=1)
+            info = self.publish(item[0], item[1], qos=1)
+            if item[2] is not None:
+                self.on_acks[info.mid] = item[2]
         return rc
 
 
@@ -80,11 +89,13 @@ class MqttLink:
         self.platform = platform
         self.url = url
         self.connected = threading.Event()
+        self.answered = threading.Event()  # the broker answered the first CONNECT
+        self.refused: str | None = None  # its reason when it refused the platform
         self.stopping = False
         # A persistent session: an external broker keeps device reports (QoS 1) while the
         # platform restarts.
         self.client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
-                              clean_session=False)
+                              clean_session=False, manual_ack=True)
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(100)
         if url.username:
@@ -97,15 +108,20 @@ class MqttLink:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
         self.thread = threading.Thread(target=self._run, name="fota-mqtt", daemon=True)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                     props: Any = None) -> None:
         if rc.is_failure:
             log.error("broker refused the platform: %s", rc)
+            self.refused = str(rc)
+            self.answered.set()
             return
+        self.refused = None
         client.subscribe([(t, 1) for t in self.platform.topics.subscriptions()])
         self.connected.set()
+        self.answered.set()
         log.info("connected to broker %s", self.url.public())
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
@@ -117,10 +133,22 @@ class MqttLink:
             log.warning("disconnected from broker (%s); reconnecting", rc)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.platform.on_message(msg.topic, msg.payload)
+        acks, mid, qos = self.client.acks, msg.mid, msg.qos
+        self.platform.on_message(msg.topic, msg.payload, lambda: acks.append((mid, qos)))
 
-    def publish(self, topic: str, payload: bytes) -> None:
-        self.client.outbox.append((topic, payload))
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any = None,
+                    props: Any = None) -> None:
+        on_ack = self.client.on_acks.pop(mid, None)
+        if on_ack is not None:
+            try:
+                on_ack()
+            except Exception:
+                log.exception("recording a notice's acknowledgement failed")
+
+    def publish(self, topic: str, payload: bytes,
+                on_ack: Callable[[], None] | None = None) -> None:
+        """Queue a QoS 1 message; `on_ack()` runs once the broker acknowledged it."""
+        self.client.outbox.append((topic, payload, on_ack))
 
     def _run(self) -> None:
         try:

@@ -18,7 +18,7 @@ class Settings:
     retry_backoff: float = 30.0  # seconds, doubled after each retry
     device_timeout: float = 600.0  # seconds without a report from an upgrading device
     token_ttl: float = 3600.0  # seconds a download token stays valid after a notice
-    online_window: float = 900.0  # a device seen within this many seconds is "online"
+    online_window: float = 120.0  # seconds a message keeps a device "online" (link up too)
     flush_interval: float = 0.2  # seconds between commits of progress updates
     require_signed: bool = False  # refuse packages without a Secure Boot V2 signature
 

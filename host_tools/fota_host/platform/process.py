@@ -5,6 +5,7 @@ fota_host.platform.process`) reads it as JSON on its stdin and serves."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -49,9 +50,11 @@ class PlatformProcess:
         return ApiClient(self.info)
 
     def start(self) -> PlatformProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / "service.json").unlink(missing_ok=True)
-        with open(self.log_path, "ab") as logf:
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # service.json is left alone: it may be another running service's (which the
+        # child then refuses to disturb); the wait below is for this child's own pid.
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "ab") as logf:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fota_host.platform.process"], stdin=subprocess.PIPE,
                 stdout=logf, stderr=subprocess.STDOUT)

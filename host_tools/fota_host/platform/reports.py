@@ -1,18 +1,61 @@
 """What each device message does to its sub-task: an inform (the version the device runs)
-and a progress report (a step, or a failure). Hostile input is dropped with one log line;
-an ordinary progress report of an upgrading sub-task takes the batched fast path."""
+and a progress report (a step, or a failure). Hostile input is dropped with one log line
+(rate-limited per device); an ordinary progress report of an upgrading sub-task takes the
+batched fast path.
+
+Device text is checked at the edge: a version or module that is not valid Unicode, holds a
+control character or is too long drops the message; a `desc` is kept with such characters
+replaced (U+FFFD), so a failure report is never lost for its words. Each message's changes
+are applied in a savepoint of their own: one that fails can't undo anyone else's.
+
+`on_message` returns False when the store could not be written (disk full): the message is
+then not done, and must be neither acknowledged nor dropped (see `Platform.on_message`).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
 from . import ctwing
-from .store import ACTIVE_STATES, Row, Store
+from .store import ACTIVE_STATES, Row, StorageError, Store
 from .tasks import Tasks
+from .validate import MAX_TEXT, MAX_VERSION, device_text, shown
 
 log = logging.getLogger("fota.platform")
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def clean_desc(desc: str) -> str:
+    """A device's `desc`, kept: control characters and lone surrogates become U+FFFD."""
+    return _UNSAFE.sub("\ufffd", desc[:MAX_TEXT])
+
+
+class RateLimitedLog:
+    """One warning per source every `interval` seconds; the lines held back are counted
+    and the count is told with the next line from that source."""
+
+    def __init__(self, interval: float = 10.0, sources: int = 10_000) -> None:
+        self.interval = interval
+        self.sources = sources
+        self._seen: dict[str, list[float]] = {}
+
+    def __call__(self, source: str, line: str) -> None:
+        now = time.monotonic()
+        seen = self._seen.get(source)
+        if seen is not None and now - seen[0] < self.interval:
+            seen[1] += 1
+            return
+        held = int(seen[1]) if seen else 0
+        if len(self._seen) >= self.sources:
+            self._seen.clear()
+        self._seen[source] = [now, 0]
+        if held:
+            line += f" ({held} more from {shown(source)} held back in {self.interval:g}s)"
+        log.warning("%s", line)
 
 
 class Reports:
@@ -24,44 +67,64 @@ class Reports:
         self.tasks = tasks
         self.dropped = 0
         self.accepted = 0
+        self.drop_log = RateLimitedLog()
 
     def _drop(self, topic: str, why: str) -> None:
         self.dropped += 1
-        log.warning("dropped message on %.80r: %s", topic, why)
+        parsed = self.topics.parse(topic)
+        self.drop_log(parsed[0] if parsed else "?",
+                      f"dropped message on {shown(topic)}: {shown(why, 200)}")
 
-    def on_message(self, topic: str, payload: bytes) -> None:
-        """Handle one device message; hostile input is dropped with one log line."""
+    def on_message(self, topic: str, payload: bytes) -> bool:
+        """Handle one device message: True when done (stored, or dropped with a log line),
+        False when the store could not be written (nothing of it was stored)."""
         try:
             report = ctwing.parse_report(self.topics, topic, payload)
             if report is None:
-                return  # our own notices or unrelated traffic
+                return True  # our own notices or unrelated traffic
             if report.kind == "progress":
                 plain = ctwing.plain_progress(report.params)
-                if plain is not None and self.tasks.batch.offer(report.task_id, report.device,
-                                                                *plain):
+                if plain is not None and self.tasks.batch.offer(
+                        report.task_id, report.device, plain[0], clean_desc(plain[1])):
                     self.accepted += 1
-                    return
-                fields: tuple[Any, Any] = ctwing.progress_fields(report.params)
+                    return True
+                step, desc = ctwing.progress_fields(report.params)
+                fields: tuple[Any, Any] = (step, clean_desc(desc))
             else:
-                fields = ctwing.inform_fields(report.params)
-        except ctwing.Dropped as exc:
-            return self._drop(topic, str(exc))
+                version, module = ctwing.inform_fields(report.params)
+                fields = (device_text(version, "params.version", MAX_VERSION),
+                          device_text(module, "params.module", MAX_VERSION))
+        except ValueError as exc:  # ctwing.Dropped, or device text refused
+            self._drop(topic, str(exc))
+            return True
         try:
             with self.store.lock:
+                self.tasks.batch.write(self.store)
                 try:
-                    self.tasks.batch.write(self.store)
-                    self.tasks.batch.hot.pop(report.task_id, None)
-                    if report.kind == "inform":
-                        self._inform(topic, report, *fields)
-                    else:
-                        self._progress(topic, report, *fields)
-                    self.tasks.flush_if_due()
-                except BaseException:
-                    self.store.rollback()
+                    with self.store.savepoint():
+                        self.tasks.batch.hot.pop(report.task_id, None)
+                        if report.kind == "inform":
+                            self._inform(topic, report, *fields)
+                            changed = True
+                        else:
+                            changed = self._progress(topic, report, *fields)
+                except StorageError:
                     raise
-        except Exception as exc:  # a bug must not kill the MQTT thread
-            log.exception("error handling %r", topic)
-            self._drop(topic, f"error {exc!r}")
+                except Exception as exc:  # a bug must not kill the MQTT thread
+                    log.debug("error handling %r", topic, exc_info=True)
+                    self._drop(topic, f"error {exc!r}")
+                    return True
+                # A state change is committed before the message counts as done; progress
+                # of an upgrading sub-task is committed by the periodic flush.
+                if changed:
+                    self.store.commit()
+                else:
+                    self.tasks.flush_if_due()
+        except StorageError as exc:
+            self.store.rollback()
+            self.drop_log("(store)", f"{exc}: message on {shown(topic)} kept unacknowledged")
+            return False
+        return True
 
     def _inform(self, topic: str, report: ctwing.Report, version: str, module: str) -> None:
         device, task_id = report.device, report.task_id
@@ -70,7 +133,7 @@ class Reports:
         if task_id == -1:
             sub = self.store.running_subtask_of(device)
             if sub is None:
-                return self.store.commit()
+                return
             self.tasks.batch.hot.pop(sub["id"], None)
             if version == sub["target"]:
                 self.tasks.finish(sub, "succeeded", 100, f"already on {version}")
@@ -79,18 +142,38 @@ class Reports:
                 # (again). A retry waiting for its backoff keeps its time.
                 self.store.update_subtask(sub["id"], state="pending", push_due=time.time(),
                                           desc=f"device online on {version}")
-            return self.store.commit()
+            return
         sub = self._own_subtask(topic, device, task_id)
         if sub is None:
             return
         if sub["state"] not in ACTIVE_STATES:
-            log.info("inform for %s sub-task %d of %s ignored", sub["state"], task_id, device)
-            return self.store.commit()
+            return self._late_inform(sub, version)
         if version == sub["target"]:
             self.tasks.finish(sub, "succeeded", 100, f"upgraded to {version}")
         else:
             self.tasks.fail(sub, f"device reports version {version}, expected {sub['target']}")
-        self.store.commit()
+
+    def _late_inform(self, sub: Row, version: str) -> None:
+        """An inform for a sub-task already ended: what the device runs is recorded. The
+        protocol has no cancel message: a device that had the image when its sub-task was
+        cancelled (or timed out) may still install it and inform the new version."""
+        state, target = sub["state"], sub["target"]
+        if version == target and state != "succeeded":
+            self.tasks.finish(sub, "succeeded", 100,
+                              f"upgraded to {version} after the sub-task was {state}")
+            log.info("task %d: %s runs %s although its sub-task %d was %s: recorded as"
+                     " succeeded", sub["task_id"], shown(sub["device"]), shown(version),
+                     sub["id"], state)
+        elif version != target and state == "succeeded":
+            self.store.update_subtask(sub["id"], state="failed", step=-1,
+                                      desc=f"device runs {version} again after the upgrade"
+                                      f" to {target} (rolled back)")
+            log.warning("task %d: %s informs %s after succeeding with %s: recorded as failed"
+                        " (rolled back)", sub["task_id"], shown(sub["device"]),
+                        shown(version), shown(target))
+        else:
+            log.info("inform of %s for %s sub-task %d of %s: nothing to change",
+                     shown(version), state, sub["id"], shown(sub["device"]))
 
     def _own_subtask(self, topic: str, device: str, task_id: int) -> Row | None:
         sub = self.store.subtask_with_target(task_id)
@@ -102,25 +185,24 @@ class Reports:
             return None
         return sub
 
-    def _progress(self, topic: str, report: ctwing.Report, step: int, desc: str) -> None:
+    def _progress(self, topic: str, report: ctwing.Report, step: int, desc: str) -> bool:
+        """Apply a progress report; True when it changed the sub-task's state."""
         device = report.device
         sub = self._own_subtask(topic, device, report.task_id)
         if sub is None:
-            return
+            return False
         self.accepted += 1
         self.store.touch_device(device)
         now = time.time()
         counted: dict[str, Any] = {"reports": sub["reports"] + 1, "last_report": now}
         if sub["state"] not in ACTIVE_STATES:
             self.store.update_subtask(sub["id"], **counted)
-            return
+            return False
         if step < 0:
             self.store.update_subtask(sub["id"], **counted)
             self.tasks.fail(sub, desc or f"device reported step {step}", step)
-            return self.store.commit()
+            return True
         self.store.update_subtask(sub["id"], state="upgrading", step=step, desc=desc,
                                   push_due=None, **counted)
         self.tasks.batch.hot[sub["id"]] = device
-        # Progress rows are committed by the periodic flush; a state change commits now.
-        if sub["state"] != "upgrading":
-            self.store.commit()
+        return sub["state"] != "upgrading"

@@ -25,7 +25,7 @@ from .broker import start_embedded_broker
 from .core import Platform
 from .mqttlink import BrokerURL, MqttLink, parse_broker_url
 from .options import ServiceOptions
-from .validate import PlatformError
+from .validate import PlatformError, check_public_url
 
 log = logging.getLogger("fota.platform")
 
@@ -61,9 +61,21 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
 async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM when running in the main thread)."""
     data_dir = Path(opts.data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
+    check_public_url(opts.public_url)
+    os.umask(0o077)  # everything the service writes is the owner's only
+    # Opening the platform takes DIR's lock: a second service on DIR is refused here, naming
+    # the running one, before any of its files is touched.
+    platform = Platform(data_dir, opts.settings, holder="fota platform serve")
     info_path = data_dir / "service.json"
-    info_path.unlink(missing_ok=True)
+    info_path.unlink(missing_ok=True)  # left by a service that was killed: we hold the lock
+    try:
+        await _serve(opts, stop, platform, data_dir, info_path)
+    finally:
+        platform.close()
+
+
+async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Platform,
+                 data_dir: Path, info_path: Path) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -95,9 +107,8 @@ async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None
             raise PlatformError(f"embedded broker on {opts.host}:{mqtt_port}: {exc}") from None
         url = BrokerURL("mqtt", local, mqtt_port)
 
-    platform = Platform(data_dir, settings)
     link = MqttLink(url, platform, opts.client_id, opts.ca, opts.insecure)
-    platform.tasks.publish = link.publish
+    platform.tasks.attach_link(link.publish, link.connected.is_set)
     admin_token = _admin_token(data_dir)
     app = make_app(platform, admin_token)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -111,9 +122,16 @@ async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None
     await site.start()
     link.start()
     try:
-        await asyncio.wait_for(loop.run_in_executor(None, link.connected.wait, 15), 16)
+        await asyncio.wait_for(loop.run_in_executor(None, link.answered.wait, 15), 16)
     except asyncio.TimeoutError:
         pass
+    if link.refused and not link.connected.is_set():  # wrong or missing credentials
+        link.stop()
+        await runner.cleanup()
+        if broker is not None:
+            await broker.shutdown()
+        raise PlatformError(f"broker {url.public()} refused the platform: {link.refused}"
+                            " (check the user and password in --broker)")
     if not link.connected.is_set():
         log.warning("broker %s not reachable yet; the platform keeps trying", url.public())
     info = {
@@ -150,7 +168,6 @@ async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None
         await runner.cleanup()
         if broker is not None:
             await broker.shutdown()
-        platform.close()
 
 
 def run_service(opts: ServiceOptions) -> None:

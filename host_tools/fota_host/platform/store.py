@@ -7,11 +7,17 @@ rows, the rules live in `tasks.py`, `reports.py` and `downloads.py`.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from .validate import PlatformError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS packages (
@@ -97,6 +103,34 @@ VARIANT_COLUMNS = (
 )
 
 ACTIVE_STATES = ("pending", "upgrading")
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+class StorageError(PlatformError):
+    """The store could not be written (disk full, I/O error): nothing of the change was
+    stored, and nothing may be acknowledged as if it were. HTTP 507."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, 507)
+
+
+@contextlib.contextmanager
+def storage_errors() -> Iterator[None]:
+    """SQLite's "disk full" and I/O errors (and ENOSPC/EFBIG) as `StorageError`."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code == sqlite3.SQLITE_FULL or "full" in str(exc):
+            raise StorageError(f"disk full: cannot write the platform store ({exc})") from exc
+        if code is not None and code & 0xFF == sqlite3.SQLITE_IOERR:
+            raise StorageError(f"cannot write the platform store: {exc}") from exc
+        raise
+    except OSError as exc:
+        if exc.errno in DISK_FULL_ERRNOS:
+            raise StorageError(f"disk full: {exc}") from exc
+        raise
+
 _ACTIVE = "('pending','upgrading')"
 Row = dict[str, Any]
 
@@ -112,6 +146,8 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():  # owner-only; SQLite gives -wal and -shm the same mode
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         self.db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -120,28 +156,50 @@ class Store:
         self.db.executescript(SCHEMA)
         self._add_variants()
         self.lock = threading.RLock()
-        self._in_tx = False
 
     # -- transactions -------------------------------------------------------------------
+    # The transaction state is SQLite's own (`in_transaction`): a full disk can make SQLite
+    # roll a transaction back by itself.
     def begin(self) -> None:
-        if not self._in_tx:
-            self.db.execute("BEGIN")
-            self._in_tx = True
+        if not self.db.in_transaction:
+            with storage_errors():
+                self.db.execute("BEGIN")
 
     def commit(self) -> None:
-        if self._in_tx:
-            self.db.execute("COMMIT")
-            self._in_tx = False
+        if self.db.in_transaction:
+            with storage_errors():
+                self.db.execute("COMMIT")
 
     def rollback(self) -> None:
-        if self._in_tx:
+        if self.db.in_transaction:
             self.db.execute("ROLLBACK")
-            self._in_tx = False
+
+    @contextlib.contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """One message's changes, inside the open transaction: undone alone if it fails,
+        so it can't take anyone else's uncommitted changes (batched progress) with it."""
+        self.begin()
+        self.db.execute("SAVEPOINT one")
+        try:
+            yield
+        except BaseException:
+            if self.db.in_transaction:
+                try:
+                    self.db.execute("ROLLBACK TO one")
+                    self.db.execute("RELEASE one")
+                except sqlite3.OperationalError:
+                    self.rollback()
+            raise
+        else:
+            with storage_errors():
+                self.db.execute("RELEASE one")
 
     def close(self) -> None:
         with self.lock:
-            self.commit()
-            self.db.close()
+            try:
+                self.commit()
+            finally:
+                self.db.close()
 
     def _one(self, sql: str, args: tuple = ()) -> Row | None:
         row = self.db.execute(sql, args).fetchone()
@@ -152,7 +210,8 @@ class Store:
 
     def _write(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
         self.begin()
-        return self.db.execute(sql, args)
+        with storage_errors():
+            return self.db.execute(sql, args)
 
     # -- packages -----------------------------------------------------------------------
     def insert_package(self, row: Row) -> None:
@@ -277,13 +336,26 @@ class Store:
             " ORDER BY s.push_due, s.id LIMIT ?", (now, limit))
 
     def mark_notified(self, subtask_id: int, token: str, token_expires: float,
-                      now: float) -> None:
-        """A notice went out: its token, the time, one push more (a retry keeps its desc)."""
+                      now: float, desc: str = "notice sent") -> None:
+        """A notice goes out: its token, the time, one push more (a retry keeps its desc)."""
         self._write(
             "UPDATE subtasks SET token=?, token_expires=?, push_due=NULL, notified=?,"
             " pushes=pushes+1, last_report=?, updated=?,"
-            " desc=CASE WHEN desc LIKE 'retry%' THEN desc ELSE 'notice sent' END"
-            " WHERE id=?", (token, token_expires, now, now, now, subtask_id))
+            " desc=CASE WHEN desc LIKE 'retry%' THEN desc ELSE ? END"
+            " WHERE id=?", (token, token_expires, now, now, now, desc, subtask_id))
+
+    def mark_notice_sent(self, subtask_id: int, published: str, sent: str) -> None:
+        """The broker acknowledged the notice: `published` becomes `sent`."""
+        self._write("UPDATE subtasks SET desc=?, updated=? WHERE id=? AND desc=?",
+                    (sent, time.time(), subtask_id, published))
+
+    def mark_unsent(self, due: list[Row], desc: str) -> None:
+        """Notices due that can't go out (no broker connection) say so."""
+        ids = [r["id"] for r in due]
+        if ids:
+            marks = ",".join("?" * len(ids))
+            self._write(f"UPDATE subtasks SET desc=? WHERE id IN ({marks}) AND desc != ?"
+                        " AND desc NOT LIKE 'retry%'", (desc, *ids, desc))
 
     def download_grant(self, task_id: int, device: str) -> Row | None:
         """What a download request is checked against: the device's sub-task of the task
@@ -298,12 +370,13 @@ class Store:
         """Write batched progress: {subtask id: [step, desc, last_report, reports, device]};
         only sub-tasks still upgrading change."""
         self.begin()
-        self.db.executemany(
-            "UPDATE subtasks SET step=?, desc=?, last_report=?, updated=?,"
-            " reports=reports+? WHERE id=? AND state='upgrading'",
-            [(v[0], v[1], v[2], now, v[3], sid) for sid, v in batch.items()])
-        self.db.executemany("UPDATE devices SET last_seen=? WHERE id=?",
-                            [(v[2], v[4]) for v in batch.values()])
+        with storage_errors():
+            self.db.executemany(
+                "UPDATE subtasks SET step=?, desc=?, last_report=?, updated=?,"
+                " reports=reports+? WHERE id=? AND state='upgrading'",
+                [(v[0], v[1], v[2], now, v[3], sid) for sid, v in batch.items()])
+            self.db.executemany("UPDATE devices SET last_seen=? WHERE id=?",
+                                [(v[2], v[4]) for v in batch.values()])
 
     def total_reports(self) -> int:
         return self._one("SELECT COALESCE(SUM(reports),0) AS n FROM subtasks")["n"]  # type: ignore[index]
@@ -348,6 +421,9 @@ class Store:
             " module = COALESCE(excluded.module, devices.module)",
             (device, version, module, now, now),
         )
+
+    def device_seen(self, device: str) -> bool:
+        return self._one("SELECT 1 AS x FROM devices WHERE id = ?", (device,)) is not None
 
     def devices(self) -> list[Row]:
         return self._all("SELECT * FROM devices ORDER BY id")

@@ -22,13 +22,18 @@ from typing import Any
 from . import ctwing, variants
 from .downloads import Downloads
 from .options import Settings
-from .store import ACTIVE_STATES, Row, Store
-from .validate import PlatformError, check_device_id, int_id, parse_time, text
+from .store import ACTIVE_STATES, Row, StorageError, Store
+from .validate import PlatformError, check_device_id, int_id, parse_time, shown, text
 
 log = logging.getLogger("fota.platform")
 
 Publish = Callable[[str, bytes], None]
 VARIANT_KINDS = ("compressed", "delta")
+# A broker link's publish: `on_ack()` is called once the broker acknowledged (QoS 1 PUBACK).
+AckedPublish = Callable[[str, bytes, Callable[[], None]], None]
+NOTICE_PUBLISHED = "notice published, no broker acknowledgement yet"
+NOTICE_SENT = "notice sent"
+NOT_SENT = "not sent: no broker connection"
 
 
 class PushRate:
@@ -97,9 +102,19 @@ class Tasks:
         self.topics = topics
         self.downloads = downloads
         self.publish = publish
+        self.acked_publish: AckedPublish | None = None
+        self.link_up: Callable[[], bool] = lambda: True
+        self._link_was_up = True
         self.rate = PushRate(settings.push_rate)
         self.batch = ProgressBatch()
         self._last_flush = time.monotonic()
+
+    def attach_link(self, publish: AckedPublish, up: Callable[[], bool]) -> None:
+        """Notices go out through a broker link: "notice sent" only once the broker
+        acknowledged one; none is published while `up()` is False."""
+        self.acked_publish = publish
+        self.publish = None
+        self.link_up = up
 
     # == what an operator does =========================================================
     def create_task(self, *, package: Any, name: Any, desc: Any = None, start: Any = None,
@@ -177,7 +192,11 @@ class Tasks:
                         continue
                     due = now if task["state"] == "running" else None
                     sid = self.store.insert_subtask(task["id"], dev, due, now)
-                    results.append({"device": dev, "ok": True, "subtask": sid})
+                    res: dict[str, Any] = {"device": dev, "ok": True, "subtask": sid}
+                    if not self.store.device_seen(dev):
+                        res["warning"] = ("never seen by this platform: check the id (it"
+                                          " gets its notice once it connects)")
+                    results.append(res)
                 self.store.commit()
             except BaseException:
                 self.store.rollback()
@@ -208,6 +227,8 @@ class Tasks:
             task = self._task_row(task_id)
             if task["state"] != "not_started":
                 raise PlatformError(f"task {task['id']} is already {task['state']}", 409)
+            if not self.store.subtasks(task["id"]):
+                raise PlatformError(f"task {task['id']} has no devices: add devices first", 409)
             self._start(task)
             self.store.commit()
         return self.get_task(task["id"])
@@ -235,31 +256,51 @@ class Tasks:
                         self.store.update_subtask(s["id"], state="cancelled", desc="cancelled",
                                                   push_due=None, token=None, token_expires=0)
                         results.append({"device": dev, "ok": True})
-                self._maybe_finish(task["id"])
+                self._maybe_finish(task["id"], empty_too=devices is None)
                 self.store.commit()
             except BaseException:
                 self.store.rollback()
                 raise
+        for r in results:
+            if r["ok"]:
+                log.info("task %d: %s cancelled (a device that already has the image may still"
+                         " install it: the protocol has no cancel message)", task["id"],
+                         shown(r["device"]))
         self.downloads.cut_off(task["id"], {r["device"] for r in results if r["ok"]})
         return results
 
     # == the state machine (store lock held) ===========================================
     def _start(self, task: Row) -> None:
         self.store.set_task_running(task["id"], time.time())
+        pkg = self.store.package(task["package_id"])
+        n = len(self.store.subtasks(task["id"]))
+        log.info("task %d starts: %s to version %s, %d device(s)", task["id"],
+                 shown(task["name"]), shown(pkg["version"] if pkg else "?"), n)
         self._maybe_finish(task["id"])
 
-    def _maybe_finish(self, task_id: int) -> None:
+    def _maybe_finish(self, task_id: int, empty_too: bool = False) -> None:
+        """A running task finishes when none of its sub-tasks is active; a task with no
+        devices yet keeps running (devices added later get their notices) until its end
+        time or a cancel of all (`empty_too`)."""
         t = self.store.task(task_id)
         if t is None or t["state"] != "running":
             return
-        if self.store.active_count(task_id) == 0:
+        if self.store.active_count(task_id) == 0 and (
+                empty_too or self.store.subtasks(task_id)):
             self.store.set_task_finished(task_id, time.time())
+            counts = self.store.state_counts(task_id)
+            log.info("task %d finished: %s", task_id,
+                     ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or
+                     "no devices")
 
     def finish(self, sub: Row, state: str, step: int, desc: str) -> None:
         """The sub-task ends in `state` (succeeded, failed, timed_out)."""
         self.batch.hot.pop(sub["id"], None)
         self.store.update_subtask(sub["id"], state=state, step=step, desc=desc, push_due=None,
                                   token_expires=0)
+        (log.info if state == "succeeded" else log.warning)(
+            "task %d: %s %s (sub-task %d): %s", sub["task_id"], shown(sub["device"]), state,
+            sub["id"], shown(desc, 200))
         self._maybe_finish(sub["task_id"])
 
     def fail(self, sub: Row, desc: str, step: int | None = None,
@@ -280,6 +321,9 @@ class Tasks:
             return
         if sub["attempts"] < self.settings.retries:
             delay = self.settings.retry_backoff * (2 ** sub["attempts"])
+            log.warning("task %d: %s failed (sub-task %d), retry %d/%d in %gs: %s",
+                        sub["task_id"], shown(sub["device"]), sub["id"], sub["attempts"] + 1,
+                        self.settings.retries, delay, shown(desc, 200))
             self.store.update_subtask(
                 sub["id"], state="pending", step=step, attempts=sub["attempts"] + 1,
                 desc=f"retry {sub['attempts'] + 1}/{self.settings.retries} in {delay:g}s: {desc}",
@@ -308,8 +352,9 @@ class Tasks:
                 ended = self.store.tasks_past_end(now)
                 for t in ended:
                     self.batch.hot.clear()
+                    log.warning("task %d: end time reached, active sub-tasks time out", t["id"])
                     self.store.time_out_active(t["id"], now)
-                    self._maybe_finish(t["id"])
+                    self._maybe_finish(t["id"], empty_too=True)
                 for sub in self.store.silent_upgrading(now - self.settings.device_timeout):
                     self.batch.hot.clear()
                     self.fail(sub, f"no report for {self.settings.device_timeout:g}s",
@@ -325,8 +370,18 @@ class Tasks:
         return sent
 
     def _push_due(self, now: float) -> int:
+        if self.publish is None and self.acked_publish is None:
+            return 0
+        up = self.link_up()
+        if up != self._link_was_up:
+            self._link_was_up = up
+            if not up:
+                log.warning("no broker connection: notices wait until it is back")
+        if not up:
+            self.store.mark_unsent(self.store.due_notices(now, 1000), NOT_SENT)
+            return 0
         budget = self.rate.budget()
-        if budget <= 0 or self.publish is None:
+        if budget <= 0:
             return 0
         due = self.store.due_notices(now, budget)
         for sub in due:
@@ -339,8 +394,30 @@ class Tasks:
             offer = variants.served(self.store, sub)  # full, compressed or delta file
             notice = ctwing.notice(sub["id"], self.settings.file_base, offer, sub["task_id"],
                                    token)
-            self.store.mark_notified(sub["id"], token, now + self.settings.token_ttl, now)
+            acked = self.acked_publish is not None
+            self.store.mark_notified(sub["id"], token, now + self.settings.token_ttl, now,
+                                     NOTICE_PUBLISHED if acked else NOTICE_SENT)
             self.store.commit()  # the token must exist before the device can use it
-            self.publish(self.topics.topic(sub["device"], "upgrade"), notice)
+            topic = self.topics.topic(sub["device"], "upgrade")
+            if self.acked_publish is not None:
+                self.acked_publish(topic, notice, _on_ack(self, sub))
+            elif self.publish is not None:
+                self.publish(topic, notice)
             self.rate.spend()
         return len(due)
+
+    def notice_acked(self, sub: Row) -> None:
+        """The broker acknowledged a notice (QoS 1 PUBACK): now it is "sent"."""
+        with self.store.lock:
+            try:
+                self.store.mark_notice_sent(sub["id"], NOTICE_PUBLISHED, NOTICE_SENT)
+                self.store.commit()
+            except StorageError as exc:
+                log.warning("notice to %s acknowledged, not recorded: %s",
+                            shown(sub["device"]), exc)
+        log.info("task %d: notice sent to %s (sub-task %d, version %s)", sub["task_id"],
+                 shown(sub["device"]), sub["id"], shown(sub["version"]))
+
+
+def _on_ack(tasks: Tasks, sub: Row) -> Callable[[], None]:
+    return lambda: tasks.notice_acked(sub)

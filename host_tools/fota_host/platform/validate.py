@@ -7,9 +7,17 @@ import re
 from datetime import datetime, timezone
 from typing import Any
 
-DEVICE_RE = re.compile(r"^[A-Za-z0-9_.:@-]{1,64}$")
-PACKAGE_RE = re.compile(r"^[0-9a-f]{20}$")
+# The one device-id rule, at every entry point (task add-devices and import, the API, device
+# topics, `fota device provision`, `mosquitto-config`): it is an MQTT client id, a user name
+# in a passwd file and a topic level, so: a letter or digit, then letters, digits and
+# `_ . : -`, 64 characters at most. `\Z`, not `$`: `$` also matches before a final newline.
+DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")
+DEVICE_RULE = ("1-64 characters: a letter or digit first, then letters, digits, '_', '.', ':'"
+               " or '-' (no spaces, no line breaks)")
+PACKAGE_RE = re.compile(r"^[0-9a-f]{20}\Z")
 MAX_TEXT = 256
+MAX_VERSION = 64
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class PlatformError(ValueError):
@@ -44,9 +52,44 @@ def text(value: Any, what: str, default: str = "", required: bool = False) -> st
         return default
     if not isinstance(value, str):
         raise PlatformError(f"{what} must be a string")
-    if len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
-        raise PlatformError(f"{what} must be at most {MAX_TEXT} printable characters")
+    if len(value) > MAX_TEXT or text_problem(value):
+        raise PlatformError(f"{what} must be at most {MAX_TEXT} printable characters"
+                            " (valid Unicode, no control characters)")
     return value
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` is not acceptable text (a lone surrogate, a control character), or None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid Unicode (a lone surrogate)"
+    if _CONTROL.search(value):
+        return "holds a control character"
+    return None
+
+
+def device_text(value: str, what: str, limit: int) -> str:
+    """A device's text checked at the edge (`ValueError` with the reason): valid Unicode,
+    no control characters, at most `limit` characters."""
+    problem = text_problem(value)
+    if problem is None and len(value) > limit:
+        problem = f"longer than {limit} characters"
+    if problem:
+        raise ValueError(f"{what} {problem}")
+    return value
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """Device text for a log line or a terminal: control characters, lone surrogates and
+    non-printable characters escaped, cut at `limit`."""
+    s = value if isinstance(value, str) else repr(value)
+    if len(s) > limit:
+        s = s[:limit] + "..."
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace")
+                   .decode("ascii") for c in s)
 
 
 def int_id(value: Any, what: str) -> int:
@@ -61,9 +104,40 @@ def int_id(value: Any, what: str) -> int:
     return out
 
 
+def device_id_problem(device: Any) -> str | None:
+    """Why `device` is not a valid device id, or None."""
+    if not isinstance(device, str):
+        return f"invalid device id {device!r}: not a string"
+    if not DEVICE_RE.match(device):
+        return f"invalid device id {device!r}: {DEVICE_RULE}"
+    return None
+
+
 def check_device_id(device: Any) -> str:
-    if not isinstance(device, str) or not DEVICE_RE.match(device):
-        raise PlatformError(
-            f"invalid device id {device!r}: 1-64 characters of A-Z a-z 0-9 _ . : @ -")
+    """`device` if it follows the device-id rule, else `PlatformError` naming the rule."""
+    problem = device_id_problem(device)
+    if problem:
+        raise PlatformError(problem)
     return device
+
+
+def check_public_url(url: str | None) -> str | None:
+    """`--public-url`: http(s)://HOST[:PORT][/PATH], nothing else (devices put it into every
+    download request, so a malformed one would make every notice useless)."""
+    if url is None:
+        return None
+    import urllib.parse
+
+    bad = PlatformError(f"--public-url must look like http(s)://HOST[:PORT][/PATH], got {url!r}")
+    if not isinstance(url, str) or text_problem(url) or " " in url:
+        raise bad
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment or parts.username or "//" not in url:
+        raise bad
+    try:
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError:
+        raise bad from None
+    return url
 

@@ -39,7 +39,9 @@ def test_cli_end_to_end(embedded, firmware: Path, tmp_path: Path) -> None:
                      "--desc", "cli")
     tid = str(task["id"])
     added = fota_json("task", "add-devices", "--data", d, tid, "cli-1")
-    assert added == [{"device": "cli-1", "ok": True, "subtask": added[0]["subtask"]}]
+    assert added == [{"device": "cli-1", "ok": True, "subtask": added[0]["subtask"],
+                      "warning": added[0]["warning"]}]
+    assert "never seen" in added[0]["warning"]  # no device has reported yet
     csv_file = tmp_path / "devices.csv"
     csv_file.write_text("deviceId,note\ncli-2,x\nbad id,y\ncli-1,z\n\ncli-3,\n")
     rows = fota_json("task", "import", "--data", d, tid, str(csv_file))
