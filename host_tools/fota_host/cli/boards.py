@@ -84,7 +84,8 @@ def deploy_cmd(board: str, port: str, config: Path, dry_run: bool) -> None:
 @click.option("--image", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The new image: ESP32 app image or Pico W bundle.")
 @click.option("--version", "version", required=True, help="Version the new image carries.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+              help="Seconds the update may take before it counts as failed.")
 def hil_cmd(board: str, port: str, config: Path, data_dir: Path, image: Path, version: str,
             timeout: float) -> None:
     """One real update of a connected board through the local platform; JSON result."""
@@ -126,7 +127,8 @@ def hil_cmd(board: str, port: str, config: Path, data_dir: Path, image: Path, ve
 @click.option("--trust", "trust", multiple=True, metavar="DIGEST|KEY.pem",
               help="A signing key the device trusts: its digest or a PEM key file (repeat, "
                    "up to three). Images must then be signed by one of them.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The config file to write (owner-only: it holds passwords).")
 def provision_cmd(device: str, broker_host: str, broker_port: int | None,
                   mosquitto_dir: Path | None, user: str | None, password: str | None, tls: bool,
                   ca: Path | None, topic_prefix: str | None, module: str | None,

@@ -17,7 +17,8 @@ def keys_group() -> None:
 
 
 @keys_group.command("generate")
-@click.option("--scheme", type=click.Choice(["rsa3072"]), default="rsa3072", show_default=True)
+@click.option("--scheme", type=click.Choice(["rsa3072"]), default="rsa3072", show_default=True,
+              help="Signature scheme (Secure Boot V2: RSA-3072).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="New private key file (PEM, mode 0600; an existing file is never replaced).")
 def keys_generate(scheme: str, output: Path) -> None:

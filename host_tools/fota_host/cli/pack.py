@@ -15,7 +15,8 @@ def pack() -> None:
 
 
 @pack.command("sim-image")
-@click.option("--board", type=click.Choice(["esp32", "pico_w"]), default="esp32", show_default=True)
+@click.option("--board", type=click.Choice(["esp32", "pico_w"]), default="esp32", show_default=True,
+              help="ESP32 app image or Pico W app bundle.")
 @click.option("--version", "version", required=True, help="Version the image carries.")
 @click.option("--size", type=click.IntRange(min=1), help="Exact size in bytes.")
 @click.option("--chip", default="esp32", show_default=True, help="ESP32 chip the image is for.")
@@ -24,7 +25,8 @@ def pack() -> None:
               help="The image's segment data (e.g. a real binary), instead of filler.")
 @click.option("--secure-version", type=click.IntRange(0, 0xFFFFFFFF),
               help="Anti-rollback counter (app descriptor; a bundle's manifest.json).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The file to write.")
 def sim_image_cmd(board: str, version: str, size: int | None, chip: str, fail_health: bool,
                   payload: Path | None, secure_version: int | None, output: Path) -> None:
     """A synthetic but valid image for simulated devices; prints size, md5, sha256."""
@@ -45,11 +47,12 @@ def sim_image_cmd(board: str, version: str, size: int | None, chip: str, fail_he
 
 @pack.command("bundle")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--version", "version", required=True)
+@click.option("--version", "version", required=True, help="Version the bundle carries.")
 @click.option("--no-compile", is_flag=True, help="Ship .py sources instead of .mpy.")
 @click.option("--secure-version", type=click.IntRange(0, 0xFFFFFFFF),
               help="Anti-rollback counter, in the bundle's manifest.json.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The file to write.")
 def bundle_cmd(folder: Path, version: str, no_compile: bool, secure_version: int | None,
                output: Path) -> None:
     """An app bundle for file slots (Pico W, unix) from an application folder."""
@@ -76,7 +79,8 @@ def _read(path: Path) -> bytes:
 
 @pack.command("compress")
 @click.argument("image", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The file to write.")
 def compress_cmd(image: Path, output: Path) -> None:
     """A compressed image (deflate, resumable chunks) of IMAGE; prints size, md5, sha256,
     kind and the ratio to the full image."""
@@ -97,7 +101,8 @@ def compress_cmd(image: Path, output: Path) -> None:
               required=True, help="The image the devices run now (the base).")
 @click.option("--to", "new", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               required=True, help="The new full image.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The file to write.")
 def delta_cmd(old: Path, new: Path, output: Path) -> None:
     """A delta image that turns OLD into NEW (detools sequential patch, deflated); prints
     size, md5, sha256, kind and the ratio to the full image."""

@@ -13,7 +13,7 @@ from .output import emit_json, fail
 FLASH = click.option("--flash", type=click.Path(file_okay=False, path_type=Path), required=True,
                      help="Simulated flash folder (created on first use).")
 BOARD = click.option("--board", type=click.Choice(["esp32", "pico_w"]), default="esp32",
-                     show_default=True)
+                     show_default=True, help="The board kind the flash folder simulates.")
 
 
 @click.group("sim")
@@ -207,11 +207,13 @@ def _until_stopped(thread: threading.Thread, on_signal: Callable[[], None],
               help="FAULT: N devices lose power once in the middle of a download.")
 @click.option("--offline", type=click.IntRange(min=0), default=0,
               help="FAULT: N devices are powered on --offline-for seconds late.")
-@click.option("--offline-for", type=float, default=10.0, show_default=True)
+@click.option("--offline-for", type=float, default=10.0, show_default=True,
+              help="Seconds the --offline devices stay powered off.")
 @click.option("--pause", type=click.IntRange(min=0), default=0,
               help="FAULT: N devices freeze --pause-for seconds mid-download (SIGSTOP; "
                    "with the platform's --device-timeout shorter: timed out).")
-@click.option("--pause-for", type=float, default=5.0, show_default=True)
+@click.option("--pause-for", type=float, default=5.0, show_default=True,
+              help="Seconds the --pause devices stay frozen.")
 @click.option("--mqtt-outage", default=None, metavar="AT,SECONDS",
               help="FAULT: devices reach the broker through a proxy that cuts every link "
                    "AT seconds after start and refuses SECONDS long (a broker restart).")
