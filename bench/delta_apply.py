@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from fota import inflate, patch
+from fota import container, inflate, patch
 
 BLOCK = 4096
 mode, path, base_path, out_path, repeat = sys.argv[1:6]
@@ -38,7 +38,7 @@ def once(trace):
     else:
         gc.collect()
         before = gc.mem_alloc()
-        d = inflate.open(src, base=base if bf else None, hasher=md5)
+        d = container.open(src, base=base if bf else None, hasher=md5)
         size = d.size
     pos = 0
     while pos < size:

@@ -25,6 +25,7 @@ still cover every byte.)
 from micropython import const
 
 from fota import journal as jr
+from fota.errors import UpdateError  # noqa: F401 - engine.UpdateError, as callers know it
 
 BLOCK = const(4096)
 _SHIFT = const(12)
@@ -43,11 +44,6 @@ _buf = None                  # the one block buffer, allocated once and kept
 _sample = None
 
 
-class UpdateError(Exception):
-    def __init__(self, step, reason):
-        super().__init__(reason)
-        self.step = step
-        self.reason = reason
 
 
 def block_buffer():

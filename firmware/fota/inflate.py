@@ -2,11 +2,11 @@
 
 The container (docs/images.md): a 92-byte header, a chunk index, a CRC-32, then
 one raw deflate stream cut by full flushes every `chunk` output bytes, so a fresh
-inflater can start at any chunk's file offset after a power cut. `open()` gives a
+inflater can start at any chunk's file offset after a power cut. `container.open()` gives a
 decoder with the engine's stream interface: `readinto(buf[, n])` puts the next n
 bytes of the *target image* in buf, `close()` closes the source.
 
-Errors in the file raise engine.UpdateError with step -3 and a reason; a source
+Errors in the file raise UpdateError (fota.errors) with step -3 and a reason; a source
 that fails or ends early surfaces as the engine expects from a download (the
 source's exception, or a short read): step -2, resumable.
 """
@@ -24,7 +24,7 @@ _CHUNKS = const(4096)        # most index entries accepted
 
 
 def _bad(reason, step=-3):
-    from fota.engine import UpdateError
+    from fota.errors import UpdateError
 
     return UpdateError(step, reason)
 
@@ -240,19 +240,10 @@ class Decoder:
         self.feed.src.close()
 
 
-def open(stream, base=None, base_sha=None, head=None, start=0, file_size=None,
-         hasher=None, max_wbits=12):
-    """The decoder of a compressed or delta image read from `stream`.
-
-    Fresh: `stream` is the file from offset 0. Resume: pass `head` (the decoder's
-    `head` bytes kept from the first run) and `start` (image offset to go on
-    from); `stream` is the file from `resume_offset(head, start)`. `base(offset,
-    buf)` reads the running image (deltas); `base_sha` is its SHA-256 (32 bytes)
-    when the caller knows it cheaply, else the base is read once to check it.
-    `file_size`, when known (the notice's size), must match the header.
-    `hasher.update` sees every byte downloaded (the notice's MD5, fresh runs).
-    A deflate window over 2**max_wbits bytes is refused (RAM).
-    """
+def prepare(stream, head=None, start=0, file_size=None, hasher=None, max_wbits=12):
+    """Read and check the header (fresh) or take the kept one (resume); returns
+    (feed, head, index entry of the chunk holding `start`, start). See
+    container.open, which makes the decoder from these."""
     if head is None:
         feed = _Feed(stream, 0, FIXED, hasher)
         try:
@@ -280,18 +271,7 @@ def open(stream, base=None, base_sha=None, head=None, start=0, file_size=None,
         raise _bad("image header says %d bytes, the file has %d" % (total, file_size))
     if not 0 <= start < size:
         raise _bad("resume point outside the image")
-    ent = _entry(head, start // chunk)
-    if kind == KIND_COMPRESSED:
-        return Decoder(feed, head, ent[1], start)
-    if base is None:
-        raise _bad("delta image but no base to apply it to")
-    if base_sha is None:
-        base_sha = _hash_base(base, bsize)
-    if bytes(base_sha) != head[60:92]:
-        raise _bad("delta base mismatch")
-    from fota.patch import Patcher
-
-    return Patcher(feed, head, ent, start, base)
+    return feed, head, _entry(head, start // chunk), start
 
 
 def _take(feed, buf, at):
@@ -301,21 +281,3 @@ def _take(feed, buf, at):
         if not feed.readinto(mv[k:k + 1]):
             raise _Cut()
     return buf
-
-
-def _hash_base(base, size):
-    import hashlib
-
-    sha = hashlib.sha256()
-    buf = bytearray(_FEED)
-    pos = 0
-    try:
-        while pos < size:
-            if size - pos < _FEED:
-                buf = bytearray(size - pos)
-            base(pos, buf)
-            sha.update(buf)
-            pos += len(buf)
-    except OSError as exc:
-        raise _bad("cannot read the running image: %s" % exc, -4)
-    return sha.digest()

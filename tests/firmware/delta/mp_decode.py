@@ -7,8 +7,8 @@ import json
 import sys
 
 import micropython
-from fota import inflate, patch
-from fota.engine import UpdateError
+from fota import container, inflate, patch
+from fota.errors import UpdateError
 
 BLOCK = 4096
 
@@ -41,7 +41,7 @@ def run(case, buf):
     md5 = hashlib.md5() if head is None else None
     gc.collect()
     before = gc.mem_alloc()
-    d = inflate.open(src, base=base, head=head, start=start, file_size=case.get("file_size"),
+    d = container.open(src, base=base, head=head, start=start, file_size=case.get("file_size"),
                      hasher=md5)
     gc.collect()
     held = gc.mem_alloc() - before

@@ -4,7 +4,7 @@
 import json
 import sys
 
-from fota import engine, inflate
+from fota import container, engine
 
 
 class FileSlot:
@@ -76,7 +76,7 @@ for case in cases:
         return open(path, "rb"), 0
 
     def decoder(stream, base=base):
-        return inflate.open(stream, base=base)
+        return container.open(stream, base=base)
 
     # The engine's size and digests are the image's here; the wiring will pass the
     # file's MD5 for the notice (decoder hasher) and the header's SHA-256.
