@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench lint typecheck deploy hil clean device
+.PHONY: setup test test-fast demo bench lint typecheck deploy hil clean device docs-check
 
 setup: $(STAMP) device
 
@@ -44,6 +44,11 @@ MICROPYTHON_SCRIPTS := bench/engine_run.py bench/engine_min.py bench/raw_loop.py
 lint: setup
 	$(BIN)/ruff check host_tools tests bench
 	$(BIN)/ruff check --config firmware/ruff.toml firmware $(MICROPYTHON_SCRIPTS)
+
+# The README's and docs' command blocks marked <!-- docs-check -->, run as written in a fresh
+# folder laid out like a checkout; every relative link checked. Also part of `make test`.
+docs-check: setup
+	$(BIN)/python -m pytest -q tests/host/cli/test_cli_docs.py
 
 clean:
 	rm -rf build

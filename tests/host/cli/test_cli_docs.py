@@ -1,0 +1,96 @@
+"""`make docs-check`: the README's and the docs' commands run as written (#13).
+
+A shell block marked with the line `<!-- docs-check -->` just before its ```sh fence is run
+by bash (`set -euo pipefail`), every marked block of one page in order in one script, in a
+fresh folder laid out like a clone after `make setup` (the checkout's files linked in, so
+`make demo` and `.venv/bin/fota` work there) with `.venv/bin` NOT on the PATH: a page must
+say how `fota` gets there. Background jobs (`fota platform serve ... &`) are stopped at the
+end. Every relative link of every page must name a file that exists.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from fota_host import paths
+
+ROOT = paths.repo_root()
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+MARK = "<!-- docs-check -->"
+FENCE = re.compile(r"^```(\w*)\s*$")
+
+
+def marked_blocks(page: Path) -> list[tuple[int, str]]:
+    """(line number, text) of each marked shell block."""
+    lines = page.read_text().splitlines()
+    blocks = []
+    for i, line in enumerate(lines):
+        if line.strip() != MARK:
+            continue
+        fence = FENCE.match(lines[i + 1]) if i + 1 < len(lines) else None
+        assert fence and fence.group(1) in ("sh", "bash"), \
+            f"{page.name}:{i + 1}: {MARK} must be followed by a ```sh block"
+        end = next(j for j in range(i + 2, len(lines)) if lines[j].startswith("```"))
+        blocks.append((i + 3, "\n".join(lines[i + 2:end])))
+    return blocks
+
+
+def checkout(tmp_path: Path) -> Path:
+    """A folder that looks like the repository after `make setup`."""
+    work = tmp_path / "clone"
+    work.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.name not in (".git",):
+            (work / entry.name).symlink_to(entry)
+    return work
+
+
+def script(page: Path) -> str:
+    parts = ["set -euo pipefail",
+             "trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true' EXIT"]
+    for line, block in marked_blocks(page):
+        parts.append(f"echo '### {page.name}:{line}' >&2")
+        parts.append(block)
+    return "\n".join(parts) + "\n"
+
+
+def clean_env() -> dict[str, str]:
+    venv_bin = str(ROOT / ".venv" / "bin")
+    path = [p for p in os.environ.get("PATH", "").split(":")
+            if p and Path(p).resolve() != Path(venv_bin).resolve()]
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    return {**env, "PATH": ":".join(path), "COLUMNS": "80"}
+
+
+@pytest.mark.parametrize("page", [p for p in PAGES if marked_blocks(p)], ids=lambda p: p.name)
+def test_the_commands_of_a_page_run_as_written(page: Path, tmp_path: Path) -> None:
+    if "jq" in script(page) and not shutil.which("jq"):
+        pytest.fail("the docs use jq: apt-get install jq (.ci/run installs it)")
+    work = checkout(tmp_path)
+    proc = subprocess.run(["bash", "-c", script(page)], cwd=work, env=clean_env(),
+                          capture_output=True, text=True, timeout=600)
+    where = [x for x in proc.stderr.splitlines() if x.startswith("### ")]
+    assert proc.returncode == 0, (f"{where[-1] if where else page.name}: exit "
+                                  f"{proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def test_every_page_has_checked_commands() -> None:
+    for name in ("README.md", "platform.md", "fleet.md", "boards.md"):
+        page = ROOT / name if name == "README.md" else ROOT / "docs" / name
+        assert marked_blocks(page), f"{name} has no {MARK} block"
+
+
+def test_relative_links_name_files_that_exist() -> None:
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not (page.parent / target).resolve().exists():
+                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert broken == []
