@@ -119,7 +119,7 @@ class Platform:
             self.tasks.batch.write(self.store)
             reports = self.store.total_reports()
         return {"accepted": self.reports.accepted, "dropped": self.reports.dropped,
-                "reports": reports}
+                "reports": reports, "held": len(self._held)}
 
     def close(self) -> None:
         try:

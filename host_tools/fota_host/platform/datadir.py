@@ -137,15 +137,17 @@ def check_store(data_dir: Path) -> None:
         return
     if head != SQLITE_HEADER:
         raise DamagedStore(data_dir, "not an SQLite database: bad file header")
-    problems = quick_check(path)
+    problems = quick_check(path, immutable=True)
     if problems:
         raise DamagedStore(data_dir, "integrity check: " + "; ".join(problems[:3]))
 
 
-def quick_check(path: Path) -> list[str]:
-    """`PRAGMA quick_check` of an SQLite file: [] when sound, else what is wrong."""
+def quick_check(path: Path, immutable: bool = False) -> list[str]:
+    """`PRAGMA quick_check` of an SQLite file: [] when sound, else what is wrong.
+    `immutable`: the file alone, read without creating -wal/-shm files next to it."""
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{path}?mode=ro{'&immutable=1' if immutable else ''}",
+                             uri=True)
         try:
             rows = [r[0] for r in db.execute("PRAGMA quick_check").fetchall()]
         finally:

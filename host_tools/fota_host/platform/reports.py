@@ -161,16 +161,16 @@ class Reports:
         if version == target and state != "succeeded":
             self.tasks.finish(sub, "succeeded", 100,
                               f"upgraded to {version} after the sub-task was {state}")
-            log.info("task %d: %s runs %s although its sub-task %d was %s: recorded as"
-                     " succeeded", sub["task_id"], shown(sub["device"]), shown(version),
-                     sub["id"], state)
+            self.tasks._tell(logging.INFO, "task %d: %s runs %s although its sub-task %d was"
+                             " %s: recorded as succeeded", sub["task_id"],
+                             shown(sub["device"]), shown(version), sub["id"], state)
         elif version != target and state == "succeeded":
             self.store.update_subtask(sub["id"], state="failed", step=-1,
                                       desc=f"device runs {version} again after the upgrade"
                                       f" to {target} (rolled back)")
-            log.warning("task %d: %s informs %s after succeeding with %s: recorded as failed"
-                        " (rolled back)", sub["task_id"], shown(sub["device"]),
-                        shown(version), shown(target))
+            self.tasks._tell(logging.WARNING, "task %d: %s informs %s after succeeding with"
+                             " %s: recorded as failed (rolled back)", sub["task_id"],
+                             shown(sub["device"]), shown(version), shown(target))
         else:
             log.info("inform of %s for %s sub-task %d of %s: nothing to change",
                      shown(version), state, sub["id"], shown(sub["device"]))

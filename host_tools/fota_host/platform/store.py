@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +156,7 @@ class Store:
         self.db.executescript(SCHEMA)
         self._add_variants()
         self.lock = threading.RLock()
+        self._after: list[Callable[[], None]] = []
 
     # -- transactions -------------------------------------------------------------------
     # The transaction state is SQLite's own (`in_transaction`): a full disk can make SQLite
@@ -169,10 +170,19 @@ class Store:
         if self.db.in_transaction:
             with storage_errors():
                 self.db.execute("COMMIT")
+        after, self._after = self._after, []
+        for fn in after:
+            fn()
 
     def rollback(self) -> None:
+        self._after.clear()
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
+
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Run `fn` once the changes made so far are committed (dropped on a rollback):
+        what the log tells happened only once it is stored."""
+        self._after.append(fn)
 
     @contextlib.contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -180,9 +190,11 @@ class Store:
         so it can't take anyone else's uncommitted changes (batched progress) with it."""
         self.begin()
         self.db.execute("SAVEPOINT one")
+        mark = len(self._after)
         try:
             yield
         except BaseException:
+            del self._after[mark:]
             if self.db.in_transaction:
                 try:
                     self.db.execute("ROLLBACK TO one")

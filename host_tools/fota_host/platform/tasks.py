@@ -274,8 +274,8 @@ class Tasks:
         self.store.set_task_running(task["id"], time.time())
         pkg = self.store.package(task["package_id"])
         n = len(self.store.subtasks(task["id"]))
-        log.info("task %d starts: %s to version %s, %d device(s)", task["id"],
-                 shown(task["name"]), shown(pkg["version"] if pkg else "?"), n)
+        self._tell(logging.INFO, "task %d starts: %s to version %s, %d device(s)", task["id"],
+                   shown(task["name"]), shown(pkg["version"] if pkg else "?"), n)
         self._maybe_finish(task["id"])
 
     def _maybe_finish(self, task_id: int, empty_too: bool = False) -> None:
@@ -289,18 +289,22 @@ class Tasks:
                 empty_too or self.store.subtasks(task_id)):
             self.store.set_task_finished(task_id, time.time())
             counts = self.store.state_counts(task_id)
-            log.info("task %d finished: %s", task_id,
-                     ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or
-                     "no devices")
+            self._tell(logging.INFO, "task %d finished: %s", task_id,
+                       ", ".join(f"{n} {state}" for state, n in sorted(counts.items())) or
+                       "no devices")
+
+    def _tell(self, level: int, msg: str, *args: Any) -> None:
+        """A line of the rollout's story, logged once what it tells is committed."""
+        self.store.after_commit(lambda: log.log(level, msg, *args))
 
     def finish(self, sub: Row, state: str, step: int, desc: str) -> None:
         """The sub-task ends in `state` (succeeded, failed, timed_out)."""
         self.batch.hot.pop(sub["id"], None)
         self.store.update_subtask(sub["id"], state=state, step=step, desc=desc, push_due=None,
                                   token_expires=0)
-        (log.info if state == "succeeded" else log.warning)(
-            "task %d: %s %s (sub-task %d): %s", sub["task_id"], shown(sub["device"]), state,
-            sub["id"], shown(desc, 200))
+        self._tell(logging.INFO if state == "succeeded" else logging.WARNING,
+                   "task %d: %s %s (sub-task %d): %s", sub["task_id"], shown(sub["device"]),
+                   state, sub["id"], shown(desc, 200))
         self._maybe_finish(sub["task_id"])
 
     def fail(self, sub: Row, desc: str, step: int | None = None,
@@ -321,9 +325,9 @@ class Tasks:
             return
         if sub["attempts"] < self.settings.retries:
             delay = self.settings.retry_backoff * (2 ** sub["attempts"])
-            log.warning("task %d: %s failed (sub-task %d), retry %d/%d in %gs: %s",
-                        sub["task_id"], shown(sub["device"]), sub["id"], sub["attempts"] + 1,
-                        self.settings.retries, delay, shown(desc, 200))
+            self._tell(logging.WARNING, "task %d: %s failed (sub-task %d), retry %d/%d in %gs:"
+                       " %s", sub["task_id"], shown(sub["device"]), sub["id"],
+                       sub["attempts"] + 1, self.settings.retries, delay, shown(desc, 200))
             self.store.update_subtask(
                 sub["id"], state="pending", step=step, attempts=sub["attempts"] + 1,
                 desc=f"retry {sub['attempts'] + 1}/{self.settings.retries} in {delay:g}s: {desc}",
@@ -352,7 +356,8 @@ class Tasks:
                 ended = self.store.tasks_past_end(now)
                 for t in ended:
                     self.batch.hot.clear()
-                    log.warning("task %d: end time reached, active sub-tasks time out", t["id"])
+                    self._tell(logging.WARNING, "task %d: end time reached, active sub-tasks"
+                               " time out", t["id"])
                     self.store.time_out_active(t["id"], now)
                     self._maybe_finish(t["id"], empty_too=True)
                 for sub in self.store.silent_upgrading(now - self.settings.device_timeout):

@@ -50,12 +50,12 @@ def test_bad_device_text_cannot_roll_back_other_devices(env, firmware: Path) -> 
         # 4 s of batched progress with a 2 s device timeout: progress lost to a rollback
         # would time the devices out
         for step in range(5, 85, 4):
-            for dev, notice in zip(good, notices):
+            for dev, notice in zip(good, notices, strict=True):
                 dev.progress(notice["taskId"], step, f"downloading {step}%")
             time.sleep(0.2)
         # a desc with invalid Unicode and control characters is kept, cleaned
         evil.progress(evil_notice["taskId"], 7, "bad \udfff text \x1b[31m")
-        for dev, notice in zip(good, notices):
+        for dev, notice in zip(good, notices, strict=True):
             dev.upgrade(notice)
         for dev in good:
             assert wait_device_state(api, task["id"], dev.id, "succeeded")["desc"] \
