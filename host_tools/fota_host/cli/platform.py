@@ -37,6 +37,12 @@ def platform_group() -> None:
 @click.option("--insecure", is_flag=True, help="Do not check the mqtts:// broker's hostname.")
 @click.option("--client-id", default="fota-platform", show_default=True,
               help="MQTT client id of the platform (persistent session).")
+@click.option("--broker-auth", type=click.Path(file_okay=False, path_type=Path),
+              help="Embedded broker: per-device logins from this `mosquitto-config --out` "
+                   "folder (default beyond loopback: DIR/broker).")
+@click.option("--allow-anonymous", is_flag=True,
+              help="Embedded broker beyond loopback without logins (warned: anyone who "
+                   "reaches it reads every notice and can forge reports).")
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
               help="Serve HTTPS with this certificate (PEM).")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
@@ -64,7 +70,8 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
               public_url: str | None, ca: str | None, insecure: bool, client_id: str,
               tls_cert: str | None, tls_key: str | None, topic_prefix: str, push_rate: float,
               retries: int, retry_backoff: float, device_timeout: float, token_ttl: float,
-              online_window: float, require_signed: bool, log_level: str) -> None:
+              online_window: float, require_signed: bool, log_level: str,
+              broker_auth: Path | None = None, allow_anonymous: bool = False) -> None:
     """Run the platform in the foreground until SIGINT/SIGTERM.
 
     Writes DIR/service.json (api, admin_token, broker, file_base, pid) once ready; the
@@ -97,7 +104,8 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
     opts = ServiceOptions(data_dir=data_dir, broker=broker, host=host, http_port=http_port,
                           mqtt_port=mqtt_port, public_url=public_url, ca=ca, insecure=insecure,
                           client_id=client_id, tls_cert=tls_cert, tls_key=tls_key,
-                          settings=settings)
+                          broker_auth=str(broker_auth) if broker_auth else None,
+                          allow_anonymous=allow_anonymous, settings=settings)
     try:
         run_service(opts)
     except (OSError, PlatformError) as exc:

@@ -4,6 +4,7 @@ device's inform and progress and publishes the upgrade notices (paho-mqtt)."""
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import urllib.parse
 from collections import deque
@@ -14,9 +15,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from .core import Platform
+from .lograte import LogRate
 from .validate import PlatformError
 
 log = logging.getLogger("fota.platform")
+_rate = LogRate(log, burst=3, window=60)
 
 
 @dataclass
@@ -65,6 +68,14 @@ class _Client(mqtt.Client):
         # (mid, qos) queued by any thread, sent here.
         self.acks: deque[tuple[int, int]] = deque()
         self.on_acks: dict[int, Callable[[], None]] = {}  # notice mid -> its PUBACK callback
+        self.last_error: BaseException | None = None
+
+    def reconnect(self) -> mqtt.MQTTErrorCode:
+        try:
+            return super().reconnect()
+        except OSError as exc:  # kept: paho's on_connect_fail does not say why
+            self.last_error = exc
+            raise
 
     def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
         rc = super()._loop(timeout)
@@ -103,12 +114,19 @@ class MqttLink:
         if url.tls:
             self.client.tls_set(ca_certs=ca)
             if insecure:
+                log.warning("--insecure: the broker certificate's host name is not checked; "
+                            "whoever holds any certificate from the CA can pose as %s",
+                            url.host)
                 self.client.tls_insecure_set(True)
+        elif url.username and url.host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("the platform's broker password travels in clear text (%s); use "
+                        "mqtts:// beyond this machine", url.public())
         self.client.reconnect_delay_set(0.2, 5)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
         self.client.on_publish = self._on_publish
+        self.client.on_connect_fail = self._on_connect_fail
         self.thread = threading.Thread(target=self._run, name="fota-mqtt", daemon=True)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
@@ -123,6 +141,23 @@ class MqttLink:
         self.connected.set()
         self.answered.set()
         log.info("connected to broker %s", self.url.public())
+
+    def why(self) -> str:
+        """The last connection failure in words; a certificate problem named as one."""
+        exc = self.client.last_error
+        if exc is None:
+            return "no answer yet"
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return (f"TLS certificate of {self.url.host} not accepted: "
+                    f"{exc.verify_message or exc.reason} (check --ca and the broker's "
+                    "certificate names)")
+        if isinstance(exc, ssl.SSLError):
+            return f"TLS handshake with {self.url.host} failed: {exc.reason or exc}"
+        return f"{type(exc).__name__}: {exc}"
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        _rate.log(logging.WARNING, self.url.public(), "cannot connect to broker %s: %s",
+                  self.url.public(), self.why())
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                        props: Any = None) -> None:

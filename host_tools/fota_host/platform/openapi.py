@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .validate import DEVICE_RE, DEVICE_RULE, MAX_TEXT, PACKAGE_RE
+
 
 def _op(summary: str, *, body: dict[str, Any] | None = None, body_type: str = "application/json",
         ok: int = 200, params: list[dict[str, Any]] | None = None,
@@ -19,14 +21,32 @@ def _op(summary: str, *, body: dict[str, Any] | None = None, body_type: str = "a
     return op
 
 
-def _q(name: str, desc: str, required: bool = False, schema: str = "string") -> dict[str, Any]:
+# The rules the server enforces (validate.py), stated so that a request the document allows
+# is one the server accepts (checked by schemathesis in tests/host/platform).
+_TEXT = {"type": "string", "maxLength": MAX_TEXT, "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+         "description": f"at most {MAX_TEXT} characters, no control characters"}
+_NAME = {**_TEXT, "minLength": 1}
+_DEVICE = {"type": "string", "pattern": DEVICE_RE.pattern.replace("\\Z", "$"),
+           "description": DEVICE_RULE}
+_PACKAGE = {"type": "string", "pattern": PACKAGE_RE.pattern.replace("\\Z", "$"),
+            "description": "package id (20 hex digits)"}
+_TIME = {"type": "string", "format": "date-time"}
+
+
+def _q(name: str, desc: str, required: bool = False,
+       schema: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": required, "description": desc,
-            "schema": {"type": schema}}
+            "schema": schema or _TEXT}
 
 
-_ID = [{"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}]
-_DEVICES = {"type": "object", "required": ["devices"],
-            "properties": {"devices": {"type": "array", "items": {"type": "string"}}}}
+_ID = [{"name": "id", "in": "path", "required": True,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 2**62}}]
+_PKG_ID = [{"name": "id", "in": "path", "required": True, "schema": _PACKAGE}]
+_DEVICE_LIST = {"type": "array", "items": _DEVICE, "minItems": 1}
+_DEVICES = {"type": "object", "required": ["devices"], "properties": {"devices": _DEVICE_LIST}}
+_META = {"name": "version name (default: the version)", "product": "product",
+         "desc": "description", "module": "module, default MCU"}
+_VERSION = "version number (required unless the image carries one; a different one is refused)"
 
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
@@ -50,41 +70,42 @@ OPENAPI: dict[str, Any] = {
                 **_op("Create a firmware package: the image as the body "
                       "(application/octet-stream) with metadata in the query, or a JSON "
                       "object with `url` (fetched once) and the same metadata", ok=201,
-                      errors=(400, 401, 413, 502),
-                      params=[_q("version", "version number (default: the one the image "
-                                     "carries; a different one is refused)"),
-                              _q("name", "version name"),
-                              _q("product", "product"), _q("sign", "md5 (default) or sha256"),
-                              _q("desc", "description"), _q("module", "module, default MCU")]),
+                      errors=(400, 401, 413, 422, 502),
+                      params=[_q("version", _VERSION, True, _NAME),
+                              *(_q(k, d) for k, d in _META.items()),
+                              _q("sign", "digest in the notice",
+                                 schema={"type": "string", "enum": ["md5", "sha256"]})]),
                 "requestBody": {"required": True, "content": {
-                    "application/octet-stream": {"schema": {"type": "string",
-                                                            "format": "binary"}},
-                    "application/json": {"schema": {"type": "object", "required": ["url"],
-                        "properties": {k: {"type": "string"} for k in (
-                            "url", "version", "name", "product", "sign", "desc", "module")}}},
+                    "application/octet-stream": {"schema": {
+                        "type": "string", "format": "binary", "minLength": 1,
+                        "description": f"the image, 1 byte to {64 << 20} bytes"}},
+                    "application/json": {"schema": {
+                        "type": "object", "required": ["url", "version"],
+                        "properties": {
+                            "url": {"type": "string", "maxLength": 2000,
+                                    "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/|$)"},
+                            "version": _NAME, **{k: _TEXT for k in _META},
+                            "sign": {"type": "string", "enum": ["md5", "sha256"]}}}},
                 }},
             },
         },
-        "/api/packages/{id}": {"get": {**_op("Show a package"), "parameters": [
-            {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]}},
+        "/api/packages/{id}": {"get": {**_op("Show a package"), "parameters": _PKG_ID}},
         "/api/packages/{id}/variants": {"post": {**_op(
             "Make the package's compressed file, or its delta from the package `from` "
             "(checked by decoding it back before it is served)", ok=201,
             errors=(400, 401, 404, 409, 422), body={
                 "type": "object", "required": ["kind"], "properties": {
                     "kind": {"type": "string", "enum": ["compressed", "delta"]},
-                    "from": {"type": "string", "description": "base package id (delta)"}}}),
-            "parameters": [{"name": "id", "in": "path", "required": True,
-                            "schema": {"type": "string"}}]}},
+                    "from": {**_PACKAGE, "description": "base package id (delta)"}}}),
+            "parameters": _PKG_ID}},
         "/api/tasks": {
             "get": _op("List upgrade tasks with sub-task counts", errors=(401,)),
-            "post": _op("Create an upgrade task", ok=201, body={
+            "post": _op("Create an upgrade task", ok=201, errors=(400, 401, 404, 422), body={
                 "type": "object", "required": ["package", "name"], "properties": {
-                    "package": {"type": "string"}, "name": {"type": "string"},
-                    "desc": {"type": "string"},
-                    "start": {"type": "string", "description": "ISO 8601; starts by itself"},
-                    "end": {"type": "string", "description": "ISO 8601; active sub-tasks "
-                                                              "time out then"}}}),
+                    "package": _PACKAGE, "name": _NAME, "desc": _TEXT,
+                    "start": {**_TIME, "description": "starts by itself then"},
+                    "end": {**_TIME, "description": "after start; active sub-tasks time out "
+                                                    "then"}}}),
         },
         "/api/tasks/{id}": {"get": {**_op("Task detail: id, state, devices[{device, state, "
                                           "step, desc, ...}]"), "parameters": _ID}},
@@ -93,23 +114,30 @@ OPENAPI: dict[str, Any] = {
                                              "parameters": _ID}},
         "/api/tasks/{id}/import": {"post": {**_op(
             "Import a CSV device list (column device/deviceId, or one id per line); one "
-            "result per row", body={"type": "string"}, body_type="text/csv",
-            errors=(400, 401, 404, 409)), "parameters": _ID}},
+            "result per row", body={"type": "string", "pattern": "[A-Za-z0-9]",
+                                    "maxLength": 4 << 20}, body_type="text/csv",
+            errors=(400, 401, 404, 409, 413, 422)), "parameters": _ID}},
         "/api/tasks/{id}/start": {"post": {**_op("Start now", errors=(400, 401, 404, 409)),
                                            "parameters": _ID}},
         "/api/tasks/{id}/cancel": {"post": {**_op(
             "Cancel devices' sub-tasks ({devices: [...]}) or all ({all: true})",
-            body={"type": "object", "properties": {
-                "devices": {"type": "array", "items": {"type": "string"}},
-                "all": {"type": "boolean"}}}), "parameters": _ID}},
+            body={"oneOf": [
+                {"type": "object", "required": ["all"],
+                 "properties": {"all": {"type": "boolean", "enum": [True]}}},
+                {"type": "object", "required": ["devices"],
+                 "properties": {"devices": _DEVICE_LIST,
+                                "all": {"type": "boolean", "enum": [False]}}}]},
+            errors=(400, 401, 404, 409)), "parameters": _ID}},
         "/api/devices": {"get": _op("Devices seen: id, version, last_seen, online",
                                     errors=(401,))},
         "/file/upgrade": {"get": {
             "summary": "Device download (spec address); Range supported",
             "security": [],
-            "parameters": [_q("fileId", "package id", True), _q("taskId", "task id", True),
-                           _q("deviceId", "device id", True),
-                           _q("accessToken", "token from the notice", True)],
+            "parameters": [_q("fileId", "package id", True, _PACKAGE),
+                           _q("taskId", "task id", True, _ID[0]["schema"]),
+                           _q("deviceId", "device id", True, _DEVICE),
+                           _q("accessToken", "token from the notice", True,
+                              {"type": "string", "maxLength": 200})],
             "responses": {"200": {"description": "the image"},
                           "206": {"description": "partial content"},
                           "403": {"description": "bad, expired or other device's token"},

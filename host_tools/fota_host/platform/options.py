@@ -37,6 +37,13 @@ class ServiceOptions:
     tls_cert: str | None = None
     tls_key: str | None = None
     tick: float = 0.1
+    # The embedded broker's logins: a `mosquitto-config --out` folder (passwd,
+    # credentials.json). None: anonymous on loopback; beyond loopback DATA/broker is made.
+    broker_auth: str | None = None
+    allow_anonymous: bool = False  # an anonymous embedded broker beyond loopback (warned)
+    idle_timeout: float = 15.0  # seconds an HTTP connection may wait for a request
+    connect_timeout: float = 10.0  # seconds an MQTT connection may wait for its CONNECT
+    max_per_address: int = 64  # open HTTP connections per client address
     settings: Settings = field(default_factory=Settings)
 
     @classmethod

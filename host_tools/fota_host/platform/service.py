@@ -8,6 +8,7 @@ Programmatic use: `run_service(options)` runs in the foreground until SIGINT/SIG
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
 import os
@@ -21,9 +22,11 @@ from typing import Any
 from aiohttp import web
 
 from .api import make_app
-from .broker import start_embedded_broker
+from .broker import Identities, Limits, start_embedded_broker
 from .core import Platform
+from .lograte import flush_all
 from .mqttlink import BrokerURL, MqttLink, parse_broker_url
+from .netguard import ConnectionGuard, GuardedSite, caps_for, fd_budget, quiet_loop_errors
 from .options import ServiceOptions
 from .validate import PlatformError, check_public_url
 
@@ -58,10 +61,56 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _broker_identities(opts: ServiceOptions, data_dir: Path) -> Identities:
+    """Who may log in to the embedded broker (see broker.py), with a warning when anyone may."""
+    where = f"{opts.host}:{opts.mqtt_port or '(free port)'}"
+    auth = Path(opts.broker_auth) if opts.broker_auth else None
+    if auth is None and not opts.allow_anonymous and not _loopback(opts.host):
+        auth = data_dir / "broker"
+        if not (auth / "credentials.json").exists():
+            from .mosquitto import generate
+
+            generate(auth, [])
+    if auth is None:
+        if _loopback(opts.host):
+            log.warning("embedded broker on %s accepts any local client without a password "
+                        "(every local user can read notices and forge reports); give "
+                        "--broker-auth DIR for per-device logins", where)
+        else:
+            log.warning("!!! embedded broker on %s accepts ANYONE WITHOUT A PASSWORD "
+                        "(--allow-anonymous): whoever reaches it reads every notice and its "
+                        "download token and can forge any device's reports !!!", where)
+        return Identities(opts.client_id, secrets.token_urlsafe(18), anonymous=True)
+    try:
+        creds = json.loads((auth / "credentials.json").read_text())
+        platform_user = creds["platform"]["username"]
+        platform_password = creds["platform"]["password"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PlatformError(f"broker logins in {auth}: no platform user in credentials.json "
+                            f"({exc!r}); write them with `fota platform mosquitto-config "
+                            f"--out {auth}`") from None
+    if not (auth / "passwd").exists():
+        raise PlatformError(f"broker logins in {auth}: no passwd file")
+    log.info("embedded broker on %s: devices log in with their id and the password in %s "
+             "(add devices: fota platform mosquitto-config --out %s --device ID)",
+             where, auth / "credentials.json", auth)
+    return Identities(platform_user, platform_password, auth / "passwd")
+
+
 async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set (or SIGINT/SIGTERM when running in the main thread)."""
     data_dir = Path(opts.data_dir)
     check_public_url(opts.public_url)
+    if opts.broker and (opts.broker_auth or opts.allow_anonymous):
+        raise PlatformError("--broker-auth and --allow-anonymous are for the embedded broker; "
+                            "an external broker has its own logins (mosquitto-config)")
     os.umask(0o077)  # everything the service writes is the owner's only
     # Opening the platform takes DIR's lock: a second service on DIR is refused here, naming
     # the running one, before any of its files is touched.
@@ -72,12 +121,15 @@ async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None
         await _serve(opts, stop, platform, data_dir, info_path)
     finally:
         platform.close()
+        flush_all(final=True)
 
 
 async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Platform,
                  data_dir: Path, info_path: Path) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
+    quiet_loop_errors(loop)
+    caps = caps_for(fd_budget(), http_per_address=opts.max_per_address)
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:
             loop.add_signal_handler(sig, stop.set)
@@ -101,24 +153,30 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
     else:
         mqtt_port = opts.mqtt_port or _free_port(opts.host)
         try:
-            broker = await start_embedded_broker(opts.host, mqtt_port)
+            ids = _broker_identities(opts, data_dir)
+            limits = Limits(connect_timeout=opts.connect_timeout, max_connections=caps.mqtt_total)
+            broker = await start_embedded_broker(opts.host, mqtt_port, ids, limits,
+                                                 settings.topic_prefix)
         except Exception as exc:
             sock.close()
             raise PlatformError(f"embedded broker on {opts.host}:{mqtt_port}: {exc}") from None
-        url = BrokerURL("mqtt", local, mqtt_port)
+        url = BrokerURL("mqtt", local, mqtt_port, ids.platform_user, ids.platform_password)
 
     link = MqttLink(url, platform, opts.client_id, opts.ca, opts.insecure)
     platform.tasks.attach_link(link.publish, link.connected.is_set)
     admin_token = _admin_token(data_dir)
     app = make_app(platform, admin_token)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    # keepalive_timeout also closes a connection that never sends a whole request.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                           keepalive_timeout=opts.idle_timeout)
     await runner.setup()
     ssl_ctx = None
     if opts.tls_cert:
         ssl_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ssl_ctx.load_cert_chain(opts.tls_cert, opts.tls_key)
     # A fleet connects at once: the default backlog (128) drops SYNs, costing 1 s retries.
-    site = web.SockSite(runner, sock, ssl_context=ssl_ctx, backlog=1024)
+    guard = ConnectionGuard(caps.http_total, caps.http_per_address)
+    site = GuardedSite(runner, sock, guard, ssl_context=ssl_ctx, backlog=1024)
     await site.start()
     link.start()
     try:
@@ -133,7 +191,8 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
         raise PlatformError(f"broker {url.public()} refused the platform: {link.refused}"
                             " (check the user and password in --broker)")
     if not link.connected.is_set():
-        log.warning("broker %s not reachable yet; the platform keeps trying", url.public())
+        log.warning("broker %s not reachable yet (%s); the platform keeps trying",
+                    url.public(), link.why())
     info = {
         "api": f"{scheme}://{local}:{http_port}",
         "admin_token": admin_token,
@@ -154,6 +213,7 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
                 await loop.run_in_executor(None, platform.tick)
             except Exception:
                 log.exception("tick failed")
+            flush_all()
             try:
                 await asyncio.wait_for(stop.wait(), opts.tick)
             except asyncio.TimeoutError:

@@ -124,7 +124,7 @@ class Tasks:
         start_at = parse_time(start, "start")
         end_at = parse_time(end, "end")
         if start_at and end_at and end_at <= start_at:
-            raise PlatformError("end must be after start")
+            raise PlatformError("end must be after start", 422)
         with self.store.lock:
             if not isinstance(package, str) or self.store.package(package) is None:
                 raise PlatformError(f"unknown package {package!r}", 404)
@@ -208,7 +208,7 @@ class Tasks:
         rows = list(csv.reader(io.StringIO(csv_text)))
         rows = [r for r in rows if r and any(c.strip() for c in r)]
         if not rows:
-            raise PlatformError("the device list is empty")
+            raise PlatformError("the device list is empty", 422)
         header = [c.strip().lower() for c in rows[0]]
         col = 0
         for key in ("device", "deviceid", "device_id", "id"):
