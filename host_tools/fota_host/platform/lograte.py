@@ -22,7 +22,7 @@ class LogRate:
     """At most `burst` lines per key per `window` seconds; the rest are counted."""
 
     def __init__(self, logger: logging.Logger, *, window: float = 10.0, burst: int = 5,
-                 max_keys: int = 1000, clock: Callable[[], float] = time.monotonic) -> None:
+                 max_keys: int = 200, clock: Callable[[], float] = time.monotonic) -> None:
         self.logger = logger
         self.window = window
         self.burst = burst

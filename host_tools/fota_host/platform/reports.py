@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from . import ctwing
+from .lograte import LogRate
 from .store import ACTIVE_STATES, Row, StorageError, Store
 from .tasks import Tasks
 from .validate import MAX_TEXT, MAX_VERSION, device_text, shown
@@ -35,27 +36,14 @@ def clean_desc(desc: str) -> str:
 
 
 class RateLimitedLog:
-    """One warning per source every `interval` seconds; the lines held back are counted
-    and the count is told with the next line from that source."""
+    """Drop lines per source, through `lograte.LogRate`: a few per 10 s, then one summary
+    (`... and N more from SOURCE in the last 10 s`)."""
 
-    def __init__(self, interval: float = 10.0, sources: int = 10_000) -> None:
-        self.interval = interval
-        self.sources = sources
-        self._seen: dict[str, list[float]] = {}
+    def __init__(self, window: float = 10.0, burst: int = 3) -> None:
+        self.rate = LogRate(log, window=window, burst=burst)
 
     def __call__(self, source: str, line: str) -> None:
-        now = time.monotonic()
-        seen = self._seen.get(source)
-        if seen is not None and now - seen[0] < self.interval:
-            seen[1] += 1
-            return
-        held = int(seen[1]) if seen else 0
-        if len(self._seen) >= self.sources:
-            self._seen.clear()
-        self._seen[source] = [now, 0]
-        if held:
-            line += f" ({held} more from {shown(source)} held back in {self.interval:g}s)"
-        log.warning("%s", line)
+        self.rate.log(logging.WARNING, shown(source), "%s", line)
 
 
 class Reports:
