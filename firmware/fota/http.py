@@ -8,7 +8,7 @@ bounded by an idle deadline (no byte for idle_ms: "stalled") and an overall one
 (total_ms), and `tick()` runs about once a second of waiting or reading, so the
 caller can feed a watchdog and keep its MQTT link alive.
 
-Errors are engine.UpdateError "download failed: host H: cause", CTWing step -2
+Errors are errors.UpdateError "download failed: host H: cause", CTWing step -2
 (-3 for a length that contradicts the notice, -1 for a refused configuration).
 """
 from micropython import const
@@ -17,8 +17,8 @@ from time import ticks_add, ticks_diff, ticks_ms
 TOTAL_MS = const(3600000)    # one download attempt, redirects included
 _SLICE_MS = const(1000)      # longest wait between two tick() calls
 _HOPS = const(5)             # redirects followed
-_LINE = const(8192)          # longest header line (presigned Locations run to 2 KiB)
-_BITS = const(9)             # 512-byte scratch for reads into the middle of a buffer
+_LINE = const(16384)         # longest response head (presigned Locations run to 2 KiB)
+_BITS = const(7)             # 128-byte scratch for reads into the middle of a buffer
 _IN = const(1)               # select.POLLIN, POLLOUT, POLLERR|POLLHUP on every port
 _OUT = const(4)
 _BAD = const(24)
@@ -30,13 +30,13 @@ def _scratch():
     return [sc[:1 << i] for i in range(_BITS + 1)]
 
 
-# Scratch views of 1, 2, 4 ... 512 bytes, made at import while the heap is still in
-# one piece (later, a fragmented heap may have no 512 free bytes in a row).
+# Scratch views of 1, 2, 4 ... 128 bytes, made at import while the heap is still in
+# one piece (later, a fragmented heap may have no such piece free).
 _views = _scratch()
 
 
 def _fail(host, cause, step=-2):
-    from fota.engine import UpdateError
+    from fota.errors import UpdateError
 
     return UpdateError(step, "download failed: host %s: %s" % (host, cause))
 
@@ -84,36 +84,31 @@ def resolve(base, ref):
     c = ref.find("#")
     if c >= 0:
         ref = ref[:c]
-    c = ref.find(":")
     scheme, auth, path = _parts(base)
-    if c > 0 and ref[0].isalpha() and not [x for x in "/?" if x in ref[:c]]:
+    c = ref.find(":")
+    if c > 0 and "/" not in ref[:c] and "?" not in ref[:c]:     # its own scheme
         if ref[c:c + 3] != "://":
             return ref                               # urn:, mailto: ... (refused later)
-        scheme, auth, new = _parts(ref)              # has its own scheme
-    elif ref.startswith("//"):
+        scheme, auth, new = _parts(ref)
+    elif ref[:2] == "//":
         auth, new = _parts(scheme + ":" + ref)[1:]
     else:
-        new = None
-    c = ref.find("?")
-    rq = "" if c < 0 else ref[c:]
-    ref = ref if c < 0 else ref[:c]
-    c = path.find("?")
-    bare = path if c < 0 else path[:c]
-    if new is not None:
-        if not new:
-            return "%s://%s" % (scheme, auth)
-    elif ref.startswith("/"):
-        new = ref + rq
-    elif ref:                                        # relative path: merge
-        new = bare[:bare.rfind("/") + 1] + ref + rq
-    else:
-        new = bare + rq if rq else path
-    if not new.startswith("/"):
-        new = "/" + new
-    # remove_dot_segments (RFC 3986 §5.2.4), the query kept as it is
-    q = new.find("?")
-    query = "" if q < 0 else new[q:]
-    segs = (new if q < 0 else new[:q]).split("/")
+        c = path.find("?")
+        bare = path if c < 0 else path[:c]
+        if ref[:1] == "/":
+            new = ref
+        elif ref[:1] == "?":
+            new = bare + ref
+        elif ref:                                    # relative path: merge
+            new = bare[:bare.rfind("/") + 1] + ref
+        else:
+            new = path
+    if new[:1] != "/":
+        new = "/" + new                              # (base or reference without a path)
+    # remove_dot_segments (RFC 3986 §5.2.4) on the path, the query kept as it is
+    c = new.find("?")
+    query = "" if c < 0 else new[c:]
+    segs = (new if c < 0 else new[:c]).split("/")
     out = []
     for s in segs[1:]:
         if s == "..":
@@ -159,16 +154,13 @@ class Body:
         self.done = 0            # body bytes handed out
         self._one = bytearray(1)
 
-    def err(self, cause, step=-2):
-        return _fail(self.host, cause, step)
-
     def _beat(self, now):
         if ticks_diff(now, self._ticked) >= _SLICE_MS:
             self._ticked = now
             if self._tick is not None:
                 self._tick()
         if ticks_diff(self._end, now) <= 0:
-            raise self.err("took longer than %d s (at byte %d)" % (
+            raise _fail(self.host, "took longer than %d s (at byte %d)" % (
                 self._total // 1000, self.done))
 
     def wait(self, until, what):
@@ -180,7 +172,7 @@ class Body:
             self._beat(now)
             left = ticks_diff(until, now) if what else self._idle - ticks_diff(now, self._last)
             if left <= 0:
-                raise self.err(what or "stalled: no data for %d s (at byte %d)" % (
+                raise _fail(self.host, what or "stalled: no data for %d s (at byte %d)" % (
                     self._idle // 1000, self.done))
             rest = ticks_diff(self._end, now)
             for ev in self._p.ipoll(min(left, rest, _SLICE_MS)):
@@ -204,7 +196,7 @@ class Body:
                 else:
                     r = self.s.readinto(buf, k)
             except OSError as exc:
-                raise self.err(_why(exc))
+                raise _fail(self.host, _why(exc))
             if r is not None:
                 if r:
                     self._last = ticks_ms()
@@ -235,7 +227,7 @@ class Body:
                 self._left -= r
         self.done += got
         if got < n and 0 <= self.done < self.limit:
-            raise self.err("ended early: the server closed after %d of %d bytes" % (
+            raise _fail(self.host, "ended early: the server closed after %d of %d bytes" % (
                 self.done, self.limit))
         return got
 
@@ -265,30 +257,29 @@ class Body:
             digits += 1
             c = 10
         if not digits or c not in (59, 32, 9, 13, 10):     # ; SP HT CR LF
-            raise self.err("bad chunk header after %d bytes" % self.done)
+            raise _fail(self.host, "bad chunk header after %d bytes" % self.done)
         while c != 10:                               # extensions: skipped
             c = self._byte()
             n += 1
             if c < 0 or n > _LINE:
-                raise self.err("bad chunk header after %d bytes" % self.done)
+                raise _fail(self.host, "bad chunk header after %d bytes" % self.done)
         if not size:
             self._chunks = -1
             return False
         self._sent += size
         if 0 <= self.limit < self._sent:
-            raise self.err("server sends more than the notice's %d bytes" % self.limit, -3)
+            raise _fail(self.host, "server sends more than the notice's %d bytes" % self.limit, -3)
         self._left = size
         return True
 
     def wrap(self, ctx):
-        """TLS over the connected socket; the handshake runs in the first writes,
+        """TLS over the connected socket. The handshake runs in the first writes,
         without blocking, so the deadlines and tick() hold (MicroPython's ssl
         polls in the direction mbedTLS waits for)."""
-        p = self._p
-        p.unregister(self.s)
+        self._p.unregister(self.s)
         self.s = ctx.wrap_socket(self.s, server_hostname=self.host,
                                  do_handshake_on_connect=False)
-        p.register(self.s, _IN | _OUT)
+        self._p.register(self.s, _IN | _OUT)
 
     def close(self):
         try:
@@ -297,112 +288,119 @@ class Body:
             pass
 
 
-def _line(b):
-    """One header line without its line end (None at the end of the stream)."""
-    line = bytearray()
-    while True:
-        c = b._byte()
-        if c < 0:
-            return None
-        if c == 10:
-            return bytes(line).rstrip(b"\r")
-        line.append(c)
-        if len(line) > _LINE:
-            raise b.err("header line too long")
-
-
 def _head(b):
-    """The response head: (status, content_length, range_start, range_total,
-    location), -1/None where a header is absent."""
-    line = _line(b)
-    if not line:
-        raise b.err("connection closed before the response")
-    length = rstart = rtotal = -1
-    location = None
+    """The response head: [status, content_length, range_start, range_total,
+    location], -1/None where a header is absent (ValueError if malformed)."""
+    h = None
+    n = 0
+    while True:
+        line = bytearray()
+        c = 0
+        while c != 10:
+            c = b._byte()
+            if c < 0:
+                raise ValueError                 # closed within the head
+            line.append(c)
+        n += len(line)
+        if n > _LINE:
+            raise _fail(b.host, "response head too long")
+        line = bytes(line).strip()
+        if h is None:
+            if line[:7] != b"HTTP/1.":
+                raise ValueError
+            h = [int(line[9:12]), -1, -1, -1, None]
+            continue
+        if not line:
+            return h
+        k = line.find(b":")
+        name = line[:k].lower()
+        v = line[k + 1:].strip()
+        if name == b"content-length":
+            h[1] = int(v)
+        elif name == b"content-range":           # bytes START-END/TOTAL
+            h[2] = int(v[6:v.find(b"-")])
+            if v[-1:] != b"*":
+                h[3] = int(v[v.find(b"/") + 1:])
+        elif name == b"location":
+            h[4] = v.decode()
+        elif name == b"transfer-encoding":
+            v = v.lower()
+            if v == b"chunked":
+                b._left = 0                      # the framing overrides Content-Length
+            elif v != b"identity":
+                raise _fail(b.host, "unsupported transfer encoding '%s'" % v.decode())
+
+
+def _connect(b, ai, timeout_ms):
+    """A non-blocking connect bounded by timeout_ms; that deadline (ticks)."""
+    import errno
+
+    s = b.s
+    s.setblocking(False)
+    b._p.register(s, _OUT)
     try:
-        if line[:7] != b"HTTP/1.":
-            raise ValueError
-        status = int(line[9:12])
-        n = 0
-        while True:
-            line = _line(b)
-            if not line:
-                if line is None:
-                    raise ValueError             # closed within the head
-                break
-            n += len(line)
-            if n > 4 * _LINE:
-                raise b.err("response head too long")
-            k = line.find(b":")
-            name = line[:k].lower()
-            v = line[k + 1:].strip()
-            if name == b"content-length":
-                length = int(v)
-            elif name == b"content-range":       # bytes START-END/TOTAL
-                rstart = int(v[6:v.find(b"-")])
-                if v[-1:] != b"*":
-                    rtotal = int(v[v.find(b"/") + 1:])
-            elif name == b"location":
-                location = v.decode()
-            elif name == b"transfer-encoding":
-                v = v.lower()
-                if v == b"chunked":
-                    b._left = 0                  # framing overrides Content-Length
-                    length = -1
-                elif v != b"identity":
-                    raise b.err("unsupported transfer encoding '%s'" % v.decode())
-    except (ValueError, IndexError):
-        raise b.err("malformed HTTP response")
-    return status, -1 if b._left == 0 else length, rstart, rtotal, location
+        s.connect(ai[-1])
+    except OSError as exc:
+        if exc.args[0] not in (errno.EINPROGRESS, errno.EAGAIN):
+            raise _fail(b.host, "connection failed: " + _why(exc))
+    until = ticks_add(ticks_ms(), timeout_ms)
+    if b.wait(until, "connection failed: no answer in %d s" % (timeout_ms // 1000)) & _BAD:
+        try:
+            s.connect(ai[-1])                        # tells why (Linux, lwIP)
+        except OSError as exc:
+            raise _fail(b.host, "connection failed: " + _why(exc))
+        raise _fail(b.host, "connection failed")
+    return until
+
+
+def _send(b, req, tls, until):
+    """Write the request; with TLS the first writes shake hands (until bounds it)."""
+    sent = 0
+    while sent < len(req):
+        try:
+            r = b.s.write(req[sent:])
+        except ValueError as exc:                    # mbedTLS refused the certificate
+            from fota.tls import failure
+
+            raise _fail(b.host, failure(exc))
+        except OSError as exc:
+            raise _fail(b.host, ("TLS handshake failed: " if tls and not sent else "") + _why(exc))
+        if r:
+            sent += r
+        else:
+            b.wait(until, "TLS handshake timed out" if tls else "send timed out")
 
 
 def get(url, start=0, timeout_ms=10000, ca=None, insecure=False, idle_ms=None,
-        total_ms=TOTAL_MS, tick=None, end=None):
+        total_ms=TOTAL_MS, tick=None, end=None, ctx=None):
     """One GET (with `Range: bytes=start-` when start > 0).
 
     Returns (body, status, content_length, range_start, range_total, location),
     -1/None where a header is absent (content_length -1 for a chunked body).
     timeout_ms bounds the connect and the TLS handshake, idle_ms (default:
     timeout_ms) the silence between two bytes, `end` (ticks_ms) the whole attempt
-    (default now + total_ms). The caller closes the body.
+    (default now + total_ms). `ctx`: the SSLContext to use (default: one made from
+    ca and insecure). The caller closes the body.
     """
-    import errno
     import select
     import socket
 
+    # (Small functions: loading this module then needs no large contiguous piece
+    # of a fragmented heap.)
     tls, host, port, path = _split(url)
     if end is None:
         end = ticks_add(ticks_ms(), total_ms)
-    ctx = None
-    if tls:
-        from fota.tls import context
-
-        try:
-            ctx = context(ca, insecure, "image download")
-        except ValueError as exc:
-            raise _fail(host, "https download refused: %s" % exc, -1)
+    if tls and ctx is None:
+        ctx = _context(host, ca, insecure)
     try:
         ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     except (OSError, IndexError):
         raise _fail(host, "DNS lookup failed")
-    s = socket.socket(ai[0], socket.SOCK_STREAM)
     p = select.poll()
-    b = Body(host, s, p, idle_ms or timeout_ms, total_ms, end, tick)
+    b = Body(host, socket.socket(ai[0], socket.SOCK_STREAM), p, idle_ms or timeout_ms,
+             total_ms, end, tick)
     try:
-        s.setblocking(False)
-        p.register(s, _OUT)
-        try:
-            s.connect(ai[-1])
-        except OSError as exc:
-            if exc.args[0] not in (errno.EINPROGRESS, errno.EAGAIN):
-                raise b.err("connection failed: " + _why(exc))
-        until = ticks_add(ticks_ms(), timeout_ms)
-        if b.wait(until, "connection failed: no answer in %d s" % (timeout_ms // 1000)) & _BAD:
-            try:
-                s.connect(ai[-1])                    # tells why (Linux, lwIP)
-            except OSError as exc:
-                raise b.err("connection failed: " + _why(exc))
-            raise b.err("connection failed")
+        until = _connect(b, ai, timeout_ms)
         if tls:
             b.wrap(ctx)
         hp = "[%s]" % host if ":" in host else host
@@ -411,29 +409,73 @@ def get(url, start=0, timeout_ms=10000, ca=None, insecure=False, idle_ms=None,
         req = "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n" % (path, hp)
         if start > 0:
             req += "Range: bytes=%d-\r\n" % start
-        req = (req + "\r\n").encode()
-        sent = 0
-        while sent < len(req):
-            try:
-                r = b.s.write(req[sent:])            # with TLS, the first shake hands
-            except ValueError as exc:                # mbedTLS refused the certificate
-                from fota.tls import failure
-
-                raise b.err(failure(exc))
-            except OSError as exc:
-                raise b.err(("TLS handshake failed: " if tls and not sent else "") + _why(exc))
-            if r:
-                sent += r
-            else:
-                b.wait(until, "TLS handshake timed out" if tls else "send timed out")
+        _send(b, (req + "\r\n").encode(), tls, until)
         p.modify(b.s, _IN)
         for _ in p.ipoll(0):       # ipoll allocates its result on the first call only
             pass
         b._last = ticks_ms()
-        return (b,) + _head(b)
+        try:
+            h = _head(b)
+        except (ValueError, IndexError):
+            raise _fail(b.host, "malformed HTTP response")
+        if not b._left:
+            h[1] = -1
+        return b, h[0], h[1], h[2], h[3], h[4]
     except BaseException:
         b.close()
         raise
+
+
+def _context(host, ca, insecure):
+    from fota.tls import context
+
+    try:
+        return context(ca, insecure, "image download")
+    except ValueError as exc:
+        raise _fail(host, "https download refused: %s" % exc, -1)
+
+
+def _redirect(b, where, location, status, hops, downgrade):
+    """The next URL of a redirect chain, or why not."""
+    if not location or hops > _HOPS:
+        raise _fail(b.host, "too many redirects (more than %d)" % _HOPS if location else
+                    "HTTP %d without a Location" % status)
+    nxt = resolve(where, location)
+    if where[:6].lower() == "https:" and nxt[:6].lower() != "https:":
+        if not downgrade:
+            raise _fail(b.host, "https -> http redirect to %s refused (insecure downloads not "
+                        "allowed)" % _parts(nxt)[1])
+        print("fota: WARNING: following an https -> http redirect to", _parts(nxt)[1],
+              "(insecure downloads allowed)")
+    return nxt
+
+
+def _open(url, offset, size, opts):
+    timeout_ms, ca, insecure, idle_ms, total_ms, tick, downgrade, ctx = opts
+    end = ticks_add(ticks_ms(), total_ms)
+    hops = 0
+    while True:
+        b, status, length, rstart, rtotal, location = get(
+            url, offset, timeout_ms, ca, insecure, idle_ms, total_ms, tick, end, ctx)
+        if status in (301, 302, 303, 307, 308):
+            b.close()
+            hops += 1
+            url = _redirect(b, url, location, status, hops, downgrade)
+            continue
+        if status == 206 and offset > 0 and rstart == offset and rtotal in (-1, size):
+            b.limit = size - offset
+            return b, offset
+        if status == 200:
+            if length >= 0 and length != size:
+                b.close()
+                raise _fail(b.host, "server sends %d bytes, the notice says %d" % (length, size), -3)
+            b.limit = size
+            return b, 0
+        b.close()
+        if offset > 0 and status in (206, 416):
+            offset = 0                          # the server won't resume here: from the top
+            continue
+        raise _fail(b.host, "HTTP %d" % status)
 
 
 def source(url, timeout_ms=10000, ca=None, insecure=False, idle_ms=None,
@@ -450,43 +492,9 @@ def source(url, timeout_ms=10000, ca=None, insecure=False, idle_ms=None,
     if url.startswith("https://") and not ca and not insecure:
         # Refuse before any byte moves: an unverified image server is a hole.
         raise _fail(_parts(url)[1], "https download refused: no CA configured", -1)
-
-    def open_(offset, size):
-        end = ticks_add(ticks_ms(), total_ms)
-        where = url
-        hops = 0
-        while True:
-            b, status, length, rstart, rtotal, location = get(
-                where, offset, timeout_ms, ca, insecure, idle_ms, total_ms, tick, end)
-            if status in (301, 302, 303, 307, 308):
-                b.close()
-                hops += 1
-                if not location or hops > _HOPS:
-                    raise b.err("too many redirects (more than %d)" % _HOPS if location else
-                                "HTTP %d without a Location" % status)
-                nxt = resolve(where, location)
-                if where[:6].lower() == "https:" and nxt[:6].lower() != "https:":
-                    if not downgrade:
-                        raise b.err("https -> http redirect to %s refused (insecure "
-                                    "downloads not allowed)" % _parts(nxt)[1])
-                    print("fota: WARNING: following an https -> http redirect to",
-                          _parts(nxt)[1], "(insecure downloads allowed)")
-                where = nxt
-                continue
-            if status == 206 and offset > 0 and rstart == offset and rtotal in (-1, size):
-                b.limit = size - offset
-                return b, offset
-            if status == 200:
-                if length >= 0 and length != size:
-                    b.close()
-                    raise b.err("server sends %d bytes, the notice says %d" % (length, size),
-                                -3)
-                b.limit = size
-                return b, 0
-            b.close()
-            if offset > 0 and status in (206, 416):
-                offset = 0                      # the server won't resume here: from the top
-                continue
-            raise b.err("HTTP %d" % status)
-
-    return open_
+    # The TLS context (certificates parsed) is made once, now: early, while the
+    # heap is in larger pieces (mbedTLS allocates from it on some ports), and
+    # shared by the attempts and redirects (a redirect from http makes its own).
+    ctx = _context(_parts(url)[1], ca, insecure) if url[:6].lower() == "https:" else None
+    opts = (timeout_ms, ca, insecure, idle_ms, total_ms, tick, downgrade, ctx)
+    return lambda offset, size: _open(url, offset, size, opts)

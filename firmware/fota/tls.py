@@ -40,61 +40,27 @@ def context(ca=None, insecure=False, what="TLS"):
 
 
 def certs(data):
-    """Each certificate of a PEM or DER file, as DER bytes (a generator: a large
-    bundle is converted one certificate at a time).
+    """Each certificate of a PEM file (the one of a DER file), as DER bytes; a
+    generator, so a large bundle is converted one certificate at a time.
 
     Some MicroPython builds (the unix port's among them) parse only DER in
-    load_verify_locations(cadata=...): "invalid cert" for PEM. PEM blocks other
-    than CERTIFICATE (keys, comments between blocks) are skipped.
+    load_verify_locations(cadata=...): "invalid cert" for PEM. Text between the
+    PEM blocks (comments) and blocks other than CERTIFICATE are skipped.
     """
-    if b"-----BEGIN" in data or data[:1] != b"\x30":
-        import binascii
-
-        begin = b"-----BEGIN CERTIFICATE-----"
-        found = 0
-        i = data.find(begin)
-        while i >= 0:
-            start = i + len(begin)
-            end = data.find(b"-----END", start)
-            if end < 0:
-                raise ValueError("PEM certificate without its END line")
-            body = data[start:end].replace(b"\n", b"").replace(b"\r", b"").replace(b" ", b"")
-            try:
-                yield binascii.a2b_base64(body)
-            except ValueError:
-                raise ValueError("bad base64 in a PEM certificate")
-            found += 1
-            i = data.find(begin, end)
-        if not found:
-            raise ValueError("no certificate in the CA file (PEM or DER expected)")
+    if data[:1] == b"\x30" and b"-----BEGIN" not in data:
+        yield data
         return
-    # DER: certificates one after another, each an ASN.1 SEQUENCE.
-    i = 0
-    n = len(data)
-    while i < n:
-        if data[i] != 0x30 or i + 2 > n:
-            raise ValueError("bad DER certificate at byte %d" % i)
-        size = data[i + 1]
-        head = 2
-        if size & 0x80:
-            k = size & 0x7F
-            if not 0 < k < 4 or i + 2 + k > n:
-                raise ValueError("bad DER certificate at byte %d" % i)
-            size = 0
-            for j in range(k):
-                size = size << 8 | data[i + 2 + j]
-            head += k
-        if i + head + size > n:
-            raise ValueError("truncated DER certificate at byte %d" % i)
-        yield data[i:i + head + size]
-        i += head + size
+    import binascii
 
-
-def der(cert):
-    """DER bytes of the first certificate of a PEM or DER file."""
-    for one in certs(cert):
-        return one
-    raise ValueError("no certificate in the CA file")
+    i = data.find(b"-----BEGIN CERTIFICATE-----")
+    if i < 0:
+        raise ValueError("no certificate in the CA file (PEM or DER expected)")
+    while i >= 0:
+        end = data.find(b"-----END", i)
+        if end < 0:
+            raise ValueError("PEM certificate without its END line")
+        yield binascii.a2b_base64(data[i + 27:end])     # (line ends are skipped)
+        i = data.find(b"-----BEGIN CERTIFICATE-----", end)
 
 
 def failure(exc):

@@ -141,7 +141,7 @@ def test_malformed_responses_are_named() -> None:
 # could send, resolved on the unix port in one process.
 RFC3986 = {
     "g:h": "g:h", "g": "http://a/b/c/g", "./g": "http://a/b/c/g", "g/": "http://a/b/c/g/",
-    "/g": "http://a/g", "//g": "http://g", "?y": "http://a/b/c/d;p?y",
+    "/g": "http://a/g", "//g": "http://g/", "?y": "http://a/b/c/d;p?y",
     "g?y": "http://a/b/c/g?y", "#s": "http://a/b/c/d;p?q", "g#s": "http://a/b/c/g",
     "g?y#s": "http://a/b/c/g?y", ";x": "http://a/b/c/;x", "g;x": "http://a/b/c/g;x",
     "": "http://a/b/c/d;p?q", ".": "http://a/b/c/", "./": "http://a/b/c/",
