@@ -299,7 +299,8 @@ def _head(b):
         while c != 10:
             c = b._byte()
             if c < 0:
-                raise ValueError                 # closed within the head
+                raise _fail(b.host, "connection closed %s the response head" % (
+                    "before" if h is None and not line else "in"))
             line.append(c)
         n += len(line)
         if n > _LINE:
@@ -487,7 +488,8 @@ def source(url, timeout_ms=10000, ca=None, insecure=False, idle_ms=None,
     relative Locations resolved); https -> http only with `downgrade`.
     timeout_ms bounds the connect and the TLS handshake, idle_ms the silence
     between two bytes (default: timeout_ms), total_ms each attempt (default one
-    hour); tick() runs about every second while waiting or reading.
+    hour); tick() runs about every second while waiting or reading (an
+    exception it raises ends the download).
     """
     if url.startswith("https://") and not ca and not insecure:
         # Refuse before any byte moves: an unverified image server is a hole.

@@ -175,3 +175,14 @@ def test_an_endless_response_head_is_cut_off() -> None:
     with Server(handle) as srv:
         r = fetch(srv.url(), len(IMAGE))
     assert r.step == -2 and r.reason == "download failed: host 127.0.0.1: response head too long"
+
+
+def test_a_server_that_closes_without_answering_is_named() -> None:
+    def handle(req: Request, sock: socket.socket) -> None:
+        pass                                       # the kit closes the socket
+
+    with Server(handle) as srv:
+        r = fetch(srv.url(), len(IMAGE))
+    assert r.step == -2, r
+    assert r.reason == ("download failed: host 127.0.0.1: connection closed before the "
+                        "response head")
