@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import urllib.parse
 from typing import Any
 
 from aiohttp import web
@@ -65,6 +66,20 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def _check_url(url: Any) -> None:
+    """A package URL the fetch can even try: http(s), a host, a port in range (urllib raises
+    ValueError, not an HTTP error, for `http://[` or `http://h:99999`)."""
+    try:
+        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+        ok = parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname)
+        if ok:
+            parts.port  # noqa: B018 (raises ValueError when out of range)
+    except ValueError:
+        ok = False
+    if not ok or len(url) > 2000:
+        raise PlatformError(f"url must be an http(s) address with a host, got {url!r:.100}")
+
+
 def _platform(request: web.Request) -> Platform:
     return request.app[PLATFORM_KEY]
 
@@ -107,6 +122,7 @@ async def create_package(request: web.Request) -> web.Response:
         meta["sign"] = body.get("sign", "md5")
         if not body.get("url"):
             raise PlatformError("give the firmware as the request body, or a JSON object with url")
+        _check_url(body["url"])
         pkg = await asyncio.to_thread(packages.add_package_url, body["url"], MAX_UPLOAD,
                                       require_signed=require_signed, **meta)
         return web.json_response(pkg, status=201)

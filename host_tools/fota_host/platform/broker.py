@@ -78,9 +78,42 @@ class Identities:
         return ANONYMOUS if self.anonymous and self.passwd is None else None
 
 
+class PacketTooLarge(Exception):
+    pass
+
+
+class _CappedReader:
+    """The connection's reader with a cap on one read: amqtt reads a packet's body with
+    one `readexactly(remaining length)`, so a client announcing 256 MB would make the
+    broker buffer it. Over the cap the connection ends (amqtt's reader loop stops on an
+    exception it does not know)."""
+
+    def __init__(self, reader: asyncio.StreamReader, cap: int, addr: str) -> None:
+        self.reader = reader
+        self.cap = cap
+        self.addr = addr
+
+    async def read(self, n: int = -1) -> bytes:
+        return await self.reader.read(self.cap if n < 0 or n > self.cap else n)
+
+    async def readexactly(self, n: int) -> bytes:
+        if n > self.cap:
+            _rate.log(logging.WARNING, self.addr, "MQTT connection from %s closed: a packet of "
+                      "%d bytes (at most %d)", self.addr, n, self.cap)
+            raise PacketTooLarge(n)
+        return await self.reader.readexactly(n)
+
+    def feed_eof(self) -> None:
+        self.reader.feed_eof()
+
+    def at_eof(self) -> bool:
+        return self.reader.at_eof()
+
+
 @dataclass
 class Limits:
     connect_timeout: float = 10.0  # seconds from accept to CONNECT
+    max_packet: int = 256 * 1024  # bytes in one MQTT packet (device messages are < 4 KiB)
     max_connections: int = 5000  # in total
     max_pending_per_address: int = 32  # connections without CONNECT yet, per address
 
@@ -114,7 +147,8 @@ class FotaBroker(Broker):
         self.pending[addr] = self.pending.get(addr, 0) + 1
         self.waiting.add(key)
         try:
-            await super().stream_connected(reader, writer, listener_name)
+            capped: Any = _CappedReader(reader, self.limits.max_packet, addr)
+            await super().stream_connected(capped, writer, listener_name)
         except Exception as exc:  # a hostile client must not print a traceback
             _rate.log(logging.WARNING, addr, "MQTT connection from %s failed: %r", addr, exc)
             writer.transport.abort()

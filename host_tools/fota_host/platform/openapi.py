@@ -83,7 +83,7 @@ OPENAPI: dict[str, Any] = {
                         "type": "object", "required": ["url", "version"],
                         "properties": {
                             "url": {"type": "string", "maxLength": 2000,
-                                    "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/|$)"},
+                                    "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?(/|$)"},
                             "version": _NAME, **{k: _TEXT for k in _META},
                             "sign": {"type": "string", "enum": ["md5", "sha256"]}}}},
                 }},

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from fota_host.platform.process import start_platform
+from fota_host.platform.validate import PlatformError
 
 ST_CONFIG = """
 [checks.positive_data_acceptance]
@@ -63,3 +64,18 @@ def test_schemathesis_finds_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert result.returncode == 0, report
     log = (tmp_path / "data" / "platform.log").read_text()
     assert "Traceback" not in log
+
+
+def test_unusable_package_urls_are_a_400(tmp_path: Path) -> None:
+    """URLs urllib can't even try (bad IPv6 brackets, a port out of range) were a 500 with
+    a traceback in the log."""
+    plat = start_platform(tmp_path / "data")
+    try:
+        api = plat.client()
+        for url in ("http://[", "http://h:99999/x", "ftp://h/x", "http:///x", 7):
+            with pytest.raises(PlatformError) as refused:
+                api.call("POST", "/api/packages", {"url": url, "version": "1"})
+            assert refused.value.status == 400, url
+    finally:
+        plat.stop()
+    assert "Traceback" not in (tmp_path / "data" / "platform.log").read_text()

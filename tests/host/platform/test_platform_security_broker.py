@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -212,3 +213,47 @@ def test_anonymous_embedded_broker_is_warned_about(tmp_path: Path) -> None:
     finally:
         plat.stop()
     assert "accepts ANYONE WITHOUT A PASSWORD" in (tmp_path / "b" / "platform.log").read_text()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, byte = divmod(n, 128)
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def test_an_oversized_packet_is_cut_off(tmp_path: Path) -> None:
+    """A client announcing a 100 MB PUBLISH is disconnected at once, not buffered."""
+    plat = start_platform(tmp_path / "data")
+    try:
+        port = int(plat.broker.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            body = b"\x00\x04MQTT\x04\x02\x00\x3c" + b"\x00\x03big"
+            s.sendall(b"\x10" + _varint(len(body)) + body)
+            assert s.recv(4)[:1] == b"\x20"  # CONNACK
+            topic = b"devices/big/ota/progress"
+            s.sendall(b"\x30" + _varint(100_000_000) + len(topic).to_bytes(2, "big") + topic)
+            chunk, sent, cut = b"x" * 65536, 0, False
+            try:
+                while sent < 30_000_000:
+                    s.sendall(chunk)
+                    sent += len(chunk)
+            except (BrokenPipeError, ConnectionResetError):  # closed by the broker
+                cut = True
+            except TimeoutError:  # the broker stopped reading, but holds the connection
+                pass
+            if not cut:
+                try:
+                    cut = s.recv(1) == b""
+                except ConnectionResetError:
+                    cut = True
+                except TimeoutError:
+                    pass
+        assert cut, f"the broker took {sent} bytes of a 100 MB packet"
+        dev = FakeDevice("after-big", plat.broker).start()  # the broker still serves
+        dev.stop()
+    finally:
+        plat.stop()
+    assert "Traceback" not in (tmp_path / "data" / "platform.log").read_text()
