@@ -25,7 +25,9 @@ _POLLIN = const(1)  # select.POLLIN
 _POLLOUT = const(4)  # select.POLLOUT
 _POLLERR_HUP = const(24)  # select.POLLERR | select.POLLHUP
 _ETIMEDOUT = const(110)
+_ECONNREFUSED = const(111)
 _SKIP_CHUNK = const(128)
+_SLICE_MS = const(1000)  # longest wait between two tick() calls (the watchdog's feed)
 
 
 def _bytes(s):
@@ -49,6 +51,7 @@ class _Stream:
         self.timeout_ms = timeout_ms
         self.max_packet = max_packet
         self.probing = False  # True from umqtt's check_msg() to its first read
+        self.tick = None  # called about once a second of waiting (feeds a watchdog)
         self.progress = False  # a byte arrived since the link cleared this
         self._one = bytearray(1)
         self._poller = select.poll()
@@ -69,15 +72,22 @@ class _Stream:
         self.probing = not flag
 
     def wait(self, events, ms):
-        """Poll flags once `events` are ready; 0 after `ms` (or at the deadline)."""
-        left = ticks_diff(self.deadline, ticks_ms())
-        if ms > left:
-            ms = left
-        if ms > 0:
-            self._poller.modify(self.sock, events)
-            for _, flags in self._poller.ipoll(ms):
+        """Poll flags once `events` are ready; 0 after `ms` (or at the deadline).
+        Waits a second at most between two tick() calls."""
+        end = ticks_add(ticks_ms(), ms)
+        self._poller.modify(self.sock, events)
+        while True:
+            now = ticks_ms()
+            left = ticks_diff(end, now)
+            rest = ticks_diff(self.deadline, now)
+            if rest < left:
+                left = rest
+            if left <= 0:
+                return 0
+            for _, flags in self._poller.ipoll(left if left < _SLICE_MS else _SLICE_MS):
                 return flags
-        return 0
+            if self.tick:
+                self.tick()
 
     def read(self, n):
         if not 0 < n <= self.max_packet:
@@ -133,6 +143,17 @@ class _Stream:
                 raise OSError(_ETIMEDOUT)
 
 
+def _cause(exc):
+    """An exception (or words) as a short cause for the log."""
+    a = exc.args if isinstance(exc, OSError) else None
+    if a:
+        if len(a) > 1:
+            return a[1]
+        return ("closed by the broker" if a[0] == -1 else "connection refused"
+                if a[0] == _ECONNREFUSED else "OSError %s" % a[0])
+    return exc if isinstance(exc, str) else str(exc) or type(exc).__name__
+
+
 class Link:
     """Use: subscribe() the topics, then call poll() often (every 10-100 ms) from the
     main loop; it connects, reconnects, pings and dispatches. An idle poll()
@@ -148,7 +169,7 @@ class Link:
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=60,
                  tls=None, server_hostname=None, timeout_ms=10000, on_message=None,
                  on_connect=None, backoff_min_ms=500, backoff_max_ms=30000,
-                 retries=2, max_packet=4096):
+                 retries=2, max_packet=4096, tick=None):
         # CONNECT's fields, as bytes
         self._login = (_bytes(client_id), None if user is None else _bytes(user),
                        None if password is None else _bytes(password), keepalive)
@@ -158,7 +179,10 @@ class Link:
         self.on_message, self.on_connect = on_message, on_connect
         self._backoff_ms = (backoff_min_ms, backoff_max_ms)
         self._retries, self._max_packet = retries, max_packet
+        self.tick = tick  # called about once a second while a wait blocks (watchdog)
+        self._said = None  # the connect failure last logged (said once, not per retry)
         self._ping_every_ms = keepalive * 250  # keepalive/4; 0: no pings
+        self._ping_out = False  # a PINGREQ waits for its answer (any byte counts)
         self._subscriptions = {}  # topic: qos, subscribed again on every connect
         self._stream = None  # the connection's _Stream; None while down
         self._wanted = True  # poll() (re)connects until close()
@@ -188,11 +212,22 @@ class Link:
 
             sys.print_exception(exc)
 
-    def _down(self):
-        """The one link-down path: close, forget, schedule the next connect."""
+    def _say(self, *what):
+        # One line per state change: connected, refused (the broker's reason), lost
+        # (why), connected again.
+        print("fota: mqtt", *what)
+
+    def _where(self):
+        return "%s:%d" % (self._host, self._port)
+
+    def _down(self, why=None):
+        """The one link-down path: close, forget, schedule the next connect. `why`:
+        the cause, for the log line (an exception or words; None: said elsewhere)."""
         from random import getrandbits
 
         stream = self._stream
+        if stream and why is not None:
+            self._say("connection to", self._where(), "lost:", _cause(why))
         self._stream = self._client.sock = None
         self._awaiting = 0
         if stream:
@@ -245,8 +280,8 @@ class Link:
             self._stream.deadline = ticks_add(ticks_ms(), self._timeout_ms)
             try:
                 self._subscribe(topic, qos)
-            except Exception:  # noqa: BLE001 - any failure means no link; it reconnects
-                self._down()  # the reconnect subscribes it
+            except Exception as exc:  # noqa: BLE001 - any failure means no link; it reconnects
+                self._down(exc)  # the reconnect subscribes it
 
     def connect(self):
         """One connection attempt now (poll() makes them when needed); True when up."""
@@ -264,6 +299,7 @@ class Link:
             sock = socket.socket(ai[0], socket.SOCK_STREAM)
             # Its deadline bounds the whole connect.
             stream = _Stream(sock, self._timeout_ms, self._max_packet)
+            stream.tick = self.tick
             try:  # small packets go out at once (no Nagle delay against delayed ACKs)
                 sock.setsockopt(6, 1, 1)  # IPPROTO_TCP, TCP_NODELAY (Linux and lwIP)
             except Exception:  # noqa: BLE001 - an optimisation some ports lack
@@ -274,8 +310,10 @@ class Link:
                 if exc.errno not in (errno.EINPROGRESS, errno.EAGAIN):
                     raise
             ready = stream.wait(_POLLOUT, self._timeout_ms)
-            if not ready or ready & _POLLERR_HUP:  # a blackhole, or refused
-                raise OSError(_ETIMEDOUT)
+            if not ready:  # a blackhole
+                raise OSError(_ETIMEDOUT, "no answer in %d s" % (self._timeout_ms // 1000))
+            if ready & _POLLERR_HUP:
+                raise OSError(_ECONNREFUSED)
             if self._tls:
                 # The handshake blocks, bounded by the socket timeout.
                 sock.setblocking(True)
@@ -289,15 +327,21 @@ class Link:
             self._pid = 0  # a clean session starts the packet ids again
             for topic in self._subscriptions:
                 self._subscribe(topic, self._subscriptions[topic])
-        except Exception:  # noqa: BLE001 - OSError, ValueError from the codec, umqtt's
+        except Exception as exc:  # noqa: BLE001 - OSError, ValueError from the codec, umqtt's
             # AssertionError/IndexError on garbage: all mean "no link".
+            why = _cause(exc)
+            if why != self._said:  # said once, not on every retry
+                self._said = why
+                self._say("cannot connect to", self._where() + ":", why)
             if stream:
                 self._stream = stream  # for _down() to close
             elif sock:
                 sock.close()
             self._down()
             return False
-        self._failures, self._pinged_at = 0, ticks_ms()
+        self._say("connected to", self._where())
+        self._said = None
+        self._failures, self._pinged_at, self._ping_out = 0, ticks_ms(), False
         self._deliver(None)
         return True
 
@@ -310,20 +354,27 @@ class Link:
             return
         try:
             stream.deadline = ticks_add(now, self._timeout_ms)
-            every = self._ping_every_ms
-            if every:
-                # Half-open links only show as silence: a PINGRESP is due every
-                # interval, so 2.5 intervals without a byte means the link is dead.
-                if ticks_diff(now, stream.last_rx) > every * 5 // 2:
-                    raise OSError(_ETIMEDOUT)
-                if ticks_diff(now, self._pinged_at) >= every:  # umqtt never pings itself
-                    self._pinged_at = now
-                    self._client.ping()  # PINGREQ, through the seam
+            # What already waits is read first: the link is judged on what the broker
+            # sent, however long ago poll() last ran (a long download step, say).
             # (self._stream: on_message may have closed the link)
             while self._stream and self._packet() and ticks_diff(stream.deadline, ticks_ms()) > 0:
                 pass
-        except Exception:  # noqa: BLE001 - whatever broke, the link goes down and comes back
-            self._down()
+            every = self._ping_every_ms
+            if every and self._stream:
+                # Half-open links only show as silence: a ping not answered within two
+                # intervals (no byte since it went out) means the link is dead.
+                now = ticks_ms()
+                if self._ping_out:
+                    if ticks_diff(stream.last_rx, self._pinged_at) >= 0:
+                        self._ping_out = False
+                    elif ticks_diff(now, self._pinged_at) > every * 2:
+                        raise OSError(_ETIMEDOUT, "no answer to a ping in %d ms" % (every * 2))
+                if not self._ping_out and ticks_diff(now, self._pinged_at) >= every:
+                    self._pinged_at = now  # umqtt never pings itself
+                    self._ping_out = True
+                    self._client.ping()  # PINGREQ, through the seam
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the link goes down and comes back
+            self._down(exc)
 
     def publish(self, topic, msg, qos=0, retain=False):
         stream = self._stream
@@ -344,9 +395,10 @@ class Link:
                 # all attempts together wait about timeout_ms for the PUBACK
                 if self._await(pid, self._timeout_ms // attempts):
                     return True
-            raise OSError(_ETIMEDOUT)  # no PUBACK after every retry: a dead link
-        except Exception:  # noqa: BLE001 - publish() never raises: False, and reconnect
-            self._down()
+            # no PUBACK after every retry: a dead link
+            raise OSError(_ETIMEDOUT, "no PUBACK in %d ms" % self._timeout_ms)
+        except Exception as exc:  # noqa: BLE001 - publish() never raises: False, and reconnect
+            self._down(exc)
             return False
 
     def close(self):

@@ -11,6 +11,9 @@ from micropython import const
 
 _PUBACK = const(0x40)
 _SUBACK = const(0x90)
+# CONNACK return codes 1..5 in words (MQTT 3.1.1 section 3.2.2.3)
+REFUSED = ("unacceptable protocol version", "client id rejected", "server unavailable",
+           "bad user name or password", "not authorized")
 
 
 def put_length(buf, at, n):
@@ -55,12 +58,15 @@ def write_connect(stream, buf, client_id, user=None, password=None, keepalive=0)
 
 
 def read_connack(stream):
-    """Read the answer to CONNECT; ValueError unless the connection was accepted."""
+    """Read the answer to CONNECT; ValueError unless the connection was accepted (a
+    refusal says the broker's reason: "refused: bad user name or password (code 4)")."""
     b = stream.read(4)
     if not b or len(b) != 4 or b[0] != 0x20 or b[1] != 2:
         raise ValueError("no CONNACK")
-    if b[3]:
-        raise ValueError("refused")
+    code = b[3]
+    if code:
+        raise ValueError("refused: %s (code %d)" % (
+            REFUSED[code - 1] if code <= len(REFUSED) else "unknown reason", code))
 
 
 def write_subscribe(stream, buf, pid, topic, qos):

@@ -409,9 +409,11 @@ def test_garbage_from_broker_does_not_crash_the_loop(devices):
         fake.close()
 
 
-# The heap of the echo test: the link, umqtt.simple and the echo loop need 21 KiB on
-# the unix port (64-bit: twice a board's cost per object); 1 KiB more for the burst.
-LINK_HEAP = "22K"
+# The heap of the echo test: the link, umqtt.simple and the echo loop need 24 KiB on
+# the unix port (64-bit: twice a board's cost per object; the connection-state log lines,
+# the watchdog tick and the read-before-judging ping rule added 3); 1 KiB more for the
+# burst, and 1 for the burst's log line.
+LINK_HEAP = "26K"
 
 
 def test_link_alone_runs_in_a_tight_heap(mosquitto):
@@ -432,6 +434,8 @@ def test_link_alone_runs_in_a_tight_heap(mosquitto):
     got: list[tuple[str, bytes, int]] = []
     try:
         assert proc.stdout is not None
+        first = proc.stdout.readline().strip()       # the link's own log line, then ours
+        assert first.startswith("fota: mqtt connected to"), first
         assert proc.stdout.readline().strip() == "connected"
         for i in range(10):
             send(mosquitto.port, "t/in", f"m{i}" * 60)
@@ -533,7 +537,72 @@ def test_tls_verifies_the_broker_certificate(tmp_path, devices):
 
 def test_idle_poll_allocates_nothing(mosquitto, devices):
     """poll() on a quiet link runs with the heap locked (micropython.heap_lock)."""
-    dev = devices("idle", mosquitto.port, heap="26K")
+    dev = devices("idle", mosquitto.port, heap="28K")  # the script and the link
     ev = dev.wait("idle")
     assert ev["ok"] is True and ev["connected"] is True and ev["ms"] >= 1000
     assert dev.finish() == "" and dev.proc.returncode == 0
+
+
+def test_a_slow_main_loop_does_not_cut_a_live_link(mosquitto, devices):
+    """Polled only every 4 s with pings due every 1 s (keepalive 4): the broker's answers
+    wait in the socket and are read before the link is judged, so it stays up (it used
+    to judge 2.5 intervals of silence before reading, and closed a healthy link)."""
+    dev = devices("slow", mosquitto.port, ka=4, gap=4000, n=4, sub="")
+    ev = dev.wait("slow", timeout=60)
+    assert ev["ok"] is True and ev["connected"] is True and ev["connects"] == 1, dev.events
+    assert not [e for e in dev.of("text") if "lost" in e["line"]], dev.events
+
+
+def test_connection_state_is_logged_one_line_each():
+    """Refusals name the broker's reason code in words, once however often retried; a
+    loss says why; each connect names host:port."""
+
+    def broker(i: int, c: socket.socket) -> None:
+        read_packet(c)                                   # CONNECT
+        if i < 3:
+            c.sendall(b"\x20\x02\x00\x04")                # bad user name or password
+            return
+        c.sendall(CONNACK)
+        for _ in range(2):                               # SUBSCRIBE t/in, t/cmd
+            _, body = read_packet(c)
+            c.sendall(suback(body))
+        if i == 3:
+            time.sleep(0.5)                              # then the broker drops it
+            return
+        while True:                                      # answer pings until closed
+            op, _ = read_packet(c)
+            if op == 0xC0:
+                c.sendall(b"\xd0\x00")
+
+    fake = FakeBroker(broker)
+    dev = Device("loop", fake.port, run=6, bmin=100, bmax=200, ka=60)
+    try:
+        dev.wait("end", timeout=30)
+        dev.finish()
+        lines = [e["line"] for e in dev.of("text")]
+        where = f"127.0.0.1:{fake.port}"
+        refused = [x for x in lines if "cannot connect" in x]
+        assert refused == [f"fota: mqtt cannot connect to {where}: refused: bad user name or "
+                           f"password (code 4)"], lines
+        assert lines.count(f"fota: mqtt connected to {where}") == 2, lines
+        lost = [x for x in lines if " lost: " in x]
+        assert lost == [f"fota: mqtt connection to {where} lost: closed by the broker"], lines
+    finally:
+        if dev.proc.poll() is None:
+            dev.proc.kill()
+        fake.close()
+
+
+def test_no_broker_is_said_once_with_the_address():
+    port = free_port()
+    dev = Device("loop", port, run=3, bmin=100, bmax=200)
+    try:
+        dev.wait("end", timeout=30)
+        dev.finish()
+        lines = [e["line"] for e in dev.of("text")]
+        assert lines == [f"fota: mqtt cannot connect to 127.0.0.1:{port}: connection refused"], \
+            lines
+        assert len(dev.of("try")) >= 3                   # it kept trying, quietly
+    finally:
+        if dev.proc.poll() is None:
+            dev.proc.kill()

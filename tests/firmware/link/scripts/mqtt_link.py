@@ -1,6 +1,6 @@
 # Device side of tests/firmware/link/test_mqtt_link.py: runs fota.mqtt.Link on the unix
 # port and prints one JSON object per line (events, with device-clock times in ms).
-# argv: mode host port [key=value ...]; modes: loop, connect, pub1, idle.
+# argv: mode host port [key=value ...]; modes: loop, connect, pub1, idle, slow.
 import gc
 import json
 import sys
@@ -104,6 +104,15 @@ if mode == "idle":  # a connected link with nothing to do: polling allocates not
     t = now()
     idle(500)
     out(ev="idle", ok=ok, connected=link.connected, ms=now() - t)
+    sys.exit(0)
+
+if mode == "slow":  # a main loop that polls only every `gap` ms (a long step elsewhere)
+    ok = link.connect()
+    for _ in range(int(opt.get("n", "4"))):
+        time.sleep_ms(int(opt["gap"]))
+        link.poll()
+    out(ev="slow", ok=ok, connected=link.connected, connects=ncon)
+    link.close()
     sys.exit(0)
 
 link.connect = traced_connect
