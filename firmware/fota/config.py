@@ -8,6 +8,7 @@ Example (docs/device-config.md documents every key):
      "wifi": {"ssid": "...", "password": "..."},
      "progress_step": 5, "progress_interval_s": 10, "health_deadline_s": 60}
 """
+from micropython import const
 
 DEFAULTS = {
     "module": "MCU",
@@ -19,7 +20,10 @@ DEFAULTS = {
     "wdt_s": 0,                     # 0: no watchdog
     "download": None,
     "wifi": None,
+    "trusted_keys": (),             # signing key digests (64 hex); empty: no signature check
+    "allow_unsigned": False,        # with trusted_keys: also take images with no signature
 }
+_MAX_KEYS = const(3)                # as many as a Secure Boot V2 sector holds
 DOWNLOAD = {"ca": None, "allow_insecure": False, "url_as_is": False, "timeout_s": 10}
 BROKER = {"port": None, "user": None, "password": None, "tls": False, "ca": None,
           "keepalive": 60, "timeout_s": 10, "insecure": False}
@@ -71,10 +75,37 @@ def validate(cfg):
     for key, low in (("progress_step", 1), ("progress_interval_s", 0),
                      ("health_deadline_s", 1), ("max_trials", 1), ("wdt_s", 0)):
         _num(out, key, low)
+    _trust(out)
     w = out.get("wifi")
     _need(w is None or (isinstance(w, dict) and isinstance(w.get("ssid"), str)),
           "wifi must be an object with ssid and password")
     return out
+
+
+def _trust(out):
+    """trusted_keys/allow_unsigned; a frozen `fota_trust` module (TRUSTED_KEYS,
+    ALLOW_UNSIGNED), when the firmware has one, overrides the file (README:
+    Signing your images)."""
+    try:
+        import fota_trust
+
+        out["trusted_keys"] = fota_trust.TRUSTED_KEYS
+        out["allow_unsigned"] = getattr(fota_trust, "ALLOW_UNSIGNED", False)
+    except ImportError:
+        pass
+    keys = out["trusted_keys"]
+    _need(isinstance(keys, (list, tuple)) and len(keys) <= _MAX_KEYS,
+          "trusted_keys must be a list of at most 3 key digests")
+    for k in keys:
+        ok = isinstance(k, str) and len(k) == 64
+        if ok:
+            try:
+                int(k, 16)
+            except ValueError:
+                ok = False
+        _need(ok, "trusted_keys: %r is not a 64-hex-digit key digest" % (k,))
+    out["trusted_keys"] = [k.lower() for k in keys]
+    _need(isinstance(out["allow_unsigned"], bool), "allow_unsigned must be true or false")
 
 
 def load(path="fota_config.json"):

@@ -11,6 +11,41 @@ from micropython import const
 _PIECE = const(512)
 
 
+class Prefix:
+    """The stream with the bytes the engine already read put back in front. Nothing
+    here allocates (the engine's steady state may run with the heap locked)."""
+
+    def __init__(self, stream, pre):
+        self.s = stream
+        self.pre = pre
+        self.at = 0
+
+    def readinto(self, b, n=-1):
+        if n < 0:
+            n = len(b)
+        pre = self.pre
+        if pre is None:
+            return self.s.readinto(b, n)
+        at = self.at
+        k = len(pre) - at
+        if k > n:
+            k = n
+        got = self.s.readinto(b, n - k) if n > k else 0
+        i = got
+        while i > 0:                 # what the stream gave goes behind the prefix part
+            i -= 1
+            b[k + i] = b[i]
+        for i in range(k):
+            b[i] = pre[at + i]
+        self.at = at + k
+        if self.at == len(pre):
+            self.pre = None
+        return k + got
+
+    def close(self):
+        self.s.close()
+
+
 def open(stream, base=None, base_sha=None, head=None, start=0, file_size=None,
          hasher=None, max_wbits=12):
     """The decoder of a compressed or delta image read from `stream`.
@@ -31,7 +66,7 @@ def open(stream, base=None, base_sha=None, head=None, start=0, file_size=None,
     if head[5] == inflate.KIND_COMPRESSED:
         return inflate.Decoder(feed, head, ent[1], start)
     if base is None:
-        raise inflate._bad("delta image but no base to apply it to")
+        raise inflate._bad("delta base mismatch (no base image on this device)")
     if base_sha is None:
         base_sha = base_digest(base, inflate.parse(head)[3])
     if bytes(base_sha) != head[60:92]:
@@ -60,3 +95,42 @@ def base_digest(base, size):
 
         raise UpdateError(-4, "cannot read the running image: %s" % exc)
     return sha.digest()
+
+
+def for_engine(slot, stream, size, head, start, pre=None, journal=None):
+    """open() for the engine: the base is the slot's running image, the file is
+    `size` bytes (the notice's), the image must fit the slot. Fresh runs pass `pre`,
+    the bytes the engine read already: the file's MD5 is taken then (`.md5` of the
+    decoder; None on resume) and the header is kept beside the journal for a resume."""
+    md5 = None
+    if pre is not None:
+        import hashlib
+
+        md5 = hashlib.md5()
+        stream = Prefix(stream, pre)
+    dec = open(stream, getattr(slot, "read_base", None), None, head, start, size, md5)
+    dec.md5 = md5
+    if dec.size > slot.capacity:
+        from fota.errors import UpdateError
+
+        raise UpdateError(-3, "image of %d bytes does not fit the %d-byte slot" % (
+            dec.size, slot.capacity))
+    if pre is not None and journal:
+        # Kept beside the journal (written once, before its first checkpoint): a
+        # resume restarts the decoder from it. (This module's open() is the decoder's.)
+        import builtins
+
+        with builtins.open(journal + ".head", "wb") as f:
+            f.write(dec.head)
+    return dec
+
+
+def image_size(head):
+    """The image size a kept header names; 0 when the header is damaged."""
+    from fota import inflate
+    from fota.errors import UpdateError
+
+    try:
+        return inflate.parse(head)[2]
+    except UpdateError:
+        return 0

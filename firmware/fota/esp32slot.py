@@ -11,6 +11,7 @@ from fota import esp32trial
 _IMAGE_MAGIC = const(0xE9)
 _DESC_OFFSET = const(0x20)
 _VERSION_OFFSET = const(0x30)
+_SECURE_VERSION_OFFSET = const(0x24)
 CHIPS = {0: "esp32", 2: "esp32s2", 5: "esp32c3", 9: "esp32s3", 13: "esp32c6"}
 
 
@@ -22,6 +23,12 @@ def _has_app_desc(buf):
     # esp_app_desc_t.magic_word 0xABCD5432, little-endian.
     o = _DESC_OFFSET
     return buf[o] == 0x32 and buf[o + 1] == 0x54 and buf[o + 2] == 0xCD and buf[o + 3] == 0xAB
+
+
+def secure_version(buf):
+    """esp_app_desc_t.secure_version of the image starting in `buf`."""
+    o = _SECURE_VERSION_OFFSET
+    return buf[o] | buf[o + 1] << 8 | buf[o + 2] << 16 | buf[o + 3] << 24
 
 
 def desc_string(buf, at, size=32):
@@ -62,7 +69,11 @@ class Esp32Slot:
         head = bytearray(0x50)
         self.running.readblocks(0, head, 0)
         self.chip = _u16(head, 12) if head[0] == _IMAGE_MAGIC else None
-        self.version = desc_string(head, _VERSION_OFFSET) if _has_app_desc(head) else "unknown"
+        desc = _has_app_desc(head)
+        self.version = desc_string(head, _VERSION_OFFSET) if desc else "unknown"
+        # ESP-IDF's anti-rollback counter (esp_app_desc_t.secure_version).
+        self.secure_version = secure_version(head) if desc else 0
+        self.floor = self.secure_version     # the engine raises it to the kept minimum
 
     # --- what the engine calls ---
     def pending(self):
@@ -75,10 +86,17 @@ class Esp32Slot:
 
     def check_header(self, buf):
         problem = header_problem(buf, self.chip)
+        if not problem and secure_version(buf) < self.floor:
+            problem = "downgrade: secure_version %d is below %d" % (secure_version(buf),
+                                                                   self.floor)
         if problem:
-            from fota.engine import UpdateError
+            from fota.errors import UpdateError
 
             raise UpdateError(-3, problem)
+
+    def read_base(self, offset, buf):
+        """The running image from `offset` (the base a delta is made against)."""
+        self.running.readblocks(offset >> 12, buf, offset & 4095)
 
     def write_tail(self, n, buf, length):
         self.part.ioctl(6, n)                  # erase, then write without erasing
@@ -94,7 +112,7 @@ class Esp32Slot:
             self.part.set_boot()
         except OSError as exc:
             esp32trial.forget()
-            from fota.engine import UpdateError
+            from fota.errors import UpdateError
 
             raise UpdateError(-3, "bootloader refused the image: %s" % exc)
         self.boot_label = self.label

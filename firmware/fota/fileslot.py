@@ -47,11 +47,11 @@ def _u32(b, at):
     return b[at] | b[at + 1] << 8 | b[at + 2] << 16 | b[at + 3] << 24
 
 
-def slot_version(root, slot):
+def slot_version(root, slot, key="version", default="unknown"):
     from fota import statefile
 
     manifest = statefile.load("%sslots/%s/manifest.json" % (root, slot))
-    return manifest.get("version", "unknown") if manifest else "unknown"
+    return manifest.get(key, default) if manifest else default
 
 
 def _rmtree(path):
@@ -104,8 +104,20 @@ class FileSlot:
         self.label = "b" if self.active == "a" else "a"
         self.capacity = capacity
         self.version = slot_version(root, self.active)
+        # The bundle's anti-rollback counter (manifest.json "secure_version").
+        sv = slot_version(root, self.active, "secure_version", 0)
+        self.secure_version = self.floor = sv if isinstance(sv, int) else 0
         self._img = "%sslots/%s.img" % (root, self.label)
         self._f = None
+        # The running slot's bundle as it was downloaded: the base of a delta.
+        self._base = "%sslots/%s.img" % (root, self.active)
+        self._bf = None
+        import os
+
+        try:
+            os.stat(self._base)
+        except OSError:
+            self.read_base = None        # (seeded at the factory: no delta base)
 
     def _file(self):
         if self._f is None:
@@ -148,22 +160,28 @@ class FileSlot:
         f.seek(n << 12)
         f.readinto(buf)
 
+    def read_base(self, offset, buf):
+        """The running slot's bundle from `offset` (the base a delta is made against)."""
+        if self._bf is None:
+            self._bf = open(self._base, "rb")
+        self._bf.seek(offset)
+        if self._bf.readinto(buf) != len(buf):
+            raise OSError(5)
+
     def switch(self, info):
         if self._f is not None:
             self._f.close()
             self._f = None
-        version = self._unpack(info["size"])
-        import os
-
-        try:
-            os.remove(self._img)
-        except OSError:
-            pass
+        if self._bf is not None:
+            self._bf.close()
+            self._bf = None
+        version = self._unpack(info["size"], info.get("floor", 0))
+        # The bundle stays: the base of the next delta update.
         self.state = {"active": self.label, "previous": self.active, "confirmed": False,
                       "trial": 0, "task": info.get("task"), "version": version}
         _save(self.root, self.state)
 
-    def _unpack(self, size):
+    def _unpack(self, size, floor=0):
         """Check the bundle in the slot image and unpack it; returns its version."""
         import binascii
 
@@ -212,7 +230,13 @@ class FileSlot:
                             left -= n
                 from fota import statefile
 
-                statefile.save(dest + "/manifest.json", {"version": version})
+                sv = statefile.load(dest + "/manifest.json") or {}
+                sv = sv.get("secure_version", 0) if isinstance(sv, dict) else 0
+                sv = sv if isinstance(sv, int) else 0
+                if sv < floor:
+                    raise _error(-3, "downgrade: secure_version %d is below %d" % (sv, floor))
+                statefile.save(dest + "/manifest.json", {"version": version,
+                                                         "secure_version": sv})
             except OSError as exc:
                 raise _error(-4, "unpacking the bundle failed: %s" % exc)
         return version

@@ -27,6 +27,7 @@ def start(path, ident):
     """A new journal for the update `ident`, replacing any file at `path`."""
     import struct
 
+    _drop(path + ".head")
     log = _opened(open(path, "w+b"))
     struct.pack_into("<4sI", log[1], 0, b"FJ01", ident)
     log[0].write(log[1])  # made durable by the first checkpoint's flush
@@ -88,6 +89,12 @@ def close(log):
 
 
 def remove(path):
+    """The journal and the header kept beside it (container.for_engine)."""
+    _drop(path)
+    _drop(path + ".head")
+
+
+def _drop(path):
     import os
 
     try:

@@ -167,3 +167,18 @@ def _pss(blk, e, mhash):
             p += 1
     final.update(salt)
     return final.digest() == h
+
+
+def check_slot(slot, digest, size, buf, trusted, allow_unsigned=False):
+    """The engine's check before the boot switch: None when the `size`-byte image in
+    `slot` is signed by a trusted key (or unsigned and `allow_unsigned`), else the
+    reason. `digest`: SHA-256 of all but its last 4 KiB block, taken while streaming
+    (None when the size can't hold a sector); `buf` is the 4 KiB block buffer."""
+    if digest is None:
+        why = "unsigned"
+    else:
+        slot.read_block(size // SECTOR - 1, buf)
+        ok, why = verify(buf, digest, trusted)
+        if ok:
+            return None
+    return None if why == "unsigned" and allow_unsigned else why

@@ -2,6 +2,7 @@
 
     micropython -m fota_sim update BOARD SOURCE MD5 SIZE [SHA256] [--task N] [--lock-heap]
                                    [--no-readback] [--no-journal] [--ca FILE] [--insecure]
+                                   [--trust DIGEST]... [--allow-unsigned]
     micropython -m fota_sim launch          (file slots: the boot-time slot choice)
     micropython -m fota_sim agent           (the board's main loop: config, MQTT agent)
 

@@ -44,6 +44,10 @@ def update(args):
     journal = None if _flag(args, "--no-journal") else "fota_journal.json"
     insecure = _flag(args, "--insecure")
     trace = _flag(args, "--trace")      # let exceptions through, with a heap map
+    allow_unsigned = _flag(args, "--allow-unsigned")
+    trusted = []
+    while "--trust" in args:
+        trusted.append(_opt(args, "--trust"))
     board, src, md5, size = args[0], args[1], args[2], int(args[3])
     sha256 = args[4] if len(args) > 4 else None
     done = [0]
@@ -52,9 +56,15 @@ def update(args):
         done[0] = n
 
     try:
-        from sim_agent import slot_for
+        # (not sim_agent.slot_for: this command loads no more code than it needs)
+        if board == "esp32":
+            from fota.esp32slot import Esp32Slot
 
-        slot = slot_for(board)
+            slot = Esp32Slot()
+        else:
+            from fota.fileslot import FileSlot
+
+            slot = FileSlot("")
         if src.startswith("http://") or src.startswith("https://"):
             from fota.http import source as http_source
 
@@ -68,7 +78,8 @@ def update(args):
         if trace:
             try:
                 step, reason = engine.update(slot, source, size, md5, sha256, progress,
-                                             journal, task, readback, None, lock_heap)
+                                             journal, task, readback, trusted, lock_heap,
+                                             allow_unsigned)
             except MemoryError:
                 import micropython
 
@@ -76,8 +87,12 @@ def update(args):
                 raise
         else:
             step, reason = engine.run(slot, source, size, md5, sha256, progress, journal,
-                                      task, readback, None, lock_heap)
+                                      task, readback, trusted, lock_heap, allow_unsigned)
     except Exception as exc:  # noqa: BLE001 - the report must always come out
+        if trace:
+            import sys
+
+            sys.print_exception(exc)
         step, reason = -1, "%s" % exc
     print(json.dumps({"ok": step == 100, "step": step, "reason": reason, "bytes": done[0]}))
     return 0 if step == 100 else 1

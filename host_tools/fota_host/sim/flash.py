@@ -160,6 +160,7 @@ def confirm(flash: Path) -> dict[str, Any]:
         pointer = _pico_pointer(flash)
         pointer.update(confirmed=True, trial=0)
         pointer.pop("task", None)
+        pointer.pop("crc", None)        # the device's checksum covered the old content
         _write_atomic(flash / "fota_boot.json", json.dumps(pointer))
     return status(flash)
 

@@ -23,8 +23,10 @@ def prepare(flash: Path, board: str, version: str | None = None) -> dict[str, An
 def update(flash: Path, board: str, source: str, md5: str, size: int,
            sha256: str | None = None, heap: str = DEFAULT_HEAP, task: int = 0,
            lock_heap: bool = False, readback: bool = True, ca: Path | None = None,
-           insecure: bool = False, timeout: float = 600) -> dict[str, Any]:
-    """One update on the unix port into the simulated flash; returns the device's report."""
+           insecure: bool = False, timeout: float = 600, trust: list[str] | None = None,
+           allow_unsigned: bool = False, journal: bool = True) -> dict[str, Any]:
+    """One update on the unix port into the simulated flash; returns the device's report.
+    `trust`: key digests (64 hex) the image must be signed by (none: no signature check)."""
     flash = Path(flash).resolve()
     prepare(flash, board)
     if simflash.board_of(flash) != board:
@@ -43,6 +45,12 @@ def update(flash: Path, board: str, source: str, md5: str, size: int,
         args += ["--ca", str(Path(ca).resolve())]
     if insecure:
         args.append("--insecure")
+    for digest in trust or ():
+        args += ["--trust", digest]
+    if allow_unsigned:
+        args.append("--allow-unsigned")
+    if not journal:
+        args.append("--no-journal")
     proc = mprun.run(args, heap=heap, flash=flash, cwd=flash, timeout=timeout)
     return parse_report(proc.stdout, proc.stderr, proc.returncode)
 

@@ -259,11 +259,12 @@ def test_local_file_source(tmp_path, served):
 
 
 def test_a_full_size_update_fits_the_heap_budget(tmp_path, served):
-    """Budget check: a 1.4 MiB update through `fota sim update` in a 48 KiB heap.
+    """Budget check: a 1.4 MiB update through `fota sim update` in a 52 KiB heap.
 
-    (The engine alone needs less: make bench finds the exact minimum.)
+    (48 KiB before compressed/delta images, signatures and anti-rollback came in;
+    the engine alone needs less: make bench finds the exact minimum.)
     """
     flash = new_flash(tmp_path)
     img = served.add("v2.bin", esp_image.build_sim_image("2.0.0", 1_468_000))
-    report = sim.update(flash, "esp32", img["url"], img["md5"], img["size"], heap="48K")
+    report = sim.update(flash, "esp32", img["url"], img["md5"], img["size"], heap="52K")
     assert report["ok"], report
