@@ -167,6 +167,15 @@ class FotaBroker(Broker):
         else:
             self.pending.pop(key[0], None)
 
+    async def _handle_client_session(self, reader: Any, writer: Any, client_session: Session,
+                                     *args: Any) -> None:
+        try:
+            await super()._handle_client_session(reader, writer, client_session, *args)
+        finally:
+            if getattr(client_session, "fota_role", None) is None:
+                # amqtt keeps a refused client's session for good: one per attempt
+                await self._delete_session(client_session.client_id)
+
     async def _initialize_client_session(self, reader: Any, writer: Any, remote_address: str,
                                          remote_port: int) -> tuple[BrokerProtocolHandler,
                                                                     Session]:

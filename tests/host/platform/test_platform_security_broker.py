@@ -5,6 +5,7 @@ each device to its own topics."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import queue
@@ -257,3 +258,32 @@ def test_an_oversized_packet_is_cut_off(tmp_path: Path) -> None:
     finally:
         plat.stop()
     assert "Traceback" not in (tmp_path / "data" / "platform.log").read_text()
+
+
+def test_refused_logins_leave_nothing_behind() -> None:
+    """amqtt kept a session for every refused login (a different client id each time grows
+    the broker without bound); the embedded broker drops them."""
+    from fota_host.platform.broker import Identities, start_embedded_broker
+
+    async def run() -> tuple[int, list]:
+        port = free_port()
+        broker = await start_embedded_broker("127.0.0.1", port,
+                                             Identities("fota-platform", "secret"))
+        try:
+            def attempts() -> list:
+                codes = []
+                for i in range(8):
+                    c, _, rc = _login(port, "nobody", "wrong", f"guess-{i}")
+                    codes.append(rc.is_failure)
+                    _close(c)
+                return codes
+
+            codes = await asyncio.to_thread(attempts)
+            await asyncio.sleep(0.5)
+            return len(broker.sessions), codes
+        finally:
+            await broker.shutdown()
+
+    left, codes = asyncio.run(run())
+    assert codes == [True] * 8
+    assert left == 0
