@@ -62,7 +62,20 @@ def _device_config_check(cfg: Any) -> dict[str, Any]:
     if spec is None or spec.loader is None:
         raise DeployError(f"cannot load {src}")
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    # Device modules may `from micropython import const`: under CPython const() is the
+    # identity, as MicroPython's own docs suggest for code shared with CPython.
+    shim = "micropython" not in sys.modules
+    if shim:
+        import types
+
+        stand_in = types.ModuleType("micropython")
+        stand_in.const = lambda value: value  # type: ignore[attr-defined]
+        sys.modules["micropython"] = stand_in
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        if shim:
+            del sys.modules["micropython"]
     try:
         return module.validate(cfg)
     except module.ConfigError as exc:

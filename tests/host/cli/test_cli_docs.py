@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -45,8 +46,17 @@ def checkout(tmp_path: Path) -> Path:
     work = tmp_path / "clone"
     work.mkdir()
     for entry in ROOT.iterdir():
-        if entry.name not in (".git",):
+        if entry.name not in (".git", ".venv"):
             (work / entry.name).symlink_to(entry)
+    # .venv: the checkout's, entry by entry, with its own fresh `make setup` stamp, so a
+    # `make` here never reinstalls into the shared venv (pip would write this folder's
+    # path into its scripts)
+    venv = work / ".venv"
+    venv.mkdir()
+    for entry in (ROOT / ".venv").iterdir():
+        if entry.name != ".installed":
+            (venv / entry.name).symlink_to(entry)
+    (venv / ".installed").touch()
     return work
 
 
@@ -63,8 +73,17 @@ def clean_env() -> dict[str, str]:
     venv_bin = str(ROOT / ".venv" / "bin")
     path = [p for p in os.environ.get("PATH", "").split(":")
             if p and Path(p).resolve() != Path(venv_bin).resolve()]
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "MAKEFLAGS", "MAKELEVEL")}
     return {**env, "PATH": ":".join(path), "COLUMNS": "80"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def set_up() -> None:
+    """`make setup` in the checkout itself first, so nothing is left for the folder's."""
+    proc = subprocess.run(["make", "-C", str(ROOT), "setup"], capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if marked_blocks(p)], ids=lambda p: p.name)
@@ -72,11 +91,24 @@ def test_the_commands_of_a_page_run_as_written(page: Path, tmp_path: Path) -> No
     if "jq" in script(page) and not shutil.which("jq"):
         pytest.fail("the docs use jq: apt-get install jq (.ci/run installs it)")
     work = checkout(tmp_path)
-    proc = subprocess.run(["bash", "-c", script(page)], cwd=work, env=clean_env(),
-                          capture_output=True, text=True, timeout=600)
-    where = [x for x in proc.stderr.splitlines() if x.startswith("### ")]
-    assert proc.returncode == 0, (f"{where[-1] if where else page.name}: exit "
-                                  f"{proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    log = tmp_path / "output.txt"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["bash", "-c", script(page)], cwd=work, env=clean_env(),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            code = proc.wait(240)
+        except subprocess.TimeoutExpired:
+            code = None
+        finally:
+            try:                         # whatever the page left running
+                os.killpg(proc.pid, signal.SIGKILL if code is None else signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            proc.wait(30)
+    text = log.read_text()
+    where = [x for x in text.splitlines() if x.startswith("### ")]
+    assert code == 0, (f"{where[-1] if where else page.name}: "
+                       f"{'timed out' if code is None else f'exit {code}'}\n{text[-4000:]}")
 
 
 def test_every_page_has_checked_commands() -> None:
