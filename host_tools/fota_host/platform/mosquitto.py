@@ -148,6 +148,8 @@ def generate(out_dir: str | Path, devices: list[str], *, port: int = 1883,
         f"password_file {out / 'passwd'}",
         f"acl_file {out / 'acl'}",
         "max_queued_messages 10000",
+        "# Device messages are a few hundred bytes: a client announcing a huge packet is cut off.",
+        "max_packet_size 262144",
         "",
     ]
     _write(out / "passwd", "\n".join(lines) + "\n")

@@ -287,3 +287,23 @@ def test_refused_logins_leave_nothing_behind() -> None:
     left, codes = asyncio.run(run())
     assert codes == [True] * 8
     assert left == 0
+
+
+def test_generated_mosquitto_cuts_off_oversized_packets(tmp_path: Path) -> None:
+    mosq, port, creds, _ = _mosquitto(tmp_path)
+    try:
+        spy, spygot, rc = _login(port, "fota-platform", creds["platform"]["password"], "spy")
+        assert not rc.is_failure
+        _subscribe(spy, "devices/+/ota/+")
+        dev, _, rc = _login(port, "dev-1", creds["devices"]["dev-1"], "dev-1")
+        assert not rc.is_failure
+        dropped = threading.Event()
+        dev.on_disconnect = lambda *a: dropped.set()
+        dev.publish("devices/dev-1/ota/progress", b"x" * 300_000, qos=1)
+        assert dropped.wait(10)  # the broker closed the connection
+        assert spygot.empty()
+        _close(spy)
+        dev.loop_stop()
+    finally:
+        mosq.terminate()
+        mosq.wait(5)
