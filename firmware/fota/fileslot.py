@@ -195,7 +195,9 @@ class FileSlot:
                 raise _error(-3, "not an app bundle")
             count = _u16(head, 6)
             length = _u32(head, 8)
-            if _HEADER + length != size:
+            end = _HEADER + length
+            # A signed bundle (fota.sbv2) is padded to 4 KiB and ends with the sector.
+            if end != size and size != ((end + 4095) & ~4095) + 4096:
                 raise _error(-3, "bundle length does not match its header")
             crc = 0
             left = length
