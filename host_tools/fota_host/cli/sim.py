@@ -296,6 +296,12 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
     if http_proxy is not None:
         if not http_upstream:
             fail("--http-proxy needs --http-upstream http://HOST:PORT (the platform)")
+        from urllib.parse import urlparse
+
+        up = urlparse(http_upstream)
+        if up.scheme != "http" or not up.hostname:
+            fail(f"--http-upstream {http_upstream!r}: give the platform's http://HOST:PORT "
+                 f"({'unknown scheme ' + repr(up.scheme + '://') if up.scheme else 'no scheme'})")
         http = HttpProxy(http_proxy, http_upstream, LinkFaults(
             http_rate, http_drop_after, http_drop_count, http_corrupt_at, http_delay,
             http_delay_count))

@@ -171,3 +171,12 @@ def test_sim_update_names_a_mistyped_scheme_and_a_missing_file(tmp_path: Path) -
                            "http://127.0.0.1:1/x", "--md5", md5, "--size", "10", "--heap", "10"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--heap 10 is too small" in proc.stderr
+
+
+def test_fleet_names_a_mistyped_upstream_scheme(tmp_path: Path) -> None:
+    proc = subprocess.run([*FOTA, "sim", "fleet", "--count", "1", "--broker",
+                           "mqtt://127.0.0.1:1", "--data", str(tmp_path / "f"), "--http-proxy",
+                           "9", "--http-upstream", "htp://127.0.0.1:8080"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown scheme 'htp://'" in proc.stderr
+    assert "htp://127.0.0.1:8080" in proc.stderr and not (tmp_path / "f").exists()
