@@ -159,7 +159,10 @@ def quiet_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
     def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")
         message = str(context.get("message", "event loop error"))
-        if isinstance(exc, (OSError, EOFError)) or exc is None:
+        # asyncio retries a listener that ran out of descriptors a second later; a retry
+        # that fires after the listener closed fails on fd -1 (Python 3.11)
+        closed = isinstance(exc, ValueError) and "file descriptor" in str(exc)
+        if isinstance(exc, (OSError, EOFError)) or exc is None or closed:
             _rate.log(logging.WARNING, message[:40], "%s: %r", message, exc)
         elif _rate.log(logging.ERROR, message[:40], "%s (traceback follows)", message):
             loop.default_exception_handler(context)

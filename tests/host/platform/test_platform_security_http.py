@@ -155,3 +155,38 @@ def test_nul_byte_in_a_header_is_a_400_without_traceback(embedded) -> None:
     time.sleep(0.5)
     log = (embedded.data / "platform.log").read_text()
     assert "Traceback" not in log
+
+
+def test_out_of_descriptors_is_a_few_log_lines_and_passes(embedded, firmware: Path) -> None:
+    """Descriptors run out under the platform (its limit cut after the start): each failed
+    accept was a traceback; now a few lines and a count, and service resumes."""
+    import psutil
+
+    embedded.start(max_per_address=1000)
+    api, task, dev, notice = _setup(embedded, firmware, "fd-1")
+    http_port = int(embedded.proc.api.rsplit(":", 1)[1])
+    mqtt_port = int(embedded.broker.rsplit(":", 1)[1])
+    child = psutil.Process(embedded.proc.proc.pid)
+    limit = child.rlimit(psutil.RLIMIT_NOFILE)
+    child.rlimit(psutil.RLIMIT_NOFILE, (child.num_fds() + 8, limit[1]))
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, "100", "127.0.0.2",
+                               str(http_port), str(mqtt_port)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().split() == ["holding", "200"]
+        time.sleep(3)  # accepts fail meanwhile
+    finally:
+        holder.kill()
+        holder.wait()
+    child.rlimit(psutil.RLIMIT_NOFILE, limit)
+    try:
+        status, body, _ = http_get(dev.download_url(notice), timeout=20)  # service resumed
+        assert status == 200 and body == firmware.read_bytes()
+    finally:
+        dev.stop()
+    embedded.proc.stop()
+    log = (embedded.data / "platform.log").read_text()
+    assert "out of system resource" in log
+    assert "Traceback" not in log
+    assert len(log) < 30_000, f"log grew to {len(log)} bytes"
