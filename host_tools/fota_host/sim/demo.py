@@ -34,6 +34,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 from rich.text import Text
 
+from ..cli.output import safe
 from ..platform.process import start_platform
 from .faults import LinkFaults
 from .fleet import Fleet, HttpProxy
@@ -248,7 +249,7 @@ def watch(client: Any, tasks: dict[str, int], fleet: Fleet, deadline: float,
                 # device text is data: Text, never markup
                 bars.update(ids[r["device"]], completed=done,
                             state=Text(f"{r['state']:<10}", style=colour),
-                            desc=Text((r["desc"] or "")[:24], style="dim"))
+                            desc=Text(safe(r["desc"])[:24], style="dim"))
             if all(r["state"] in TERMINAL for r in rows) or time.monotonic() > deadline:
                 return rows
             time.sleep(0.2)
@@ -267,11 +268,11 @@ def summary(rows: list[dict[str, Any]], console: Console, seconds: float) -> Non
         colour = "green" if r["ok"] else "red"
         table.add_row(r["device"], r["board"], str(r["task"]), Text(r["state"], style=colour),
                       str(r["step"]), str(r["version"]), "yes" if r["confirmed"] else "no",
-                      Text(r["desc"] or ""))
+                      Text(safe(r["desc"])))
     console.print(table)
     for r in sorted(rows, key=lambda r: r["device"]):
         if not r["ok"]:
-            console.print(Text(f"{r['device']}: {r['state']} {r['step']} {r['desc'] or ''}",
+            console.print(Text(f"{r['device']}: {r['state']} {r['step']} {safe(r['desc'])}",
                                style="red"))
 
 
