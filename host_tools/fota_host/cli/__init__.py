@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from . import boards, keys, pack, platform, sim, tasks, variants
+from . import boards, keys, pack, platform, sim, simboard, tasks, variants
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +18,7 @@ for _group in (pack, keys, sim, platform, tasks, boards):
     for _command in _group.COMMANDS:
         cli.add_command(_command)
 tasks.device_group.add_command(boards.provision_cmd)
+sim.sim.add_command(simboard.board_cmd)
 for _command in variants.PACKAGE_COMMANDS:
     tasks.package_group.add_command(_command)
 
