@@ -171,4 +171,33 @@ def provision_cmd(device: str, broker_host: str, broker_port: int | None,
         fail(str(exc))
 
 
-COMMANDS: list[click.Command] = [build_cmd, typecheck_cmd, deploy_cmd, hil_cmd]
+@click.group("board")
+def board_group() -> None:
+    """Real boards' firmware: make any MicroPython ESP32 firmware OTA-ready."""
+
+
+@board_group.command("prepare")
+@click.argument("firmware", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--flash-size", type=click.Choice(["4M", "8M", "16M"]),
+              help="The board's flash (default: what the firmware's bootloader says); 8M and "
+                   "16M give bigger OTA slots.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The OTA-ready firmware file to write (flash it once with esptool).")
+def prepare_cmd(firmware: Path, flash_size: str | None, output: Path) -> None:
+    """Write a copy of a MicroPython ESP32 FIRMWARE.bin with an OTA partition table.
+
+    Checks that the app fits the OTA slots with room to grow; prints the esptool commands
+    that flash it once, and JSON with the slots.
+    """
+    from ..boards import prepare
+
+    try:
+        out = prepare.prepare(firmware, output, flash_size)
+    except prepare.PrepareError as exc:
+        fail(str(exc))
+    for line in out["flash_commands"]:
+        click.echo(f"flash it once: {line}", err=True)
+    emit_json(out)
+
+
+COMMANDS: list[click.Command] = [build_cmd, typecheck_cmd, deploy_cmd, hil_cmd, board_group]

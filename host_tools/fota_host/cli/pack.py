@@ -129,9 +129,12 @@ def delta_cmd(old: Path, new: Path, output: Path) -> None:
               help="Version the image must carry (its app descriptor's; default: any).")
 @click.option("--chip", type=click.Choice(["esp32", "esp32s2", "esp32s3", "esp32c3", "esp32c6"]),
               default="esp32", show_default=True, help="Chip of the boards.")
-@click.option("--layout", type=click.Choice(["esp32-generic-ota", "8mib-ota"]),
+@click.option("--layout", type=click.Choice(["esp32-generic-ota", "8mib-ota", "16mib-ota"]),
               default="esp32-generic-ota", show_default=True,
               help="Partition table on the boards (decides the OTA slot size).")
+@click.option("-o", "--output", "app_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write the app image taken from a combined firmware.bin "
+                   "(default: FILE with the suffix .app-bin).")
 @click.option("--register", is_flag=True, help="Also store it as a platform package.")
 @click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Platform data folder (with --register).")
@@ -140,21 +143,35 @@ def delta_cmd(old: Path, new: Path, output: Path) -> None:
 @click.option("--product", help="Product (with --register).")
 @click.option("--sign", type=click.Choice(["md5", "sha256"]), default="md5", show_default=True,
               help="Signature method of the package (with --register).")
-def esp32_cmd(file: Path, version: str | None, chip: str, layout: str, register: bool,
-              data_dir: Path | None, name: str | None, module: str | None,
+def esp32_cmd(file: Path, version: str | None, chip: str, layout: str, app_out: Path | None,
+              register: bool, data_dir: Path | None, name: str | None, module: str | None,
               product: str | None, sign: str) -> None:
     """Validate a MicroPython ESP32 app image for OTA; prints size, md5, sha256, version, chip.
 
-    FILE is the app image (micropython.bin), not the combined firmware.bin.
+    FILE is the app image (micropython.bin), or a combined firmware.bin (bootloader,
+    partition table, app): its app image is then written to --output (default
+    FILE.app-bin) and checked, and "extracted_from" names the partition it came from.
     """
     from ..images import esp32check, esp_image
 
     if register and data_dir is None:
         fail("--register needs --data DIR (the platform data folder)")
     try:
-        facts = esp32check.check_image(file.read_bytes(), version, chip, layout)
+        facts, app = esp32check.check_file(_read(file), version, chip, layout)
     except esp_image.ImageError as exc:
         fail(f"{file}: {exc}")
+    if "extracted_from" in facts:
+        source = file
+        file = app_out or file.with_suffix(".app-bin")
+        try:
+            file.write_bytes(app)
+        except OSError as exc:
+            fail(f"writing the app image to {file}: {exc}")
+        click.echo(f"pack esp32: {source} is a combined firmware file; its app image "
+                   f"(partition {facts['extracted_from']['partition']} at flash "
+                   f"0x{facts['extracted_from']['flash_offset']:x}) is written to {file}",
+                   err=True)
+        facts["source"] = str(source)
     out = {"file": str(file), **facts}
     if register:
         from ..platform.client import connect

@@ -1,14 +1,22 @@
 """`fota pack esp32`: check a real MicroPython ESP32 app image before it reaches a device.
 
 The checks a board would make on the first block (magic, chip id, app descriptor), plus
-what only the host can see cheaply: the whole image parses (segments, appended SHA-256),
-it fits the OTA slot of the board's partition table, and the version the image carries
-is the one the platform will wait for (the device reports the descriptor's version).
+what only the host can see cheaply: the whole image parses (esptool: segments, checksum,
+appended SHA-256), it fits the OTA slot of the board's partition table, and the version
+the image carries is the one the platform will wait for (the device reports the
+descriptor's version).
+
+A combined firmware.bin (bootloader + partition table + app, what MicroPython's download
+page offers for flashing over USB) is read with mp-image-tool-esp32's bootloader header and
+partition table classes: the app image is taken from the first app partition that holds
+one (`extract_app`), and the answer says which.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
+from dataclasses import dataclass
 from typing import Any
 
 from . import esp_image, synthetic
@@ -42,11 +50,84 @@ def _explain_combined(data: bytes) -> str:
     )
 
 
+@dataclass
+class Extracted:
+    app: bytes            # the app image, cut to its own length
+    partition: str        # the partition it came from (factory, ota_0, ...)
+    flash_offset: int     # where that partition starts in flash
+    file_offset: int      # where the app starts in the combined file
+    chip: str             # the bootloader's chip
+    flash_size: int       # the flash size the bootloader header was built for
+
+
+def _quiet_mpit() -> None:
+    # mp-image-tool-esp32 logs table warnings (free space, short tables) as it parses.
+    logging.getLogger("mp_image_tool_esp32").setLevel(logging.ERROR)
+
+
+def read_table(data: bytes) -> tuple[Any, Any, int]:
+    """(bootloader header, partition table, bootloader offset) of a combined firmware file;
+    ImageError when it is not one."""
+    from mp_image_tool_esp32.firmware_fileio import BOOTLOADER_OFFSET
+    from mp_image_tool_esp32.image_header import ImageHeader
+    from mp_image_tool_esp32.partition_table import (
+        PART_TABLE_OFFSET,
+        PART_TABLE_SIZE,
+        PartitionError,
+        PartitionTable,
+    )
+
+    _quiet_mpit()
+    if len(data) < 24 or data[0] != IMAGE_MAGIC:
+        raise ImageError("not an ESP32 firmware file (no 0xE9 bootloader header)")
+    try:
+        header = ImageHeader.from_bytes(data[:24])
+        header.validate()
+    except ValueError as exc:
+        raise ImageError(f"the bootloader header is not valid: {exc}") from None
+    boot = BOOTLOADER_OFFSET[header.chip_name]
+    start = PART_TABLE_OFFSET - boot
+    raw = data[start:start + PART_TABLE_SIZE]
+    if len(raw) < PART_TABLE_SIZE:
+        raise ImageError("the file ends before the partition table (flash 0x8000)")
+    try:
+        table = PartitionTable.from_bytes(raw, header.flash_size)
+    except PartitionError as exc:
+        raise ImageError(f"no valid partition table at flash 0x8000: "
+                         f"{str(exc).splitlines()[0]}") from None
+    return header, table, boot
+
+
+def extract_app(data: bytes) -> Extracted | None:
+    """The app image inside a combined firmware file, or None (not combined, or no app)."""
+    if find_embedded_app(data) is None:
+        return None
+    try:
+        header, table, boot = read_table(data)
+    except ImageError:
+        return None
+    for part in table:
+        if part.type_name != "app":
+            continue
+        off = part.offset - boot
+        if off <= 0 or off + 0x24 > len(data):
+            continue
+        chunk = data[off:off + part.size]
+        if chunk[0] != IMAGE_MAGIC or struct.unpack_from("<I", chunk, 0x20)[0] != \
+                APP_DESC_MAGIC:
+            continue
+        app = esp_image.parse_app_image(chunk)
+        return Extracted(chunk[:app.size], part.name, part.offset, off, header.chip_name,
+                         header.flash_size)
+    return None
+
+
 def check_image(data: bytes, version: str | None, chip: str = "esp32",
                 layout: str = "esp32-generic-ota") -> dict[str, Any]:
     """Validate an ESP32 app image for OTA; the JSON facts, or ImageError explaining why not.
 
-    `version`: the one expected (None: whatever the image carries)."""
+    `version`: the one expected (None: whatever the image carries). A combined firmware
+    file is refused here: `check_file` extracts its app first."""
     if chip not in esp_image.CHIP_IDS:
         raise ImageError(f"unknown chip {chip!r}; one of {', '.join(esp_image.CHIP_IDS)}")
     if layout not in esp_image.PARTITION_LAYOUTS:
@@ -96,3 +177,20 @@ def _signature(data: bytes) -> dict[str, Any]:
     info = signing.signature_info(data)
     return {"signed": info.signed, "key_digests": info.key_digests}
 
+
+
+def check_file(data: bytes, version: str | None, chip: str = "esp32",
+               layout: str = "esp32-generic-ota") -> tuple[dict[str, Any], bytes]:
+    """`check_image` of an app image, or of the app inside a combined firmware file (the
+    facts then say where it came from under "extracted_from"); (facts, the app image)."""
+    if len(data) >= 0x24 and data[0] == IMAGE_MAGIC and \
+            struct.unpack_from("<I", data, 0x20)[0] != APP_DESC_MAGIC:
+        found = extract_app(data)
+        if found is not None:
+            facts = check_image(found.app, version, chip, layout)
+            facts["extracted_from"] = {
+                "partition": found.partition, "flash_offset": found.flash_offset,
+                "file_offset": found.file_offset, "bootloader_chip": found.chip,
+                "flash_size": found.flash_size}
+            return facts, found.app
+    return check_image(data, version, chip, layout), data

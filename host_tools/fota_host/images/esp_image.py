@@ -5,7 +5,13 @@ flash settings, entry point, extended header with the chip id as u16 at offset 1
 and the hash-appended flag at 23), segments (8-byte header + data), zero padding
 so the checksum byte ends a 16-byte line, the checksum (XOR of all segment data
 with seed 0xEF), then the SHA-256 of everything before it when hash-appended.
-The first segment starts with `esp_app_desc_t` (magic 0xABCD5432) at offset 0x20.
+The first segment (flash-mapped data, DROM) starts with `esp_app_desc_t` (magic
+0xABCD5432), so the descriptor sits at file offset 0x20.
+
+Parsing is esptool's (`esptool.bin_image.LoadFirmwareImage`, the reference parser of
+these images): segments, checksum and appended digest are read by it; this module adds
+only what the project needs on top (the app descriptor's fields, and messages that say
+what to do).
 """
 
 from __future__ import annotations
@@ -14,15 +20,20 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from ..boards import chips
+
 IMAGE_MAGIC = 0xE9
 APP_DESC_MAGIC = 0xABCD5432
-CHIP_IDS = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32s3": 9, "esp32c6": 13}
+CHIP_IDS = chips.chip_ids()
 CHIP_NAMES = {v: k for k, v in CHIP_IDS.items()}
 SIM_PROJECT = "fota-sim"
 SIM_PROJECT_FAIL_HEALTH = "fota-sim-fail-health"
-# MicroPython's ESP32_GENERIC OTA partition table: two 1.5 MiB app slots on 4 MiB.
-OTA_SLOT_SIZE = 0x180000
-PARTITION_LAYOUTS = {"esp32-generic-ota": OTA_SLOT_SIZE, "8mib-ota": 0x300000}
+# MicroPython's ESP32_GENERIC OTA partition table: two 1.5 MiB app slots on 4 MiB
+# (ports/esp32/partitions-4MiB-ota.csv); 8 MiB and up: partitions-8MiBplus-ota.csv.
+OTA_SLOT_SIZE = chips.OTA_SLOT_BY_FLASH[4 * chips.MIB]
+PARTITION_LAYOUTS = {"esp32-generic-ota": OTA_SLOT_SIZE,
+                     "8mib-ota": chips.OTA_SLOT_BY_FLASH[8 * chips.MIB],
+                     "16mib-ota": chips.OTA_SLOT_BY_FLASH[16 * chips.MIB]}
 
 
 class ImageError(ValueError):
@@ -89,14 +100,17 @@ def build_sim_image(version: str, size: int | None, chip: str = "esp32",
         seg = desc + payload + bytes(seg_len - len(desc) - len(payload))
     else:
         seg = desc + _filler(version.encode() + project.encode(), seg_len - len(desc))
+    rom = _rom(chip)
     header = struct.pack(
-        "<BBBBI", IMAGE_MAGIC, 1, 2, 0x20, 0x400D0000
+        "<BBBBI", IMAGE_MAGIC, 1, 2, 0x20, rom.IROM_MAP_START
     ) + struct.pack("<BBBBHBHH4xB", 0xEE, 0, 0, 0, CHIP_IDS[chip], 0, 0, 0xFFFF, 1)
     assert len(header) == 24
     checksum = 0xEF
     for b in seg:
         checksum ^= b
-    body = header + struct.pack("<II", 0x3F400020, seg_len) + seg
+    # The first segment is mapped data (DROM) at the same offset in its 64 KiB page
+    # as in the file, as ESP-IDF links it: esptool then names it and its descriptor.
+    body = header + struct.pack("<II", rom.DROM_MAP_START + 0x20, seg_len) + seg
     pad = 16 - (len(body) % 16)
     body += b"\0" * (pad - 1) + bytes([checksum])
     image = body + hashlib.sha256(body).digest()
@@ -104,8 +118,18 @@ def build_sim_image(version: str, size: int | None, chip: str = "esp32",
     return image
 
 
+def _rom(chip: str):  # -> esptool ROM class (untyped library)
+    from esptool.targets import CHIP_DEFS
+
+    return CHIP_DEFS[chip]
+
+
 def parse_app_image(data: bytes, check_hash: bool = True) -> AppImage:
-    """Validate the header, segments, app descriptor and appended hash; explain failures."""
+    """Validate the header, segments, checksum, app descriptor and appended hash with
+    esptool's image loader; explain failures."""
+    from esptool.bin_image import LoadFirmwareImage
+    from esptool.util import FatalError
+
     if len(data) < 0x20 + 256:
         raise ImageError(f"{len(data)} bytes is too short for an ESP32 app image")
     if data[0] != IMAGE_MAGIC:
@@ -120,31 +144,39 @@ def parse_app_image(data: bytes, check_hash: bool = True) -> AppImage:
             "firmware.bin that starts with the bootloader. Upload the app image instead "
             "(micropython.bin in the build folder, or the .app-bin download)."
         )
-    segments = data[1]
-    pos = 24
-    for _ in range(segments):
-        if pos + 8 > len(data):
-            raise ImageError("truncated segment header")
-        _, length = struct.unpack_from("<II", data, pos)
-        pos += 8 + length
-        if pos > len(data):
-            raise ImageError("segment runs past the end of the file")
-    pos += 16 - (pos % 16)
+    chip = CHIP_NAMES.get(chip_id)
+    if chip is None:
+        raise ImageError(f"chip id {chip_id} in the image header is none of "
+                         f"{', '.join(f'{n} ({i})' for n, i in CHIP_IDS.items())}")
+    try:
+        image = LoadFirmwareImage(chip, data)
+    except (FatalError, RuntimeError, struct.error) as exc:
+        text = str(exc)
+        if "End of file" in text or isinstance(exc, struct.error):
+            raise ImageError(f"segment runs past the end of the file ({text})") from None
+        raise ImageError(f"esptool cannot read it: {text}") from None
+    size = image.data_length
     hash_ok: bool | None = None
-    if data[23] == 1:
-        if pos + 32 > len(data):
+    if image.append_digest:
+        if len(image.stored_digest) < 32:
             raise ImageError("the appended SHA-256 is missing (file truncated?)")
         if check_hash:
-            hash_ok = hashlib.sha256(memoryview(data)[:pos]).digest() == data[pos:pos + 32]
+            hash_ok = image.stored_digest == image.calc_digest
             if not hash_ok:
                 raise ImageError("the appended SHA-256 does not match: the file is corrupt")
-        pos += 32
+        size += 32
+    if check_hash and image.checksum != image.calculate_checksum():
+        raise ImageError(f"the checksum byte is 0x{image.checksum:02x}, the segments give "
+                         f"0x{image.calculate_checksum():02x}: the file is corrupt")
+    desc = image.segments[0].data[:0xB0] if image.segments else b""
+    if len(desc) < 0xB0:
+        raise ImageError("the first segment is too short to hold the app descriptor")
     return AppImage(
-        chip=CHIP_NAMES.get(chip_id, f"chip-{chip_id}"),
+        chip=chip,
         chip_id=chip_id,
-        version=_cstr(data[0x30:0x50]),
-        project=_cstr(data[0x50:0x70]),
-        idf_version=_cstr(data[0x90:0xB0]),
-        size=pos,
+        version=_cstr(desc[0x10:0x30]),
+        project=_cstr(desc[0x30:0x50]),
+        idf_version=_cstr(desc[0x70:0x90]),
+        size=size,
         hash_ok=hash_ok,
     )
