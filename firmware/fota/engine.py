@@ -267,18 +267,20 @@ def _transfer(slot, source, size, plan, progress, journal, trusted, lock_heap, b
         elif not blocks:
             plan[_ISIZE] = size
             plan[_DEC] = None
-            # The first block tells a plain image from a compressed or delta file.
-            n = size if size < BLOCK else BLOCK
-            got = stream.readinto(buf, n)
-            if got != n:
-                raise UpdateError(-2, "download ended at byte %d" % got)
-            if bytes(buf[:4]) == b"FOTZ":
+            # The first bytes tell a plain image from a compressed or delta file.
+            n = size if size < 4 else 4
+            if stream.readinto(buf, n) != n:
+                raise UpdateError(-2, "download ended at byte 0")
+            if bytes(buf[:n]) == b"FOTZ":
                 from fota import container
 
                 stream = plan[_DEC] = container.for_engine(slot, stream, size, None, 0,
-                                                           bytes(buf[:n]), journal)
+                                                           b"FOTZ", journal)
                 plan[_ISIZE] = stream.size
             else:
+                k = size if size < BLOCK else BLOCK   # the rest of the first block
+                if k > n and stream.readinto(buf[n:k]) != k - n:
+                    raise UpdateError(-2, "download ended at byte %d" % n)
                 have = True
             plan[_HEAD] = None
             plan[_ST] = _state(plan, trusted)
