@@ -51,8 +51,14 @@ def init_cmd(flash: Path, board: str, version: str | None) -> None:
               help="CA certificate (PEM) for https sources.")
 @click.option("--insecure", is_flag=True, help="Allow https without a CA (not verified).")
 @click.option("--no-readback", is_flag=True, help="Skip re-reading the slot after writing.")
+@click.option("--trust", "trust", multiple=True, metavar="DIGEST|KEY.pem",
+              help="A signing key the device trusts: its digest or a PEM key file (repeat, "
+                   "up to three). Images must then carry a valid signature by one of them.")
+@click.option("--allow-unsigned", is_flag=True,
+              help="With --trust: also take images that carry no signature at all.")
 def update_cmd(flash: Path, board: str, source: str, md5: str, size: int, sha256: str | None,
-               heap: str, task: int, ca: Path | None, insecure: bool, no_readback: bool) -> None:
+               heap: str, task: int, ca: Path | None, insecure: bool, no_readback: bool,
+               trust: tuple[str, ...], allow_unsigned: bool) -> None:
     """One update from SOURCE (URL or file) into the simulated flash; prints one JSON line."""
     import re
     import sys
@@ -69,6 +75,7 @@ def update_cmd(flash: Path, board: str, source: str, md5: str, size: int, sha256
         heap = parse_heap(heap, 32 * 1024)
     except ValueError as exc:
         fail(str(exc))
+    trusted = _trusted(trust)
     scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*):/", source)
     if scheme and scheme.group(1).lower() not in ("http", "https"):
         fail(f"SOURCE {source!r}: unsupported URL scheme {scheme.group(1)!r}; "
@@ -77,11 +84,23 @@ def update_cmd(flash: Path, board: str, source: str, md5: str, size: int, sha256
         fail(f"SOURCE {source!r}: no such file (give an http:// or https:// address, or a file)")
     try:
         report = update(flash, board, source, md5, size, sha256, heap, task,
-                               readback=not no_readback, ca=ca, insecure=insecure)
+                               readback=not no_readback, ca=ca, insecure=insecure,
+                               trust=trusted, allow_unsigned=allow_unsigned)
     except SimError as exc:
         fail(str(exc))
     emit_json(report)
     sys.exit(0 if report.get("ok") else 1)
+
+
+def _trusted(trust: tuple[str, ...]) -> list[str]:
+    """`--trust` values as key digests (a digest, or a PEM key file's)."""
+    from ..boards.provision import ProvisionError, trusted_digests
+
+    try:
+        return trusted_digests(trust)
+    except ProvisionError as exc:
+        fail(str(exc))
+        raise
 
 
 @sim.command("status")
@@ -130,8 +149,11 @@ def confirm_cmd(flash: Path) -> None:
 @click.option("--version", "version", help="Seed an empty flash with an image of this version.")
 @click.option("--heap", default="96K", show_default=True,
               help="MicroPython heap (-X heapsize; at least 64K for the agent).")
+@click.option("--trust", "trust", multiple=True, metavar="DIGEST|KEY.pem",
+              help="A signing key the device trusts: its digest or a PEM key file (repeat, "
+                   "up to three). Images must then carry a valid signature by one of them.")
 def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str | None,
-               version: str | None, heap: str) -> None:
+               version: str | None, heap: str, trust: tuple[str, ...]) -> None:
     """Run the agent as a simulated device in the foreground (Ctrl-C stops it).
 
     Hard resets are supervised: the device boots again through the simulated
@@ -144,7 +166,9 @@ def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str
 
     try:
         heap = parse_heap(heap, MIN_AGENT_HEAP)
-        dev = SimDevice(flash, board, device_id, broker, prefix, version, heap, log=sys.stdout)
+        config = {"trusted_keys": _trusted(trust)} if trust else None
+        dev = SimDevice(flash, board, device_id, broker, prefix, version, heap, log=sys.stdout,
+                        config=config)
     except (SimError, ValueError) as exc:
         fail(str(exc))
     thread = dev.start()

@@ -203,3 +203,23 @@ def test_power_cut_then_resume_of_an_untrusted_image_is_still_refused(tmp_path, 
                               [digest(keys["a"])])
     assert (report["step"], report["reason"]) == (-3, "untrusted key"), report
     assert unchanged(report["flash"])
+
+
+def test_fota_sim_update_trust_takes_digests_and_key_files(tmp_path, served, keys):
+    """The CLI: `fota sim update ... --trust DIGEST|KEY.pem` (repeatable)."""
+    import json
+
+    from click.testing import CliRunner
+    from fota_host.cli import cli
+
+    (tmp_path / "b.pem").write_bytes(keys["b"])
+    img = served.add("v2.bin", signing.sign(image(), keys["a"]))
+    base = ["sim", "update", img["url"], "--md5", img["md5"], "--size", str(img["size"])]
+    run = CliRunner().invoke
+    out = run(cli, [*base, "--flash", str(tmp_path / "f1"), "--trust", str(tmp_path / "b.pem")])
+    assert out.exit_code == 1 and json.loads(out.output)["reason"] == "untrusted key", out.output
+    out = run(cli, [*base, "--flash", str(tmp_path / "f2"), "--trust", str(tmp_path / "b.pem"),
+                    "--trust", digest(keys["a"])])
+    assert out.exit_code == 0 and json.loads(out.output)["ok"], out.output
+    out = run(cli, [*base, "--flash", str(tmp_path / "f3"), "--trust", "nothex"])
+    assert out.exit_code != 0 and "--trust" in out.output
