@@ -49,6 +49,7 @@ class AppImage:
     idf_version: str
     size: int           # bytes the image occupies (through checksum and hash)
     hash_ok: bool | None
+    secure_version: int = 0   # esp_app_desc_t.secure_version (anti-rollback counter)
 
 
 def _cstr(raw: bytes) -> str:
@@ -165,7 +166,7 @@ def parse_app_image(data: bytes, check_hash: bool = True) -> AppImage:
             if not hash_ok:
                 raise ImageError("the appended SHA-256 does not match: the file is corrupt")
         size += 32
-    if check_hash and image.checksum != image.calculate_checksum():
+    if image.checksum != image.calculate_checksum():
         raise ImageError(f"the checksum byte is 0x{image.checksum:02x}, the segments give "
                          f"0x{image.calculate_checksum():02x}: the file is corrupt")
     desc = image.segments[0].data[:0xB0] if image.segments else b""
@@ -179,4 +180,5 @@ def parse_app_image(data: bytes, check_hash: bool = True) -> AppImage:
         idf_version=_cstr(desc[0x70:0x90]),
         size=size,
         hash_ok=hash_ok,
+        secure_version=struct.unpack_from("<I", desc, 4)[0],
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from . import bundle, delta, signing
+from . import bundle, delta, esp_image, signing
 from .esp_image import APP_DESC_MAGIC, IMAGE_MAGIC
 
 
@@ -33,8 +33,12 @@ def image_facts(data: bytes) -> ImageFacts:
     elif len(data) >= 0x50 and data[0] == IMAGE_MAGIC and \
             struct.unpack_from("<I", data, 0x20)[0] == APP_DESC_MAGIC:
         facts.format = "esp32"
-        facts.version = data[0x30:0x50].split(b"\0", 1)[0].decode("utf-8", "replace")
-        facts.secure_version = struct.unpack_from("<I", data, 0x24)[0]
+        try:    # esptool's parse: the version and counter of an image that is whole
+            app = esp_image.parse_app_image(data)
+            facts.version, facts.secure_version = app.version, app.secure_version
+        except esp_image.ImageError:    # served as given; the device refuses a bad one
+            facts.version = data[0x30:0x50].split(b"\0", 1)[0].decode("utf-8", "replace")
+            facts.secure_version = struct.unpack_from("<I", data, 0x24)[0]
     elif data[:4] == bundle.MAGIC and len(data) >= bundle.HEADER:
         facts.format = "bundle"
         facts.version = bundle.header_version(data)
