@@ -13,6 +13,7 @@ from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
 from fota import protocol
 
 _MAX_QUEUED = const(4)      # notices waiting for the main loop; more are dropped
+_ENOSPC = const(28)
 JOURNAL = "fota_journal.json"
 
 
@@ -37,6 +38,16 @@ def loop(agent, step=None, period_ms=20):
         sleep_ms(period_ms)
 
 
+class OffSlot:
+    """A board where OTA cannot work (`off` says why): the agent informs its version
+    and answers notices with -1 and that reason; the application runs as ever."""
+
+    version = "unknown"
+
+    def __init__(self, why):
+        self.off = why
+
+
 class Agent:
     def __init__(self, cfg, slot, health=None, reset=None, feed=None):
         self.cfg = cfg
@@ -57,8 +68,22 @@ class Agent:
         self.forget_after_report = False
         self.trial = None
         self.inform_task = -1
-        state, record = slot.boot_state()
-        if state == "pending":
+        self.restart_after_report = False
+        self.off = getattr(slot, "off", None)   # why OTA is off on this board, or None
+        if self.off:
+            _log("OTA off:", self.off)
+            state, record = "normal", None
+        else:
+            state, record = slot.boot_state()
+        if state == "damaged":
+            # Unknown state is a failure, never a success: not confirmed, reported, and
+            # (ESP32) a reset returns to the last confirmed image if this one is on trial.
+            why = record["reason"]
+            self.reports.append([record.get("task", -1), -1, why])
+            self.forget_after_report = True
+            self.restart_after_report = hasattr(slot, "running_label")
+            _log("device state damaged:", why)
+        elif state == "pending":
             self.trial = record
             self.inform_task = record.get("task", -1)
             self.trial_end = ticks_add(ticks_ms(), int(cfg["health_deadline_s"] * 1000))
@@ -89,7 +114,8 @@ class Agent:
 
             tls = context(read_ca(b["ca"]), b["insecure"])
         return Link(self.cfg["device_id"], b["host"], b["port"], b["user"], b["password"],
-                    b["keepalive"], tls, None, int(b["timeout_s"] * 1000))
+                    b["keepalive"], tls, None, int(b["timeout_s"] * 1000),
+                    tick=self.feed)     # connects and slow brokers feed the watchdog too
 
     # --- callbacks from the link: record only, the work happens in poll() ---
     def _on_message(self, topic, msg):
@@ -134,12 +160,16 @@ class Agent:
         """Reports first (a rollback is told before the version), then the inform."""
         while self.reports:
             task, step, desc = self.reports[0]
+            desc = protocol.describe(step, desc, self.cfg["desc_lang"])
             if not self._send(self.t_progress, task, 1, step=step, desc=desc):
                 return
             self.reports.pop(0)
         if self.forget_after_report:
             self.slot.forget()
             self.forget_after_report = False
+            if self.restart_after_report:
+                _log("restarting into the last confirmed image")
+                self._restart()
         if self.online and (self.trial is None or self._healthy()):
             if self._send(self.t_inform, self.inform_task, 1, version=self.version):
                 self.online = False
@@ -181,15 +211,21 @@ class Agent:
     # --- notices ---
     def _notice(self, notice):
         task, p = notice
+        # Both ids: the notice's taskId (the sub-task) and the platform's task (urlTaskId)
+        _log("task", task, "(platform task %s):" % protocol.url_task(p["url"]),
+             "version", p["version"], "offered")
         if p["version"] == self.version:
             # Nothing to download: tell the platform we already run it.
             self._report_inform(task)
             return
-        self.task = task
-        try:
-            step, reason = self._update(task, p)
-        finally:
-            self.task = None
+        if self.off:
+            step, reason = -1, "OTA is off: " + self.off
+        else:
+            self.task = task
+            try:
+                step, reason = self._update(task, p)
+            finally:
+                self.task = None
         if step == 100:
             self._finish(task)
         else:
@@ -206,13 +242,50 @@ class Agent:
         while self.notices:
             task = self.notices.pop(0)[0]
             if task != self.task:
-                self._send(self.t_progress, task, 1, step=-1, desc="busy")
+                self._send(self.t_progress, task, 1, step=-1,
+                           desc=protocol.describe(-1, "busy", self.cfg["desc_lang"]))
 
     def _update(self, task, p):
+        """One update attempt: (step, reason). A failed attempt gives back the
+        filesystem space it took (file slots), so the app keeps its room."""
+        step, reason = self._attempt(task, p)
+        if step != 100:
+            discard = getattr(self.slot, "discard", None)
+            if discard:
+                try:
+                    discard()
+                    from fota import statefile
+
+                    statefile.clear(JOURNAL)
+                    statefile.clear(JOURNAL + ".head")
+                except OSError as exc:
+                    _log("cleaning up after the failed update:", exc)
+        return step, reason
+
+    def _tick(self):
+        """About once a second while a download waits or reads (fota.http's tick):
+        feed the watchdog, keep MQTT alive (pings, reading what the broker sent),
+        refuse other tasks."""
+        if self.feed:
+            self.feed()
+        self.link.poll()
+        if self.notices:
+            self._busy_refusals()
+
+    def _attempt(self, task, p):
         from fota import engine, http
 
         cfg = self.cfg
         dl = cfg["download"]
+        size = p["size"]
+        room = getattr(self.slot, "room", None)
+        if room:
+            try:
+                why = room(size)
+            except OSError as exc:
+                why = "cannot check free space: %s" % exc
+            if why:
+                return -4, why
         try:
             url = p["url"] if dl["url_as_is"] else protocol.download_url(
                 p["url"], cfg["device_id"], p["token"])
@@ -221,22 +294,20 @@ class Agent:
                 from fota.tls import read_ca
 
                 ca = read_ca(dl["ca"])
-            source = http.source(url, int(dl["timeout_s"] * 1000), ca, dl["allow_insecure"])
+            # allow_insecure also lets an https -> http redirect through (with a warning)
+            source = http.source(url, int(dl["timeout_s"] * 1000), ca, dl["allow_insecure"],
+                                 int(dl["idle_s"] * 1000), int(dl["total_s"] * 1000),
+                                 self._tick, dl["allow_insecure"])
         except engine.UpdateError as exc:
             return exc.step, exc.reason
         except ValueError as exc:
             return -2, "bad url: %s" % exc
-        size = p["size"]
         step_pct = cfg["progress_step"]
         every = int(cfg["progress_interval_s"] * 1000)
         sent = [0, ticks_ms()]      # last percent sent, when
 
         def progress(done, total):
-            if self.feed:
-                self.feed()
-            self.link.poll()                 # keepalive, and notices arriving now
-            if self.notices:
-                self._busy_refusals()
+            self._tick()
             pct = done * 100 // total
             if pct < 1:
                 pct = 1
@@ -250,8 +321,22 @@ class Agent:
                 self._send(self.t_progress, task, 0, step=pct, desc="downloading")
 
         _log("task", task, "updating", self.version, "->", p["version"])
-        return engine.run(self.slot, source, size, p["md5"], p.get("sha256"), progress,
-                          JOURNAL, task)
+        # engine.update, not run(): a full filesystem (the journal, the trial record)
+        # is a write failure (-4), not an internal error.
+        try:
+            return engine.update(self.slot, source, size, p["md5"], p.get("sha256"), progress,
+                                 JOURNAL, task, trusted=cfg.get("trusted_keys"),
+                                 allow_unsigned=cfg.get("allow_unsigned", False))
+        except engine.UpdateError as exc:
+            return exc.step, exc.reason
+        except MemoryError:
+            return -1, "out of memory"
+        except OSError as exc:
+            if exc.args and exc.args[0] == _ENOSPC:
+                return -4, "filesystem full: %s" % (exc,)
+            return -1, "internal error: %r" % (exc,)
+        except Exception as exc:  # noqa: BLE001 - an update must never crash the device
+            return -1, "internal error: %r" % (exc,)
 
     def _finish(self, task):
         """Image written, verified and selected: say so, then reboot into it."""

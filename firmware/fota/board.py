@@ -10,6 +10,39 @@
 """
 
 
+_RP2_WDT_MAX_MS = 8388     # RP2040 hardware: the rp2 port refuses more (ValueError)
+
+
+def watchdog(wdt_s):
+    """machine.WDT(...).feed for `wdt_s` seconds, within the board's limit: a value
+    above it is clamped, with one line saying so; None (and a line) if the board has
+    no usable watchdog. Never raises: a watchdog setting must not stop the app."""
+    import machine
+    import sys
+
+    ms = int(wdt_s * 1000)
+    if sys.platform == "rp2" and ms > _RP2_WDT_MAX_MS:
+        ms = _clamped(wdt_s)
+    try:
+        return machine.WDT(timeout=ms).feed
+    except ValueError:
+        if ms > _RP2_WDT_MAX_MS:    # the same limit on a port that says it only now
+            try:
+                return machine.WDT(timeout=_clamped(wdt_s)).feed
+            except ValueError:
+                pass
+    except OSError:
+        pass
+    print("fota: watchdog: wdt_s %s is not accepted by this board: no watchdog" % wdt_s)
+    return None
+
+
+def _clamped(wdt_s):
+    print("fota: watchdog: wdt_s %s is above this board's maximum (%d.%03d s): using the "
+          "maximum" % (wdt_s, _RP2_WDT_MAX_MS // 1000, _RP2_WDT_MAX_MS % 1000))
+    return _RP2_WDT_MAX_MS
+
+
 def default_slot(cfg):
     import sys
 
@@ -83,18 +116,20 @@ def start(config="fota_config.json", health=None, slot=None):
         _unload("config")
     import machine
 
-    feed = None
-    if cfg["wdt_s"]:
-        feed = machine.WDT(timeout=int(cfg["wdt_s"] * 1000)).feed
+    feed = watchdog(cfg["wdt_s"]) if cfg["wdt_s"] else None
     if not wifi(cfg, feed):
         print("fota: no Wi-Fi yet; MQTT keeps retrying")
     import sys
 
     sys.modules.pop("network", None)    # a Python module only in simulation: free it
-    from fota.agent import Agent
+    from fota.agent import Agent, OffSlot
 
-    return Agent(cfg, slot or default_slot(cfg), health=health, reset=machine.reset,
-                 feed=feed)
+    if slot is None:
+        try:
+            slot = default_slot(cfg)
+        except Exception as exc:  # noqa: BLE001 - OTA off, never the app
+            slot = OffSlot("no update slot on this board: %r" % (exc,))
+    return Agent(cfg, slot, health=health, reset=machine.reset, feed=feed)
 
 
 def load_app(folder=""):

@@ -17,14 +17,18 @@ DEFAULTS = {
     "progress_interval_s": 10,
     "health_deadline_s": 60,
     "max_trials": 3,                # file slots: unconfirmed boots before falling back
-    "wdt_s": 0,                     # 0: no watchdog
+    "wdt_s": 0,                     # 0: no watchdog; else >= 4 (fed at least every second)
+    "desc_lang": "en",              # "zh": failure descs start with CTWing-style Chinese
     "download": None,
     "wifi": None,
     "trusted_keys": (),             # signing key digests (64 hex); empty: no signature check
     "allow_unsigned": False,        # with trusted_keys: also take images with no signature
 }
 _MAX_KEYS = const(3)                # as many as a Secure Boot V2 sector holds
-DOWNLOAD = {"ca": None, "allow_insecure": False, "url_as_is": False, "timeout_s": 10}
+# timeout_s: connect and TLS handshake; idle_s: longest silence while downloading;
+# total_s: one download attempt, redirects included (see fota.http).
+DOWNLOAD = {"ca": None, "allow_insecure": False, "url_as_is": False, "timeout_s": 10,
+            "idle_s": 30, "total_s": 3600}
 BROKER = {"port": None, "user": None, "password": None, "tls": False, "ca": None,
           "keepalive": 60, "timeout_s": 10, "insecure": False}
 
@@ -67,7 +71,11 @@ def validate(cfg):
     _need(not b["tls"] or b["ca"] or b["insecure"],
           "broker.tls needs broker.ca (a CA certificate file) or broker.insecure")
     out["broker"] = b
-    out["download"] = _merge(DOWNLOAD, out.get("download"), "download")
+    d = out["download"] = _merge(DOWNLOAD, out.get("download"), "download")
+    for key in ("timeout_s", "idle_s", "total_s"):
+        v = d[key]
+        _need(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+              "download.%s must be a number > 0" % key)
     if out["topic_prefix"] is None:
         out["topic_prefix"] = "devices/" + dev
     _need(isinstance(out["topic_prefix"], str), "topic_prefix must be a string")
@@ -75,6 +83,9 @@ def validate(cfg):
     for key, low in (("progress_step", 1), ("progress_interval_s", 0),
                      ("health_deadline_s", 1), ("max_trials", 1), ("wdt_s", 0)):
         _num(out, key, low)
+    _need(not out["wdt_s"] or out["wdt_s"] >= 4,
+          "wdt_s must be 0 (no watchdog) or at least 4 (seconds)")
+    _need(out["desc_lang"] in ("en", "zh"), 'desc_lang must be "en" or "zh"')
     _trust(out)
     w = out.get("wifi")
     _need(w is None or (isinstance(w, dict) and isinstance(w.get("ssid"), str)),

@@ -59,13 +59,25 @@ class Esp32Slot:
         self.running = partition_cls(partition_cls.RUNNING)  # pyright: ignore[reportArgumentType]
         self.running_label = self.running.info()[4]
         self.boot_label = partition_cls(partition_cls.BOOT).info()[4]  # pyright: ignore[reportArgumentType]
-        self.part = self.running.get_next_update()   # OSError(ENOENT): no OTA table
-        # Whole blocks go straight to the partition's own (erasing) writeblocks:
-        # no Python frame per block in the engine's loop.
-        self.write_block = self.part.writeblocks
-        info = self.part.info()
-        self.label = info[4]
-        self.capacity = info[3]
+        self.off = None     # why OTA is off on this board (None: it is on)
+        try:
+            self.part = self.running.get_next_update()
+        except OSError:
+            # ENOENT: a partition table without ota_0/ota_1 (a plain, non-OTA firmware
+            # running from `factory`). The app must run anyway: OTA only switches off.
+            self.part = None
+            self.off = ("this firmware has no OTA partitions (running from %s): flash an "
+                        "OTA build to enable updates" % self.running_label)
+        if self.part is not None:
+            # Whole blocks go straight to the partition's own (erasing) writeblocks:
+            # no Python frame per block in the engine's loop.
+            self.write_block = self.part.writeblocks
+            info = self.part.info()
+            self.label = info[4]
+            self.capacity = info[3]
+        else:
+            self.label = None
+            self.capacity = 0
         head = bytearray(0x50)
         self.running.readblocks(0, head, 0)
         self.chip = _u16(head, 12) if head[0] == _IMAGE_MAGIC else None

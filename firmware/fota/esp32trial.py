@@ -12,9 +12,18 @@ TRIAL = "fota_trial.json"
 
 
 def boot_state(running_label, boot_label):
-    """('normal'|'pending'|'rolled_back', trial record or None), given the labels of
-    the running partition and of the one selected for the next boot."""
-    record = statefile.load(TRIAL)
+    """('normal'|'pending'|'rolled_back'|'damaged', trial record or None), given the
+    labels of the running partition and of the one selected for the next boot.
+
+    'damaged': the record is there but unreadable or fails its checksum; its record
+    is {"task": the task if it could still be read, else -1, "reason": what is wrong}.
+    Nobody can tell then whether the running image is on trial: it must not be
+    confirmed, nor reported as a success."""
+    record, why = statefile.check(TRIAL)
+    if why:
+        task = record.get("task") if record else None
+        return "damaged", {"task": task if isinstance(task, int) else -1,
+                           "reason": "trial record %s is damaged (%s)" % (TRIAL, why)}
     if not record:
         return "normal", None
     if record.get("slot") == running_label:

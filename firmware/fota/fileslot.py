@@ -19,12 +19,30 @@ _FORMAT = const(1)
 
 
 def _load(root):
+    """The pointer; a damaged one (checksum, unreadable, no slot named) is replaced by
+    one naming a slot that holds an app, with "damaged" saying what happened (the
+    agent reports it as a failure, never as a success)."""
     from fota import statefile
 
-    state = statefile.load(root + POINTER)
-    if not state or state.get("active") not in ("a", "b"):
-        state = {"active": "a", "previous": None, "confirmed": True, "trial": 0}
-    return state
+    state, why = statefile.check(root + POINTER)
+    if not why and not state:
+        return {"active": "a", "previous": None, "confirmed": True, "trial": 0}
+    if not why and state.get("active") not in ("a", "b"):
+        why = "names no slot"
+    if not why:
+        return state
+    import os
+
+    task = state.get("task") if state else None
+    active = "a"
+    try:
+        os.stat(root + "slots/a/manifest.json")
+    except OSError:
+        active = "b"
+    return {"active": active, "previous": None, "confirmed": True, "trial": 0,
+            "damaged": {"task": task if isinstance(task, int) else -1,
+                        "reason": "boot pointer %s is damaged (%s): booted slot %s" % (
+                            POINTER, why, active)}}
 
 
 def _save(root, state):
@@ -243,9 +261,52 @@ class FileSlot:
                 raise _error(-4, "unpacking the bundle failed: %s" % exc)
         return version
 
+    # --- what the agent calls before and after an update ---
+    def room(self, size):
+        """None when the filesystem can take an update of `size` bytes, else why.
+
+        The bundle and its unpacked files both need room (2 x size, and a margin for
+        the filesystem's own blocks). The inactive slot's old app goes first: once the
+        running one is confirmed nobody needs it."""
+        if self.busy() or self.pending():
+            return None                     # refused by the engine, which says why
+        import os
+
+        _rmtree("%sslots/%s" % (self.root, self.label))
+        have = 0
+        try:
+            have = os.stat(self._img)[6]    # a partial bundle is written over in place
+        except OSError:
+            pass
+        st = os.statvfs(self.root or ".")      # (the filesystem the slots live on)
+        have = (have if have < size else size) + st[4] * st[1]
+        need = 2 * size + 8 * st[0]
+        if have < need:
+            return "not enough space: need %d KiB, have %d KiB" % (need >> 10, have >> 10)
+        return None
+
+    def discard(self):
+        """After a failed attempt: give the app its space back (the partial bundle, a
+        half-unpacked slot). Nothing is touched while a new slot waits for its reboot
+        or its confirmation."""
+        if self.busy() or self.pending():
+            return
+        import os
+
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+        try:
+            os.remove(self._img)
+        except OSError:
+            pass
+        _rmtree("%sslots/%s" % (self.root, self.label))
+
     # --- what the agent calls around reboots ---
     def boot_state(self):
         state = self.state
+        if state.get("damaged"):
+            return "damaged", state["damaged"]
         if state.get("rolled_back"):
             return "rolled_back", state["rolled_back"]
         if not state.get("confirmed", True) and state.get("trial", 0):
@@ -264,13 +325,19 @@ class FileSlot:
         _save(self.root, self.state)
 
     def forget(self):
-        if self.state.pop("rolled_back", None) is not None:
+        gone = self.state.pop("rolled_back", None)
+        if self.state.pop("damaged", None) is not None or gone is not None:
             _save(self.root, self.state)
 
 
 def launch(root="", max_trials=3):
-    """Boot-time slot choice with trial counting; returns the slot folder to run."""
+    """Boot-time slot choice with trial counting; returns the slot folder to run, and
+    says which one and why in one line."""
     state = _load(root)
+    damaged = state.get("damaged")
+    if damaged:
+        print("fota:", damaged["reason"])
+        _save(root, state)                   # kept for the agent's report
     if not state.get("confirmed", True):
         state["trial"] = state.get("trial", 0) + 1
         if state["trial"] > max_trials and state.get("previous"):
@@ -285,4 +352,15 @@ def launch(root="", max_trials=3):
             state.pop("task", None)
             state.pop("reason", None)
         _save(root, state)
-    return "%sslots/%s" % (root, state["active"])
+    active = state["active"]
+    if state.get("rolled_back"):
+        why = "rolled back from slot %s: %s" % (state["rolled_back"]["slot"],
+                                                state["rolled_back"]["reason"])
+    elif not state.get("confirmed", True):
+        why = "new app on trial, boot %d of %d" % (state["trial"], max_trials)
+    else:
+        why = "confirmed"
+    if not damaged:
+        print("fota: booting slot %s (version %s): %s" % (active, slot_version(root, active),
+                                                          why))
+    return "%sslots/%s" % (root, active)

@@ -145,7 +145,7 @@ class _Stream:
 
 def _cause(exc):
     """An exception (or words) as a short cause for the log."""
-    a = exc.args if isinstance(exc, OSError) else None
+    a = getattr(exc, "args", None) if isinstance(exc, OSError) else None
     if a:
         if len(a) > 1:
             return a[1]

@@ -60,6 +60,29 @@ def parse_notice(raw):
     return task, p
 
 
+def url_task(url):
+    """The platform's task id in a notice url (.../file/upgrade/<fileId>/<urlTaskId>),
+    as text; "?" when the url has none. Devices log it beside the notice's taskId
+    (the sub-task), so a log line can be matched with `fota task show`."""
+    query = url.find("?")
+    if query >= 0:
+        url = url[:query]
+    at = url.find("://")
+    path = url[at + 3:] if at >= 0 else url
+    parts = path.rstrip("/").split("/")
+    return parts[-1] if len(parts) >= 3 and parts[-1] and parts[-2] else "?"
+
+
+def describe(step, reason, lang="en"):
+    """A progress desc: the reason, after CTWing-style Chinese for steps -1..-4 when
+    `lang` is "zh" (the platform's guide shows Chinese descs; the English reason stays)."""
+    if lang != "zh" or not -4 <= step <= -1:
+        return reason
+    # upgrade failed, download failed, verification failed, write failed
+    zh = ("固件升级失败", "固件下载失败", "固件校验失败", "固件写入失败")
+    return zh[-step - 1] + ": " + reason
+
+
 def quote(s):
     """Percent-encode everything but unreserved characters (RFC 3986)."""
     out = []

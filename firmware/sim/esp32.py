@@ -91,13 +91,19 @@ class Partition:
         if id == 1:
             id = _running()
         elif id == 0:
-            id = _otadata()["boot"]
-        if id not in _LABELS:
+            # No otadata (a table without OTA slots): ESP-IDF boots `factory`.
+            try:
+                id = _otadata()["boot"]
+            except OSError:
+                id = "factory"
+        if id not in _LABELS and (id != "factory" or _running() != "factory"):
             raise OSError(2)  # ENOENT, as the real module does for an unknown label
         self.label = id
         self._f = open(_path(id), "r+b")
 
     def info(self):
+        if self.label == "factory":  # a plain firmware's one app partition (subtype 0)
+            return (0, 0, 0x10000, SLOT_SIZE, "factory", False)
         i = _LABELS.index(self.label)
         return (0, 0x10 + i, 0x10000 + i * SLOT_SIZE, SLOT_SIZE, self.label, False)
 
@@ -139,6 +145,8 @@ class Partition:
         return 0
 
     def get_next_update(self):
+        if self.label == "factory":
+            raise OSError(2)  # ENOENT: no OTA partitions (esp_ota_get_next_update_partition)
         return Partition(_LABELS[1 - _LABELS.index(self.label)])
 
     def set_boot(self):

@@ -25,12 +25,40 @@ def unique_id():
     return b"\x00\x00sim\x00"
 
 
+def _board():
+    import os
+
+    try:
+        with open((os.getenv("FOTA_FLASH") or ".") + "/board") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 class WDT:
-    """The supervisor cannot interrupt a stuck process, so feeding is only recorded."""
+    """The watchdog, checked at each feed: a feed that comes later than `timeout`
+    after the previous one resets the board as the hardware would have (a little
+    late: the supervisor cannot interrupt a stuck process). As on the rp2 port, a
+    simulated Pico W refuses a timeout above 8388 ms (RP2040 hardware) with ValueError.
+    """
 
     def __init__(self, id=0, timeout=5000):
+        from time import ticks_ms
+
+        if timeout > 8388 and _board() == "pico_w":
+            raise ValueError("timeout exceeds 8388 ms")  # rp2 port: machine_wdt.c
         self.timeout = timeout
         self.fed = 0
+        self._at = ticks_ms()
 
     def feed(self):
+        from time import ticks_diff, ticks_ms
+
+        now = ticks_ms()
+        gap = ticks_diff(now, self._at)
+        if gap > self.timeout:
+            print("machine: watchdog reset: not fed for %d ms (timeout %d ms)" % (
+                gap, self.timeout))
+            sys.exit(RESET_EXIT)
+        self._at = now
         self.fed += 1

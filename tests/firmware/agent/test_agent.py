@@ -98,7 +98,8 @@ def test_download_failure_is_step_minus_2(peer, devices, served):
                           served.server.notice_url("missing.bin"))
     peer.notice("d1", 32, payload)
     fail = peer.wait_for("progress", "d1", lambda m: m["params"]["step"] < 0)
-    assert fail == {"taskId": 32, "params": {"step": -2, "desc": "HTTP 404", "module": "MCU"}}
+    assert fail == {"taskId": 32, "params": {
+        "step": -2, "desc": "download failed: host 127.0.0.1: HTTP 404", "module": "MCU"}}
 
 
 @pytest.mark.parametrize("board", ["esp32", "pico_w"])

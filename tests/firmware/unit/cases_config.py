@@ -16,7 +16,8 @@ def test_defaults_are_filled_in():
     equal((out["broker"]["port"], out["broker"]["keepalive"], out["broker"]["tls"]),
           (1883, 60, False))
     equal(out["download"], {"ca": None, "allow_insecure": False, "url_as_is": False,
-                            "timeout_s": 10})
+                            "timeout_s": 10, "idle_s": 30, "total_s": 3600})
+    equal(out["desc_lang"], "en")
     equal((out["progress_step"], out["health_deadline_s"], out["wdt_s"]), (5, 60, 0))
 
 
@@ -70,3 +71,24 @@ def test_load_says_which_file_is_wrong():
     with open("good.json", "w") as f:
         f.write('{"device_id": "d2", "broker": {"host": "h"}}')
     equal(config.load("good.json")["topic_prefix"], "devices/d2")
+
+
+def test_watchdog_is_off_or_at_least_four_seconds():
+    # fed at least once a second (downloads included): wdt/4 needs wdt >= 4 s
+    for bad in (1, 3.9):
+        raises(config.ConfigError, config.validate, cfg(wdt_s=bad), says="wdt_s")
+    equal(config.validate(cfg(wdt_s=0))["wdt_s"], 0)
+    equal(config.validate(cfg(wdt_s=30))["wdt_s"], 30)   # a board clamps it (fota.board)
+
+
+def test_download_deadlines_are_positive_numbers():
+    for key in ("timeout_s", "idle_s", "total_s"):
+        for bad in (0, -1, "5", True):
+            raises(config.ConfigError, config.validate, cfg(download={key: bad}),
+                   says="download." + key)
+    equal(config.validate(cfg(download={"idle_s": 2.5}))["download"]["idle_s"], 2.5)
+
+
+def test_desc_lang_is_en_or_zh():
+    equal(config.validate(cfg(desc_lang="zh"))["desc_lang"], "zh")
+    raises(config.ConfigError, config.validate, cfg(desc_lang="fr"), says="desc_lang")

@@ -87,3 +87,22 @@ def test_quote_keeps_only_unreserved_characters():
 def test_message_is_the_spec_shape():
     got = json.loads(protocol.message(-1, {"version": "1.0.0", "module": "MCU"}))
     equal(got, {"taskId": -1, "params": {"version": "1.0.0", "module": "MCU"}})
+
+
+def test_url_task_is_the_platform_task_id():
+    equal(protocol.url_task(URL), "147589")
+    equal(protocol.url_task(URL + "/?x=1"), "147589")
+    equal(protocol.url_task("https://h/"), "?")
+
+
+def test_chinese_descs_lead_the_english_reason():
+    equal(protocol.describe(-2, "HTTP 404", "zh"), "固件下载失败: HTTP 404")
+    equal(protocol.describe(-4, "full", "zh"), "固件写入失败: full")
+    equal(protocol.describe(-2, "HTTP 404", "en"), "HTTP 404")
+    equal(protocol.describe(50, "downloading", "zh"), "downloading")
+
+
+def test_messages_with_non_ascii_are_valid_utf8_json():
+    raw = protocol.message(3, {"version": "2.0.0-β", "desc": "固件下载失败"}).encode()
+    equal(json.loads(raw.decode()), {"taskId": 3, "params": {"version": "2.0.0-β",
+                                                              "desc": "固件下载失败"}})
