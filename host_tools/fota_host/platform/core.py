@@ -51,7 +51,7 @@ class Platform:
         try:
             datadir.check_store(self.data_dir)
             for name in datadir.clean_uploads(self.data_dir):
-                log.info("removed %s, left by an interrupted upload", name)
+                log.info("removed %s, left by an interrupted upload, start or restore", name)
             self.store = Store(self.data_dir / "platform.db")
         except BaseException:
             self.lock.release()
@@ -105,7 +105,9 @@ class Platform:
         `last_seen_at`, ISO 8601 UTC) and `online`, which is only claimed while its last
         message is recent (`online_window`) and the platform is connected to the broker."""
         now = time.time()
-        up = self.tasks.link_up()
+        # no transport (the store opened by a command while no service runs): not known
+        transport = self.tasks.publish is not None or self.tasks.acked_publish is not None
+        up = transport and self.tasks.link_up()
         with self.store.lock:
             rows = self.store.devices()
         return [{"id": r["id"], "version": r["version"], "module": r["module"],

@@ -17,6 +17,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import sqlite3
 import tarfile
 import tempfile
@@ -103,16 +104,24 @@ def _chmod(path: Path, mode: int) -> None:
         pass  # not ours (a shared folder): the folder's own mode still protects the files
 
 
+LEFTOVERS = ("packages/.upload-*", ".service.json.*.tmp", "admin.tmp", ".restore-*")
+
+
 def clean_uploads(data_dir: Path) -> list[str]:
-    """Remove `packages/.upload-*` left by an upload that was killed (only called with the
-    lock held: no upload of ours can be in flight)."""
+    """Remove what a killed upload (`packages/.upload-*`), service start (temporary
+    service.json and admin.token files) or restore (`.restore-*`) left behind (only called
+    with the lock held: none of ours can be in flight)."""
     removed = []
-    for leftover in (data_dir / "packages").glob(".upload-*"):
-        try:
-            leftover.unlink()
-            removed.append(leftover.name)
-        except OSError:
-            pass
+    for pattern in LEFTOVERS:
+        for leftover in data_dir.glob(pattern):
+            try:
+                if leftover.is_dir():
+                    shutil.rmtree(leftover)
+                else:
+                    leftover.unlink()
+                removed.append(leftover.name)
+            except OSError:
+                pass
     return removed
 
 
@@ -198,7 +207,7 @@ def restore(data_dir: Path, archive: Path) -> dict[str, Any]:
     secure(data_dir)
     lock = DataLock(data_dir, "fota platform restore")
     try:
-        with tempfile.TemporaryDirectory(dir=data_dir) as tmp:
+        with tempfile.TemporaryDirectory(prefix=".restore-", dir=data_dir) as tmp:
             staged = Path(tmp)
             _unpack(Path(archive), staged)
             problems = quick_check(staged / DB_NAME)

@@ -396,12 +396,22 @@ class Tasks:
                 token = sub["token"]
             else:
                 token = secrets.token_urlsafe(16)
-            offer = variants.served(self.store, sub)  # full, compressed or delta file
-            notice = ctwing.notice(sub["id"], self.settings.file_base, offer, sub["task_id"],
-                                   token)
             acked = self.acked_publish is not None
-            self.store.mark_notified(sub["id"], token, now + self.settings.token_ttl, now,
-                                     NOTICE_PUBLISHED if acked else NOTICE_SENT)
+            try:  # one sub-task's notice failing must not hold back everyone else's
+                with self.store.savepoint():
+                    offer = variants.served(self.store, sub)  # full, compressed or delta
+                    notice = ctwing.notice(sub["id"], self.settings.file_base, offer,
+                                           sub["task_id"], token)
+                    self.store.mark_notified(sub["id"], token, now + self.settings.token_ttl,
+                                             now, NOTICE_PUBLISHED if acked else NOTICE_SENT)
+            except StorageError:
+                raise
+            except Exception as exc:
+                log.exception("task %d: the notice to %s failed; tried again in 60 s",
+                              sub["task_id"], shown(sub["device"]))
+                self.store.update_subtask(sub["id"], push_due=now + 60,
+                                          desc=f"notice not sent: internal error {exc!r}"[:200])
+                continue
             self.store.commit()  # the token must exist before the device can use it
             topic = self.topics.topic(sub["device"], "upgrade")
             if self.acked_publish is not None:

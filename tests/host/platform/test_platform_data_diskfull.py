@@ -68,6 +68,10 @@ def test_disk_full_never_acknowledges_what_was_not_stored(small_disk: Path, tmp_
         with pytest.raises(PlatformError, match="disk full") as err:
             api.create_task(package=pkg["id"], name="no room")
         assert err.value.status == 507
+        with pytest.raises(PlatformError, match="disk full") as err:
+            api.create_package(file=str(firmware), version="2.0.0")
+        assert err.value.status == 507
+        assert not list((env.data / "packages").glob(".upload-*"))  # nothing half-written
         assert device_row(api, task["id"], "full-1")["state"] == "upgrading"
         assert api.call("GET", "/api/stats")["held"] == 1
         filler.unlink()

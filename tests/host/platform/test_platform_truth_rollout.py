@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from fota_host.platform.client import connect
 from fota_host.platform.validate import PlatformError
 from platform_fakes import Env, FakeDevice, device_row, http_get, wait_device_state, wait_for
 
@@ -146,6 +147,8 @@ def test_the_log_tells_the_story_of_a_rollout(embedded, firmware: Path) -> None:
     ok = FakeDevice("ok-1", embedded.broker).start()
     bad = FakeDevice("bad-1", embedded.broker).start()
     try:
+        # both connected and heard from (a device informing after its notice gets it again)
+        wait_for(lambda: len(api.list_devices()) == 2, what="both devices seen")
         api.start_task(task["id"])
         ok.upgrade(ok.wait_notice())
         notice = bad.wait_notice()
@@ -156,6 +159,15 @@ def test_the_log_tells_the_story_of_a_rollout(embedded, firmware: Path) -> None:
     finally:
         ok.stop()
         bad.stop()
+    # with no service running, nobody knows whether the devices are connected
+    embedded.proc.stop()
+    ops = connect(embedded.data)
+    try:
+        listed = ops.list_devices()
+    finally:
+        ops.close()
+    assert [(d["id"], d["online"]) for d in listed] == [("bad-1", False), ("ok-1", False)]
+    assert all(d["last_seen_at"].endswith("Z") for d in listed)
     tid = task["id"]
     log = (embedded.data / "platform.log").read_text()
     wanted = [rf"INFO .*task {tid} starts: story to version 2\.0\.0, 2 device",
