@@ -25,7 +25,7 @@ def test_sim_image_then_sim_update_status_boot_confirm(tmp_path, served):
     flash = tmp_path / "flash"
     upd = fota("sim", "update", "--flash", str(flash), "--board", "esp32",
                served.server.url("v2.bin"), "--md5", info["md5"], "--size", "262144",
-               "--sha256", info["sha256"], "--heap", "48K")
+               "--sha256", info["sha256"], "--heap", "52K")
     assert upd.returncode == 0, upd.stderr
     report = json.loads(upd.stdout)
     assert set(report) >= {"ok", "step", "reason", "bytes"} and report["ok"]
