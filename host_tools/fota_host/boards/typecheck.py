@@ -27,13 +27,23 @@ from pathlib import Path
 from typing import Any
 
 from .. import paths
+from . import chips
 
 PORTS = {
     "esp32": "micropython-esp32-stubs",
     "rp2": "micropython-rp2-rpi-pico-w-stubs",
 }
+# Every check `fota typecheck` runs: the two ports (the classic ESP32 and the Pico W, as
+# above) and each newer board against its own board's stub package (boards/chips.py): the
+# S3/C3/C6 builds and the Pico 2 W (RP2350) differ in what their ports compile in.
+TARGETS: dict[str, tuple[str, str]] = {
+    "esp32": ("esp32", PORTS["esp32"]),
+    "rp2": ("rp2", PORTS["rp2"]),
+    **{b.name: (b.port, b.stubs) for b in chips.BOARDS.values()
+       if b.name not in ("esp32", "pico_w")},
+}
 # The port each board runs.
-BOARD_PORT = {"esp32": "esp32", "pico_w": "rp2"}
+BOARD_PORT = {b.name: b.port for b in chips.BOARDS.values()}
 # Device modules that exist for one port only; every other module is shared.
 PORT_ONLY = {"esp32slot.py": "esp32", "esp32trial.py": "esp32", "fileslot.py": "rp2"}
 
@@ -82,7 +92,7 @@ def pins(constraints: Path | None = None) -> dict[str, str]:
         m = re.match(r"^\s*(micropython-[a-z0-9.-]*stubs)\s*==\s*([^\s#;]+)", line)
         if m:
             found[m.group(1)] = m.group(2)
-    for pkg in PORTS.values():
+    for _, pkg in TARGETS.values():
         if pkg not in found:
             raise TypecheckError(f"{pkg} has no exact pin in {path}")
     return found
@@ -93,10 +103,11 @@ def stubs_dir(port: str) -> Path:
 
 
 def ensure_stubs(port: str) -> Path:
-    """Install the port's stub package (pinned) into its own folder, once per pin."""
-    if port not in PORTS:
-        raise TypecheckError(f"unknown port {port!r}; one of {', '.join(PORTS)}")
-    pkg = PORTS[port]
+    """Install the target's stub package (pinned) into its own folder, once per pin.
+    `port`: a port (esp32, rp2) or a board with its own stubs (TARGETS)."""
+    if port not in TARGETS:
+        raise TypecheckError(f"unknown port or board {port!r}; one of {', '.join(TARGETS)}")
+    pkg = TARGETS[port][1]
     version = pins()[pkg]
     target = stubs_dir(port)
     stamp = target / ".installed"
@@ -117,12 +128,13 @@ def ensure_stubs(port: str) -> Path:
 
 
 def files_for(port: str) -> list[Path]:
-    """The device files checked against `port`."""
+    """The device files checked against `port` (or a board of TARGETS: its port's files)."""
+    port = TARGETS[port][0] if port in TARGETS else port
     fw = paths.firmware_dir()
     out = [p for p in sorted((fw / "fota").glob("*.py"))
            if PORT_ONLY.get(p.name, port) == port]
     for board, board_port in BOARD_PORT.items():
-        if board_port == port:
+        if board_port == port:      # the newer boards run their family's entry files
             out += sorted((fw / "boards" / board).glob("*.py"))
     return out
 
@@ -135,7 +147,7 @@ def _config(port: str, files: list[Path], where: Path) -> Path:
         return os.path.relpath(p.resolve(), where.resolve())
 
     extra = [rel(paths.firmware_dir())]
-    if port != "esp32":
+    if TARGETS[port][0] != "esp32":
         # umqtt is frozen into ESP32 builds (its stub is in the esp32 package); on rp2
         # the board gets the pinned umqtt.simple from build/deps, so check against that.
         extra.append(rel(paths.deps_dir()))

@@ -28,8 +28,10 @@ def build_cmd(refetch: bool) -> None:
 
 
 @click.command("typecheck")
-@click.option("--port", "ports", type=click.Choice(["esp32", "rp2"]), multiple=True,
-              help="Only this port (repeat); default both.")
+@click.option("--port", "ports", multiple=True,
+              type=click.Choice(["esp32", "rp2", "esp32s3", "esp32c3", "esp32c6", "pico2_w"]),
+              help="Only this port (esp32, rp2) or board with its own stubs (repeat); "
+                   "default all.")
 @click.option("--warnings", is_flag=True, help="Show warnings too.")
 def typecheck_cmd(ports: tuple[str, ...], warnings: bool) -> None:
     """Type-check the device code against the official MicroPython port stubs."""
@@ -37,7 +39,7 @@ def typecheck_cmd(ports: tuple[str, ...], warnings: bool) -> None:
 
     failed = False
     try:
-        for port in ports or tuple(typecheck.PORTS):
+        for port in ports or tuple(typecheck.TARGETS):
             result = typecheck.check(port)
             for line in typecheck.format_diagnostics(result, warnings):
                 click.echo(line)

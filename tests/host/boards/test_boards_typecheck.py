@@ -12,7 +12,7 @@ from fota_host import paths
 from fota_host.boards import typecheck
 
 
-@pytest.mark.parametrize("port", ["esp32", "rp2"])
+@pytest.mark.parametrize("port", ["esp32", "rp2", "esp32s3", "esp32c3", "esp32c6", "pico2_w"])
 def test_device_code_conforms_to_the_port(port: str) -> None:
     result = typecheck.check(port)
     assert result.ok, "\n".join(typecheck.format_diagnostics(result))
@@ -56,8 +56,22 @@ def test_a_module_of_another_port_fails(tmp_path: Path) -> None:
     assert _check_snippet(tmp_path, "rp2", "import rp2\nrp2.Flash()\n").ok
 
 
+def test_each_board_has_its_own_pinned_official_stubs() -> None:
+    pins = typecheck.pins()
+    assert set(typecheck.TARGETS) == {"esp32", "rp2", "esp32s3", "esp32c3", "esp32c6",
+                                      "pico2_w"}
+    for target, (_port, pkg) in typecheck.TARGETS.items():
+        assert pins[pkg].startswith("1.29."), (target, pkg)
+    assert typecheck.TARGETS["esp32s3"] == ("esp32", "micropython-esp32-esp32-generic-s3-stubs")
+    assert typecheck.TARGETS["pico2_w"] == ("rp2", "micropython-rp2-rpi-pico2-w-stubs")
+    # A newer board checks its family's files: the S3 the ESP32's, the Pico 2 W the Pico W's.
+    assert typecheck.files_for("esp32s3") == typecheck.files_for("esp32")
+    assert typecheck.files_for("pico2_w") == typecheck.files_for("rp2")
+
+
 def test_fota_typecheck_command_exit_status(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "fota_host", "typecheck"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-m", "fota_host", "typecheck", "--port", "esp32c3",
+                           "--port", "rp2"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "esp32:" in proc.stdout and "rp2:" in proc.stdout and " 0 errors" in proc.stdout
+    assert "esp32c3:" in proc.stdout and "rp2:" in proc.stdout and " 0 errors" in proc.stdout
+    assert "esp32:" not in proc.stdout
