@@ -4,8 +4,8 @@ The supervisor starts `micropython -i -c "import sim_board; sim_board.start(...)
 in the board's filesystem: as a board's firmware does after every reset, this runs
 boot.py, then main.py unless the REPL is in raw mode, in the REPL's own globals;
 then the unix port's REPL takes the serial line. An exception or Ctrl-C in main.py
-prints its traceback and falls through to the REPL; SystemExit ends the process,
-which the supervisor turns into a soft reboot (as on a board).
+prints its traceback and falls through to the REPL; SystemExit (machine.reset() too)
+ends the interpreter, which the supervisor turns into a soft or hard reset (as on a board).
 
 `sys.platform` reads as the board's ("esp32", "rp2"), so the device code picks the
 slot kind and watchdog limits it picks on hardware.
@@ -33,8 +33,21 @@ def _run(name, ns):
         src = f.read()
     try:
         exec(src, ns)
+    except SystemExit as exc:
+        _reset(exc.args[0] if exc.args else 0)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - a board prints and goes on
         sys.print_exception(exc)
+
+
+def _reset(code):
+    """SystemExit in boot.py/main.py (machine.reset() too): under -i the unix port would go
+    on to its REPL where a board resets. The supervisor ends this interpreter on this line
+    and takes `code` as its exit status."""
+    sys.stdout.write("\x00sim-exit %d\x00" % code)
+    import time
+
+    while True:
+        time.sleep(1)
 
 
 def start(ns, platform, raw):

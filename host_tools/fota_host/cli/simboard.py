@@ -23,8 +23,10 @@ from .output import emit_json_line, fail
               help="MicroPython heap of the board (-X heapsize).")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Write the board's resets and boots to this file.")
+@click.option("--console", "console_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Copy everything the board prints to this file.")
 def board_cmd(board: str, root: Path, link: Path | None, version: str, heap: str,
-              log_path: Path | None) -> None:
+              log_path: Path | None, console_path: Path | None) -> None:
     """A simulated board behind a pseudo-terminal, for mpremote and `make deploy`.
 
     Prints {"port": ...} once the serial line is ready, then runs until SIGTERM or
@@ -37,8 +39,10 @@ def board_cmd(board: str, root: Path, link: Path | None, version: str, heap: str
     from ..sim.flash import SimError
 
     log = open(log_path, "a") if log_path else None  # noqa: SIM115 - lives as long as the board
+    con = open(console_path, "a") if console_path else None  # noqa: SIM115 - the same
     try:
-        sim = SimBoard(board, root, link=link, version=version, heap=heap, log=log)
+        sim = SimBoard(board, root, link=link, version=version, heap=heap, log=log,
+                       console_log=con)
     except (SimError, ValueError, OSError) as exc:
         fail(f"sim board: {exc}")
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -49,6 +53,7 @@ def board_cmd(board: str, root: Path, link: Path | None, version: str, heap: str
     except SimError as exc:
         fail(f"sim board: {exc}")
     finally:
-        if log:
-            log.close()
+        for f in (log, con):
+            if f:
+                f.close()
     click.echo(f"sim board: {board} on {sim.port} stopped", err=True)

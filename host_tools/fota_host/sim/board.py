@@ -23,6 +23,7 @@ OTA update through the deployed agent writes and boots real (simulated) slots.
 from __future__ import annotations
 
 import os
+import re
 import select
 import shutil
 import signal
@@ -48,13 +49,14 @@ RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_BANNER = b'Type "help()" for more information.'
 PROMPTS = (b">>> ", b"... ", b"\r\n>", b"\x04>")
 CTRL_C = b"\x03"
+EXIT_MARK = re.compile(rb"\x00sim-exit (-?\d+)\x00")
 CTRL_C_WAIT = 3.0        # seconds input waits for the prompt after a Ctrl-C
 
 
 class SimBoard:
     def __init__(self, board: str, root: Path, link: Path | None = None,
                  flash: Path | None = None, version: str = "1.0.0", heap: str = "256K",
-                 log: IO[str] | None = None) -> None:
+                 log: IO[str] | None = None, console_log: IO[str] | None = None) -> None:
         if board not in PLATFORMS:
             raise simflash.SimError(f"unknown board {board!r}; one of {', '.join(PLATFORMS)}")
         self.board = board
@@ -63,6 +65,7 @@ class SimBoard:
             self.root.parent / f"{self.root.name}.flash"
         self.heap = parse_heap(heap, minimum=1)
         self.log = log
+        self.console_log = console_log
         self.raw = False
         self.boots = 0
         self.stopping = False
@@ -91,6 +94,12 @@ class SimBoard:
         if self.log:
             self.log.write(f"[board] {text}\n")
             self.log.flush()
+
+    def _echo(self, data: bytes) -> None:
+        """The board's console output, copied to the log (as a serial monitor would)."""
+        if self.console_log:
+            self.console_log.write(data.decode("utf-8", "replace"))
+            self.console_log.flush()
 
     # -- the board's life ------------------------------------------------------------
     def run(self) -> None:
@@ -151,6 +160,7 @@ class SimBoard:
         pending = b""       # input not yet given to the interpreter
         gate = 0.0          # after a Ctrl-C: input waits for a prompt until this time
         tail = b""
+        recent = b""        # the last bytes printed, for the exit mark split across reads
         try:
             while not self.stopping:
                 if phase == "run" and gate and time.monotonic() > gate:
@@ -175,8 +185,17 @@ class SimBoard:
                     data = _read_some(con)
                     if data is None:    # the console hangs up once the interpreter exits
                         return proc.wait()
+                    seen = recent + data
+                    recent = seen[-24:]
+                    mark = EXIT_MARK.search(seen)
+                    if mark:            # SystemExit in boot.py/main.py (sim_board._reset)
+                        if phase == "run":
+                            self.line.write(data[:max(0, mark.start() - len(seen) + len(data))])
+                        self._kill(proc)
+                        return int(mark.group(1))
                     if phase == "run":
                         self.line.write(data)
+                        self._echo(data)
                         tail = self._track(tail, data)
                         if gate and tail.endswith(PROMPTS):
                             gate = 0.0
@@ -211,15 +230,19 @@ class SimBoard:
         except OSError:
             pass
 
-    def _halt(self) -> None:
-        proc = self.proc
-        if proc is not None and proc.poll() is None:
+    @staticmethod
+    def _kill(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        if proc.poll() is None:
             try:
-                os.killpg(proc.pid, signal.SIGTERM)
+                os.killpg(proc.pid, sig)
                 proc.wait(5)
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 proc.kill()
                 proc.wait()
+
+    def _halt(self) -> None:
+        if self.proc is not None:
+            self._kill(self.proc, signal.SIGTERM)
         self.line.close()
         for fd in (self._wake_r, self._wake_w):
             os.close(fd)

@@ -26,10 +26,11 @@ class Board:
         self.root = tmp / name
         self.port = str(tmp / f"tty-{name}")
         self.log = tmp / f"{name}.log"
+        self.console = tmp / f"{name}.console"
         self.flash = tmp / f"{name}.flash"
         self.proc = subprocess.Popen(
             [*FOTA, "sim", "board", "--board", board, "--root", str(self.root),
-             "--link", self.port, "--log", str(self.log)],
+             "--link", self.port, "--log", str(self.log), "--console", str(self.console)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         assert line, f"fota sim board did not start: {self.proc.stderr.read()}"  # type: ignore[union-attr]
