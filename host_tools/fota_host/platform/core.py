@@ -46,9 +46,10 @@ class Platform:
         self.data_dir = Path(data_dir)
         self.settings = settings or Settings()
         self.topics = TopicMap(self.settings.topic_prefix)
-        datadir.secure(self.data_dir)
-        self.lock = datadir.DataLock(self.data_dir, holder)
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.lock = datadir.DataLock(self.data_dir, holder)  # before anything is touched
         try:
+            datadir.secure(self.data_dir)
             datadir.check_store(self.data_dir)
             for name in datadir.clean_uploads(self.data_dir):
                 log.info("removed %s, left by an interrupted upload, start or restore", name)
