@@ -13,11 +13,10 @@ import re
 from typing import Any
 from urllib.parse import urlparse
 
-# Limits of the boards' firmware, checked before a config reaches a board.
-#   pico_w: machine.WDT on the RP2040 takes at most 8388 ms (a 24-bit microsecond counter)
-#           and raises ValueError above it: the board would stop at start-up.
-BOARD_LIMITS: dict[str, dict[str, float]] = {"pico_w": {"wdt_s": 8.388}, "esp32": {}}
-BOARD_NAMES = {"pico_w": "Pico W", "esp32": "ESP32"}
+# The device's own rule (firmware/fota/config.py): a watchdog is off (0) or at least 4 s,
+# since the agent feeds it about once a second. The largest value is each board's
+# (boards/chips.py: machine.WDT refuses more, e.g. 8.388 s on the Pico W's RP2040).
+WDT_MIN_S = 4
 _HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
 _PRINTABLE = re.compile(r"[^\x00-\x1f\x7f]+")
@@ -74,24 +73,32 @@ def text_field(flag: str, value: str, low: int, high: int, what: str) -> str:
     return value
 
 
+def _wdt_limits() -> dict[str, tuple[str, float]]:
+    from .chips import BOARDS
+
+    return {name: (b.title, b.wdt_max_s) for name, b in BOARDS.items()}
+
+
 def wdt(value: float | None, board: str | None) -> None:
-    """A watchdog the board accepts (0: off)."""
+    """A watchdog the device and the board accept (0: off)."""
     if not value:
         return
-    limits = {b: lim["wdt_s"] for b, lim in BOARD_LIMITS.items() if "wdt_s" in lim}
+    if value < WDT_MIN_S:
+        raise FieldError(f"--wdt {value:g}: 0 (no watchdog) or at least {WDT_MIN_S} seconds "
+                         "(the agent feeds it about once a second)")
+    limits = _wdt_limits()
     if board is None:
-        over = [b for b, lim in limits.items() if value > lim]
+        over = sorted((lim, title) for title, lim in limits.values() if value > lim)
         if over:
-            names = " and ".join(BOARD_NAMES[b] for b in over)
-            raise FieldError(f"--wdt {value:g} is above the {names} watchdog's limit of "
-                             f"{min(limits[b] for b in over)} s: give --board esp32 if this "
-                             "config is for an ESP32, or --wdt 8 or less")
+            names = " and ".join(title for _, title in over)
+            raise FieldError(f"--wdt {value:g} is above the watchdog limit of the {names} "
+                             f"({over[0][0]} s): give --board with the board this config is "
+                             f"for (e.g. --board esp32), or --wdt {int(over[0][0])} or less")
         return
-    limit = limits.get(board)
-    if limit is not None and value > limit:
-        raise FieldError(f"--wdt {value:g} is above the {BOARD_NAMES[board]} watchdog's limit "
-                         f"of {limit} s (machine.WDT refuses it): give --wdt {int(limit)} or "
-                         "less")
+    title, limit = limits[board]
+    if value > limit:
+        raise FieldError(f"--wdt {value:g} is above the {title} watchdog's limit of {limit} s "
+                         f"(machine.WDT refuses it): give --wdt {int(limit)} or less")
 
 
 def check_provision(*, device: str, host: str, tls: bool, ca: Any, topic: str | None,
@@ -127,10 +134,9 @@ def check_provision(*, device: str, host: str, tls: bool, ca: Any, topic: str | 
 
 def check_board(cfg: dict[str, Any], board: str, source: str = "the config") -> None:
     """A validated config against the board's limits (config keys in the message)."""
-    limit = BOARD_LIMITS.get(board, {}).get("wdt_s")
+    title, limit = _wdt_limits()[board]
     value = cfg.get("wdt_s") or 0
-    if limit is not None and value > limit:
-        raise FieldError(f"wdt_s {value:g} in {source} is above the {BOARD_NAMES[board]} "
-                         f"watchdog's limit of {limit} s (machine.WDT refuses it and the "
-                         f"application would never start): set wdt_s to {int(limit)} or less "
-                         "(fota device provision --wdt)")
+    if value > limit:
+        raise FieldError(f"wdt_s {value:g} in {source} is above the {title} watchdog's limit "
+                         f"of {limit} s (machine.WDT refuses more; the agent would cut it down): "
+                         f"set wdt_s to {int(limit)} or less (fota device provision --wdt)")

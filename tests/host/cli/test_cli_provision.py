@@ -37,7 +37,9 @@ def provision(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
       "short"], "8 to 63"),
     (["--id", "dev-1", "--broker-host", "b.lan", "--password", "pw"], "--password needs --user"),
     (["--id", "dev-1", "--broker-host", "b.lan", "--wdt", "30"],
-     "above the Pico W watchdog's limit of 8.388 s: give --board esp32"),
+     "above the watchdog limit of the Pico W and Pico 2 W (8.388 s): give --board"),
+    (["--id", "dev-1", "--broker-host", "b.lan", "--wdt", "2"],
+     "--wdt 2: 0 (no watchdog) or at least 4 seconds"),
     (["--id", "dev-1", "--broker-host", "b.lan", "--wdt", "30", "--board", "pico_w"],
      "give --wdt 8 or less"),
 ])
