@@ -65,7 +65,8 @@ def platform_group() -> None:
 @click.option("--require-signed", is_flag=True,
               help="Refuse packages without a Secure Boot V2 signature (`fota sign`).")
 @click.option("--log-level", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
+              help="Lowest level of log line written.")
 def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqtt_port: int,
               public_url: str | None, ca: str | None, insecure: bool, client_id: str,
               tls_cert: str | None, tls_key: str | None, topic_prefix: str, push_rate: float,
@@ -118,11 +119,13 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
 @click.option("--device", "devices", multiple=True, metavar="ID", help="A device id (repeat).")
 @click.option("--devices-file", type=click.File("r"),
               help="Device ids, one a line or a CSV with a device column.")
-@click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=1883, show_default=True,
+              help="Listener port.")
 @click.option("--bind", default="0.0.0.0", show_default=True, help="Listener address.")
 @click.option("--platform-user", default="fota-platform", show_default=True,
               help="Username of the platform (reaches every device's topics).")
-@click.option("--topic-prefix", default="devices/{device}", show_default=True)
+@click.option("--topic-prefix", default="devices/{device}", show_default=True,
+              help="Per-device topic prefix template (as the platform's --topic-prefix).")
 @click.option("--certfile", type=click.Path(exists=True, dir_okay=False),
               help="TLS listener certificate.")
 @click.option("--keyfile", type=click.Path(exists=True, dir_okay=False),
