@@ -13,6 +13,7 @@ every simulated hard reset. Kept small: on a board this module costs no RAM.
 import os
 
 SLOT_SIZE = 0x180000
+_size = [0]
 _LABELS = ("ota_0", "ota_1")
 _ERASED = b"\xff" * 256
 # set_boot's validation reads through this, allocated before the heap fragments;
@@ -22,6 +23,17 @@ _buf = bytearray(1024)
 
 def _path(name):
     return (os.getenv("FOTA_FLASH") or ".") + "/" + name
+
+
+def _slot_size():
+    # A flash folder's slots are as big as its ota_0 file: `fota sim init --board esp32s3`
+    # makes the 8 MiB OTA table's 0x270000 (host boards/chips.py), SLOT_SIZE by default.
+    if not _size[0]:
+        try:
+            _size[0] = os.stat(_path("ota_0"))[6]
+        except OSError:
+            _size[0] = SLOT_SIZE
+    return _size[0]
 
 
 def _otadata(data=None):
@@ -57,7 +69,7 @@ def _valid(f):
         if len(seg) < 8:
             return False
         length = struct.unpack("<II", seg)[1]
-        if length % 4 or pos + 8 + length > SLOT_SIZE:
+        if length % 4 or pos + 8 + length > _slot_size():
             return False
         if pos == 24:
             f.seek(pos + 8)
@@ -67,7 +79,7 @@ def _valid(f):
     pos += 16 - (pos % 16)                 # padding, then the checksum byte ends the line
     if not head[23]:                       # no hash appended
         return True
-    if pos + 32 > SLOT_SIZE:
+    if pos + 32 > _slot_size():
         return False
     h = hashlib.sha256()
     f.seek(0)
@@ -103,9 +115,9 @@ class Partition:
 
     def info(self):
         if self.label == "factory":  # a plain firmware's one app partition (subtype 0)
-            return (0, 0, 0x10000, SLOT_SIZE, "factory", False)
+            return (0, 0, 0x10000, _slot_size(), "factory", False)
         i = _LABELS.index(self.label)
-        return (0, 0x10 + i, 0x10000 + i * SLOT_SIZE, SLOT_SIZE, self.label, False)
+        return (0, 0x10 + i, 0x10000 + i * _slot_size(), _slot_size(), self.label, False)
 
     def readblocks(self, block, buf, offset=0):
         self._f.seek(block * 4096 + offset)
@@ -114,7 +126,7 @@ class Partition:
     def writeblocks(self, block, buf, offset=None):
         f = self._f
         at = block * 4096 + (offset or 0)
-        if at < 0 or at + len(buf) > SLOT_SIZE:
+        if at < 0 or at + len(buf) > _slot_size():
             raise OSError(22)  # EINVAL
         if offset is None:
             # Erasing form: the blocks are erased, then written (whole blocks here).
@@ -135,7 +147,7 @@ class Partition:
 
     def ioctl(self, op, arg):
         if op == 4:
-            return SLOT_SIZE // 4096
+            return _slot_size() // 4096
         if op == 5:
             return 4096
         if op == 6:

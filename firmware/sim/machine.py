@@ -25,11 +25,11 @@ def unique_id():
     return b"\x00\x00sim\x00"
 
 
-def _board():
+def _board(name="board"):
     import os
 
     try:
-        with open((os.getenv("FOTA_FLASH") or ".") + "/board") as f:
+        with open((os.getenv("FOTA_FLASH") or ".") + "/" + name) as f:
             return f.read().strip()
     except OSError:
         return None
@@ -45,8 +45,12 @@ class WDT:
     def __init__(self, id=0, timeout=5000):
         from time import ticks_ms
 
-        if timeout > 8388 and _board() == "pico_w":
-            raise ValueError("timeout exceeds 8388 ms")  # rp2 port: machine_wdt.c
+        if _board() == "pico_w":
+            # rp2 port, machine_wdt.c WDT_TIMEOUT_MAX: 8388 ms on the RP2040, 16777 ms on
+            # the RP2350 (a Pico 2 W's flash folder says `pico2_w` in its `model` file).
+            limit = 16777 if _board("model") == "pico2_w" else 8388
+            if timeout > limit:
+                raise ValueError("timeout exceeds %d" % limit)
         self.timeout = timeout
         self.fed = 0
         self._at = ticks_ms()

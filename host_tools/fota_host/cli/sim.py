@@ -12,8 +12,10 @@ from .output import emit_json, fail
 
 FLASH = click.option("--flash", type=click.Path(file_okay=False, path_type=Path), required=True,
                      help="Simulated flash folder (created on first use).")
-BOARD = click.option("--board", type=click.Choice(["esp32", "pico_w"]), default="esp32",
-                     show_default=True, help="The board kind the flash folder simulates.")
+SIM_BOARDS = ["esp32", "esp32s3", "esp32c3", "esp32c6", "pico_w", "pico2_w"]  # boards/chips.py
+BOARD = click.option("--board", type=click.Choice(SIM_BOARDS), default="esp32",
+                     show_default=True, help="The board kind the flash folder simulates (its "
+                     "chip id and OTA slot size: boards/chips.py).")
 
 
 @click.group("sim")
@@ -297,8 +299,8 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
                  "mosquitto-config` (a JSON object with a \"devices\" map of id: password)")
 
     kinds = tuple(b.strip() for b in boards.split(",") if b.strip())
-    if not kinds or any(b not in ("esp32", "pico_w") for b in kinds):
-        fail("--boards: a comma-separated list of esp32, pico_w")
+    if not kinds or any(b not in SIM_BOARDS for b in kinds):
+        fail(f"--boards: a comma-separated list of {', '.join(SIM_BOARDS)}")
     config: dict = {}
     if config_json:
         try:

@@ -21,7 +21,13 @@ def sim_image(board: str, version: str, size: int | None, fail_health: bool = Fa
 
     `payload`: the ESP32 image's segment data (a Pico W bundle carries it as payload.bin);
     `secure_version`: the anti-rollback counter (app descriptor, or the bundle's
-    manifest.json)."""
+    manifest.json). `board`: esp32, pico_w, or any board of boards/chips.py (an esp32s3's
+    image carries the S3's chip id)."""
+    from ..boards import chips
+
+    spec = chips.BOARDS.get(board)
+    if spec is not None and board not in ("esp32", "pico_w"):
+        chip, board = spec.chip or chip, spec.family
     if board == "esp32":
         image = esp_image.build_sim_image(version, size or (None if payload else 256 * 1024),
                                           chip, fail_health, payload)

@@ -102,6 +102,7 @@ class SimDevice:
         self._power = threading.Lock()
         cfg = device_config(device_id, broker_url, prefix, **(config or {}))  # checked first:
         prepare(self.flash, board, version)        # a bad broker leaves no flash folder behind
+        self.board = simflash.board_of(self.flash)   # esp32s3 runs the esp32 family's code
         (self.flash / "fota_config.json").write_text(json.dumps(cfg, indent=1))
 
     def _say(self, text: str) -> None:

@@ -19,10 +19,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..boards import chips
 from ..images import bundle, esp_image
 from . import mprun
 
-BOARDS = ("esp32", "pico_w")
+BOARDS = ("esp32", "pico_w")     # families; every board of chips.BOARDS is one of them
 ESP32_SLOTS = ("ota_0", "ota_1")
 SEED_IMAGE_SIZE = 64 * 1024
 
@@ -47,19 +48,34 @@ def board_of(flash: Path) -> str:
     return board
 
 
+def model_of(flash: Path) -> str:
+    """The board a flash folder simulates (esp32s3, pico2_w, ...): its `model` file, else
+    its family (folders made before there were models)."""
+    try:
+        return (Path(flash) / "model").read_text().strip()
+    except OSError:
+        return board_of(flash)
+
+
 def init_flash(flash: Path, board: str) -> bool:
-    """Create an erased flash folder for `board`; False if it already exists."""
+    """Create an erased flash folder for `board` (any of chips.BOARDS: its `board` file
+    says the family, `model` the board); False if it already exists."""
     flash = Path(flash)
-    if board not in BOARDS:
-        raise SimError(f"unknown board {board!r}; one of {', '.join(BOARDS)}")
+    if board not in chips.BOARDS:
+        raise SimError(f"unknown board {board!r}; one of {', '.join(chips.BOARDS)}")
+    spec = chips.BOARDS[board]
     if (flash / "board").exists():
-        existing = board_of(flash)
-        if existing != board:
+        existing = model_of(flash)
+        if existing != board and existing != spec.family:
             raise SimError(f"{flash} holds a simulated {existing}, not a {board}")
         return False
     flash.mkdir(parents=True, exist_ok=True)
+    (flash / "model").write_text(board)
+    board = spec.family
     if board == "esp32":
-        erased = b"\xff" * esp_image.OTA_SLOT_SIZE
+        # The slot of MicroPython's OTA table for the board's usual flash (0x180000 on
+        # 4 MiB, 0x270000 on the S3's 8 MiB): what `fota board prepare` writes too.
+        erased = b"\xff" * (spec.ota_slot or esp_image.OTA_SLOT_SIZE)
         for label in ESP32_SLOTS:
             (flash / label).write_bytes(erased)
         _write_otadata(flash, {"boot": "ota_0",
@@ -87,7 +103,9 @@ def seed(flash: Path, version: str, fail_health: bool = False) -> None:
     flash = Path(flash)
     board = board_of(flash)
     if board == "esp32":
-        image = esp_image.build_sim_image(version, SEED_IMAGE_SIZE, fail_health=fail_health)
+        chip = chips.BOARDS.get(model_of(flash), chips.BOARDS["esp32"]).chip or "esp32"
+        image = esp_image.build_sim_image(version, SEED_IMAGE_SIZE, chip=chip,
+                                          fail_health=fail_health)
         with open(flash / "ota_0", "r+b") as f:
             f.write(image)
         _write_otadata(flash, {"boot": "ota_0",
@@ -184,7 +202,8 @@ def status(flash: Path) -> dict[str, Any]:
         for label in ESP32_SLOTS:
             img = _esp32_image(flash, label)
             versions[label] = img.version if img else None
-        return {"board": board, "running": running, "boot": data["boot"],
+        return {"board": board, "model": model_of(flash), "running": running,
+                "boot": data["boot"],
                 "pending": data["states"].get(running) == "pending_verify",
                 "states": data["states"], "versions": versions,
                 "version": versions.get(running)}
@@ -201,6 +220,6 @@ def status(flash: Path) -> dict[str, Any]:
     trial = pointer.get("trial", 0)
     # Switched but not rebooted yet (trial 0): the previous slot still runs.
     running = pointer.get("previous") or active if unconfirmed and not trial else active
-    return {"board": board, "running": running, "boot": active,
+    return {"board": board, "model": model_of(flash), "running": running, "boot": active,
             "pending": unconfirmed and trial > 0 and running == active, "trial": trial,
             "versions": versions, "version": versions.get(running)}

@@ -29,8 +29,10 @@ def update(flash: Path, board: str, source: str, md5: str, size: int,
     `trust`: key digests (64 hex) the image must be signed by (none: no signature check)."""
     flash = Path(flash).resolve()
     prepare(flash, board)
-    if simflash.board_of(flash) != board:
-        raise simflash.SimError(f"{flash} holds a {simflash.board_of(flash)}, not a {board}")
+    family = simflash.chips.BOARDS[board].family     # the device code of esp32s3 is esp32's
+    if simflash.board_of(flash) != family:
+        raise simflash.SimError(f"{flash} holds a {simflash.model_of(flash)}, not a {board}")
+    board = family
     if "://" not in source:
         source = str(Path(source).resolve())
     args = ["-m", "fota_sim", "update", board, source, md5, str(size)]

@@ -102,12 +102,19 @@ def test_download_failure_is_step_minus_2(peer, devices, served):
         "step": -2, "desc": "download failed: host 127.0.0.1: HTTP 404", "module": "MCU"}}
 
 
-@pytest.mark.parametrize("board", ["esp32", "pico_w"])
+def dev_model(dev) -> str:
+    return (dev.flash / "model").read_text().strip()
+
+
+@pytest.mark.parametrize("board", ["esp32", "pico_w", "esp32s3", "esp32c3", "esp32c6",
+                                   "pico2_w"])
 def test_full_upgrade_through_reboot_and_confirm(peer, devices, served, board):
+    # Every board people buy (boards/chips.py): its chip id in the images, its slot size.
     dev = devices("d1", board)
     first_inform(peer)
+    board = dev.board                   # the family: esp32 or pico_w
     size = 600_000 if board == "esp32" else 200_000
-    img = served.add("v2.bin", images.sim_image(board, "2.0.0", size))
+    img = served.add("v2.bin", images.sim_image(dev_model(dev), "2.0.0", size))
     served.server.faults.delay_per_chunk = 0.02
     peer.notice("d1", 41, payload_for(img, "2.0.0", served.server.notice_url("v2.bin", 147589)))
     done = peer.wait_for("inform", "d1", lambda m: m["taskId"] == 41, timeout=60)

@@ -38,10 +38,13 @@ def interrupted_update(tmp_path: Path, served, task: int = 1):
     return flash, img, size
 
 
-def test_update_writes_inactive_slot_and_switches_boot(tmp_path, served):
-    flash = new_flash(tmp_path)
-    img = served.add("v2.bin", esp_image.build_sim_image("2.0.0", SIZE))
-    report = sim.update(flash, "esp32", img["url"], img["md5"], img["size"],
+@pytest.mark.parametrize("board", ["esp32", "esp32s3", "esp32c3", "esp32c6"])
+def test_update_writes_inactive_slot_and_switches_boot(tmp_path, served, board):
+    # Each ESP32 board people buy: its chip id in the images, its OTA slot size.
+    flash = tmp_path / "flash"
+    sim.prepare(flash, board, "1.0.0")
+    img = served.add("v2.bin", esp_image.build_sim_image("2.0.0", SIZE, chip=board))
+    report = sim.update(flash, board, img["url"], img["md5"], img["size"],
                         sha256=img["sha256"])
     assert report == {"ok": True, "step": 100, "reason": "ok", "bytes": SIZE}
     st = simflash.status(flash)
