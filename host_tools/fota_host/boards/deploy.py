@@ -27,12 +27,15 @@ from typing import Any
 
 from .. import paths
 from . import build as devicebuild
+from . import chips
 from .fields import FieldError, check_board
 from .typecheck import BOARD_PORT, PORT_ONLY
 
 CONFIG_NAME = "fota_config.json"
 # Libraries the official firmware does not freeze: device path -> file in build/device.
 MISSING_LIBS = {"esp32": {}, "pico_w": {"lib/umqtt/simple.mpy": "umqtt/simple.mpy"}}
+for _b in chips.BOARDS.values():     # the newer boards need what their family needs
+    MISSING_LIBS.setdefault(_b.name, MISSING_LIBS[_b.family])
 
 
 class DeployError(RuntimeError):
@@ -172,7 +175,7 @@ def plan(board: str, port: str, config: Path, build: bool = True) -> Plan:
     missing = [f for f in files.values() if not Path(f).is_file()]
     if missing:
         raise DeployError(f"not built: {', '.join(missing)} (run `make setup`)")
-    boards = paths.firmware_dir() / "boards" / board
+    boards = paths.firmware_dir() / "boards" / chips.family(board)   # S3/C3/C6: esp32's
     extra = {"boot.py": str(boards / "boot.py"), "main.py": str(boards / "main.py"),
              CONFIG_NAME: str(Path(config).resolve()), **ca_files(cfg, config)}
     files.update(extra)

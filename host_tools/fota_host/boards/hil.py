@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..platform.validate import PlatformError
-from . import deploy
+from . import chips, deploy
 
 FINAL = ("succeeded", "failed", "timed_out", "cancelled")
 
@@ -37,7 +37,8 @@ def check_port(port: str | None) -> str:
     if not os.path.exists(port):
         raise HilError(
             f"no board at {port}: this test needs a real ESP32 or Pico W connected over USB "
-            "(ls /dev/ttyUSB* /dev/ttyACM*). It cannot run without one; see docs/boards.md."
+            "(ls /dev/ttyUSB* /dev/ttyACM*), or a simulated one (`fota sim board --link "
+            "PATH`, docs/boards.md, 'Rehearse without a board'); see docs/boards.md."
         )
     return port
 
@@ -58,32 +59,55 @@ def _service(data_dir: Path) -> Any:
 
 def run(board: str, port: str | None, config: Path, data_dir: Path, image: Path,
         version: str, timeout: float = 600.0, poll: float = 2.0,
-        echo: Callable[[str], None] = print) -> dict[str, Any]:
+        echo: Callable[[str], None] = print, online_wait: float = 60.0) -> dict[str, Any]:
     check_port(port)
     if board not in deploy.MISSING_LIBS:
-        raise HilError(f"unknown board {board!r}; one of esp32, pico_w")
+        raise HilError(f"unknown board {board!r}; one of {', '.join(deploy.MISSING_LIBS)}")
+    chip = chips.BOARDS[board].chip
     try:
         cfg = deploy.load_config(config)
     except deploy.DeployError as exc:
         raise HilError(str(exc)) from None
     if not image.is_file():
         raise HilError(f"no image at {image}")
-    if board == "esp32":
+    if chip:
         from ..images import esp32check
         from ..images.esp_image import ImageError
 
-        try:
-            esp32check.check_image(image.read_bytes(), version)
+        try:   # the board's chip, and the OTA slot `fota board prepare` writes for it
+            esp32check.check_image(image.read_bytes(), version, chip)
         except ImageError as exc:
             raise HilError(f"{image}: {exc}") from None
     device = cfg["device_id"]
     client = _service(data_dir)
     try:
+        _wait_online(client, device, online_wait, poll, echo)
         return _follow(client, board, device, cfg, image, version, timeout, poll, echo)
     except PlatformError as exc:
         raise HilError(f"the platform refused: {exc}") from None
     finally:
         client.close()
+
+
+def _wait_online(client: Any, device: str, wait: float, poll: float,
+                 echo: Callable[[str], None]) -> None:
+    """The board must have informed the platform (it is deployed and reaches the broker)
+    before a task for it means anything; `wait` seconds for a board that is booting."""
+    deadline = time.monotonic() + wait
+    said = False
+    while True:
+        seen = next((d for d in client.list_devices() if d["id"] == device), None)
+        if seen and seen.get("online"):
+            return
+        if time.monotonic() > deadline:
+            raise HilError(
+                f"device {device} {'is offline' if seen else 'never informed the platform'}"
+                f" (waited {wait:.0f}s): is the board deployed with this config (make deploy "
+                "... CONFIG=...), and can it reach the broker the config names?")
+        if not said:
+            echo(f"hil: waiting for {device} to come online")
+            said = True
+        time.sleep(poll)
 
 
 def _follow(client: Any, board: str, device: str, cfg: dict[str, Any], image: Path,

@@ -9,7 +9,7 @@ import click
 
 from .output import emit_json, fail
 
-BOARDS = click.Choice(["esp32", "pico_w"])
+BOARDS = click.Choice(["esp32", "esp32s3", "esp32c3", "esp32c6", "pico_w", "pico2_w"])
 
 
 @click.command("build")

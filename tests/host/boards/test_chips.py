@@ -74,3 +74,27 @@ def test_sim_init_command_takes_the_new_boards(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     st = json.loads(proc.stdout)
     assert (st["board"], st["model"], st["version"]) == ("pico_w", "pico2_w", "1.0.0")
+
+
+@pytest.mark.parametrize("board,family", [("esp32s3", "esp32"), ("esp32c6", "esp32"),
+                                          ("pico2_w", "pico_w")])
+def test_deploy_plan_for_a_new_board_is_its_familys(tmp_path: Path, board: str,
+                                                    family: str) -> None:
+    from fota_host import paths
+    from fota_host.boards import deploy
+
+    cfg = tmp_path / "device.json"
+    cfg.write_text(json.dumps({"device_id": "dev-7", "wdt_s": 12,
+                               "broker": {"host": "192.168.1.10", "user": "dev-7",
+                                          "password": "pw"}}))
+    plan = deploy.plan(board, "/dev/ttyACM0", cfg)
+    entry = paths.firmware_dir() / "boards" / family / "main.py"
+    assert plan.files["main.py"] == str(entry)
+    libs = {Path(f).name for f in plan.files.values()}
+    if family == "esp32":
+        assert "esp32slot.mpy" in libs and "fileslot.mpy" not in libs
+    else:
+        assert "fileslot.mpy" in libs and "simple.mpy" in libs   # umqtt for the Pico
+    # 12 s: above the Pico W's 8.388 s, within the Pico 2 W's 16.777 s and any ESP32's.
+    with pytest.raises(deploy.DeployError, match="Pico W"):
+        deploy.plan("pico_w", "/dev/ttyACM0", cfg)
