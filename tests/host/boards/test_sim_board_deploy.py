@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from fota_host import paths
+from fota_host.boards import hil
 from fota_host.images import synthetic
 from fota_host.platform.process import start_platform
 from fota_host.sim import flash as simflash
@@ -69,5 +70,22 @@ def test_deploy_then_update_through_the_platform(tmp_path: Path, kind: str) -> N
             # the board still answers on its serial line after all of it
             assert mpremote(b.port, "exec", "print('still here')").stdout.strip() == \
                 "still here"
+    finally:
+        platform.stop()
+
+
+def test_hil_refuses_a_board_that_never_informed(tmp_path: Path) -> None:
+    """`make hil` before `make deploy`: the board is there, the agent is not; hil says what
+    is missing instead of waiting out a task."""
+    platform = start_platform(tmp_path / "data")
+    try:
+        cfg = provision(tmp_path, platform.broker, "bare-1", "esp32")
+        image = tmp_path / "new.bin"
+        image.write_bytes(synthetic.sim_image("esp32", "2.0.0", None))
+        with Board(tmp_path, "esp32") as b:
+            with pytest.raises(hil.HilError, match="bare-1 never informed.*make deploy"):
+                hil.run("esp32", b.port, cfg, tmp_path / "data", image, "2.0.0",
+                        poll=0.2, echo=lambda _s: None, online_wait=2)
+        assert platform.client().list_tasks() == []      # nothing was started
     finally:
         platform.stop()
