@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..platform.validate import PlatformError
-from . import deploy
+from . import chips, deploy
 
 FINAL = ("succeeded", "failed", "timed_out", "cancelled")
 
@@ -62,19 +62,20 @@ def run(board: str, port: str | None, config: Path, data_dir: Path, image: Path,
         echo: Callable[[str], None] = print, online_wait: float = 60.0) -> dict[str, Any]:
     check_port(port)
     if board not in deploy.MISSING_LIBS:
-        raise HilError(f"unknown board {board!r}; one of esp32, pico_w")
+        raise HilError(f"unknown board {board!r}; one of {', '.join(deploy.MISSING_LIBS)}")
+    chip = chips.BOARDS[board].chip
     try:
         cfg = deploy.load_config(config)
     except deploy.DeployError as exc:
         raise HilError(str(exc)) from None
     if not image.is_file():
         raise HilError(f"no image at {image}")
-    if board == "esp32":
+    if chip:
         from ..images import esp32check
         from ..images.esp_image import ImageError
 
-        try:
-            esp32check.check_image(image.read_bytes(), version)
+        try:   # the board's chip, and the OTA slot `fota board prepare` writes for it
+            esp32check.check_image(image.read_bytes(), version, chip)
         except ImageError as exc:
             raise HilError(f"{image}: {exc}") from None
     device = cfg["device_id"]
