@@ -40,6 +40,10 @@ def platform_group() -> None:
 @click.option("--broker-auth", type=click.Path(file_okay=False, path_type=Path),
               help="Embedded broker: per-device logins from this `mosquitto-config --out` "
                    "folder (default beyond loopback: DIR/broker).")
+@click.option("--max-per-address", type=click.IntRange(1, 100000), default=256,
+              show_default=True,
+              help="Open HTTP connections one client address may hold (a fleet behind one "
+                   "NAT downloading at once may need more).")
 @click.option("--allow-anonymous", is_flag=True,
               help="Embedded broker beyond loopback without logins (warned: anyone who "
                    "reaches it reads every notice and can forge reports).")
@@ -72,7 +76,8 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
               tls_cert: str | None, tls_key: str | None, topic_prefix: str, push_rate: float,
               retries: int, retry_backoff: float, device_timeout: float, token_ttl: float,
               online_window: float, require_signed: bool, log_level: str,
-              broker_auth: Path | None = None, allow_anonymous: bool = False) -> None:
+              broker_auth: Path | None = None, allow_anonymous: bool = False,
+              max_per_address: int = 256) -> None:
     """Run the platform in the foreground until SIGINT/SIGTERM.
 
     Writes DIR/service.json (api, admin_token, broker, file_base, pid) once ready; the
@@ -106,7 +111,8 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
                           mqtt_port=mqtt_port, public_url=public_url, ca=ca, insecure=insecure,
                           client_id=client_id, tls_cert=tls_cert, tls_key=tls_key,
                           broker_auth=str(broker_auth) if broker_auth else None,
-                          allow_anonymous=allow_anonymous, settings=settings)
+                          allow_anonymous=allow_anonymous, max_per_address=max_per_address,
+                          settings=settings)
     try:
         run_service(opts)
     except (OSError, PlatformError) as exc:

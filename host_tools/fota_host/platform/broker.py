@@ -115,7 +115,7 @@ class Limits:
     connect_timeout: float = 10.0  # seconds from accept to CONNECT
     max_packet: int = 256 * 1024  # bytes in one MQTT packet (device messages are < 4 KiB)
     max_connections: int = 5000  # in total
-    max_pending_per_address: int = 32  # connections without CONNECT yet, per address
+    max_pending_per_address: int = 256  # connections without CONNECT yet, per address
 
 
 class FotaBroker(Broker):

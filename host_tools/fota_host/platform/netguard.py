@@ -41,7 +41,7 @@ class Caps:
     mqtt_total: int
 
 
-def caps_for(fds: int, http_total: int = 1024, http_per_address: int = 64,
+def caps_for(fds: int, http_total: int = 1024, http_per_address: int = 256,
              mqtt_total: int = 5000) -> Caps:
     """Caps that fit in `fds` open files: a quarter of them for HTTP, the rest for MQTT."""
     room = max(fds - RESERVED_FDS, 32)

@@ -43,7 +43,7 @@ class ServiceOptions:
     allow_anonymous: bool = False  # an anonymous embedded broker beyond loopback (warned)
     idle_timeout: float = 15.0  # seconds an HTTP connection may wait for a request
     connect_timeout: float = 10.0  # seconds an MQTT connection may wait for its CONNECT
-    max_per_address: int = 64  # open HTTP connections per client address
+    max_per_address: int = 256  # open HTTP connections per client address (a NAT: more)
     settings: Settings = field(default_factory=Settings)
 
     @classmethod
