@@ -18,7 +18,7 @@ from aiohttp import web
 
 from . import fileserver
 from .core import Platform
-from .fileserver import PLATFORM_KEY
+from .fileserver import PLATFORM_KEY, STALL_KEY
 from .openapi import OPENAPI
 from .packages import PackageStore
 from .store import DISK_FULL_ERRNOS
@@ -206,9 +206,11 @@ async def list_devices(request: web.Request) -> web.Response:
     return web.json_response(_platform(request).list_devices())
 
 
-def make_app(platform: Platform, admin_token: str) -> web.Application:
+def make_app(platform: Platform, admin_token: str,
+             stall_timeout: float = 60.0) -> web.Application:
     app = web.Application(middlewares=[_guard], client_max_size=4 << 20)
     app[PLATFORM_KEY] = platform
+    app[STALL_KEY] = stall_timeout
     app[TOKEN_KEY] = admin_token
     r = app.router
     fileserver.add_routes(app)

@@ -30,6 +30,7 @@ from .core import Platform
 log = logging.getLogger("fota.platform.http")
 
 PLATFORM_KEY = web.AppKey("platform", Platform)
+STALL_KEY = web.AppKey("stall_timeout", float)  # seconds a download may make no progress
 SEND_BUFFER = 256 * 1024  # bytes per download socket (the kernel doubles it)
 
 
@@ -140,10 +141,46 @@ async def download(request: web.Request) -> web.StreamResponse:
             loop.call_soon_threadsafe(shutdown)
 
     unwatch = request.app[PLATFORM_KEY].downloads.watch(int(q["taskId"]), q["deviceId"], stop)
+    stall = request.app.get(STALL_KEY, 60.0)
+    watchdog = loop.create_task(_stalled(sock, stall, q.get("deviceId"))) if sock else None
     try:
         return await send_file(request, result)
     finally:
         unwatch()
+        if watchdog is not None:
+            watchdog.cancel()
+
+
+def _bytes_acked(sock: socket.socket) -> int:
+    """Bytes of this connection the client acknowledged so far (Linux TCP_INFO
+    tcpi_bytes_acked, at offset 120); a client that reads nothing acknowledges nothing, even
+    while it answers the kernel's zero-window probes."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return struct.unpack_from("Q", info, 120)[0] if len(info) >= 128 else -1
+
+
+async def _stalled(sock: socket.socket, stall: float, device: str | None) -> None:
+    """Reset a download whose client stopped reading: nothing acknowledged for `stall`
+    seconds (a slow link still moves, however slowly)."""
+    loop = asyncio.get_running_loop()
+    last, since = -1, loop.time()
+    while True:
+        await asyncio.sleep(max(0.05, min(1.0, stall / 4)))
+        try:
+            acked = _bytes_acked(sock)
+        except (OSError, ValueError):
+            return  # closed meanwhile
+        now = loop.time()
+        if acked < 0:
+            return  # a kernel without the counter: no watchdog
+        if acked != last:
+            last, since = acked, now
+        elif now - since >= stall:
+            log.info("download stopped: device %.64r read nothing for %.0f s", device, stall)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)
+            return
 
 
 def add_routes(app: web.Application) -> None:

@@ -165,7 +165,8 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
     link = MqttLink(url, platform, opts.client_id, opts.ca, opts.insecure)
     platform.tasks.attach_link(link.publish, link.connected.is_set)
     admin_token = _admin_token(data_dir)
-    app = make_app(platform, admin_token)
+    # a download whose client reads nothing for four idle timeouts (60 s) is reset
+    app = make_app(platform, admin_token, stall_timeout=4 * opts.idle_timeout)
     # keepalive_timeout also closes a connection that never sends a whole request.
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            keepalive_timeout=opts.idle_timeout)

@@ -4,13 +4,15 @@ MQTT logins keep working under a thousand of them, and the log stays small."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
-from platform_fakes import FakeDevice, http_get, wait_device_state
+from platform_fakes import FakeDevice, http_get, wait_device_state, wait_for
 
 IDLE = 1100
 
@@ -190,3 +192,43 @@ def test_out_of_descriptors_is_a_few_log_lines_and_passes(embedded, firmware: Pa
     assert "out of system resource" in log
     assert "Traceback" not in log
     assert len(log) < 30_000, f"log grew to {len(log)} bytes"
+
+
+def test_a_download_nobody_reads_is_reset(embedded, tmp_path: Path) -> None:
+    """A client that asks for the image and stops reading held the connection (and the
+    open file) for good; now it is reset once nothing moved for four idle timeouts."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(8 << 20))  # far more than the socket buffers hold
+    embedded.start(idle_timeout=1)  # 4 s without progress
+    api, task, dev, notice = _setup(embedded, big, "stall-1")
+    parts = urllib.parse.urlsplit(dev.download_url(notice))
+    try:
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect((parts.hostname, parts.port))
+            s.sendall(f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            log = embedded.data / "platform.log"
+            wait_for(lambda: "read nothing for 4 s" in log.read_text(), 30,
+                     what="the stalled download reset")
+            got, s_ended = 0, False
+            s.settimeout(10)
+            try:
+                while chunk := s.recv(1 << 16):
+                    got += len(chunk)
+                s_ended = True
+            except ConnectionResetError:
+                s_ended = True
+            assert s_ended and got < big.stat().st_size
+        with socket.socket() as s:  # a slow reader (a slow link) is left alone
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.connect((parts.hostname, parts.port))
+            s.sendall(f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            s.settimeout(10)
+            deadline = time.monotonic() + 10  # more than twice the 4 s without progress
+            while time.monotonic() < deadline:
+                assert s.recv(2048)  # still open, still sending
+                time.sleep(0.5)
+        dev.upgrade(notice)  # a reading client still gets it whole
+        wait_device_state(api, task["id"], "stall-1", "succeeded")
+    finally:
+        dev.stop()
