@@ -40,14 +40,16 @@ def test_files_resets_and_platform(tmp_path: Path, kind: str) -> None:
         p = mpremote(b.port, "exec", "import sys; print(sys.platform)")
         assert boots(b) == "b"
         assert p.stdout.strip() == {"esp32": "esp32", "pico_w": "rp2"}[kind]
+        assert mpremote(b.port, "soft-reset").returncode == 0
+        assert boots(b) == "bb"             # mpremote's soft-reset: raw REPL, no main.py
         # hard reset: the board restarts, runs boot.py then main.py
         assert mpremote(b.port, "reset").returncode == 0
-        wait_for("boot.py and main.py after the hard reset", lambda: boots(b).endswith("bbm"))
+        wait_for("boot.py and main.py after the hard reset", lambda: boots(b) == "bbbbm")
         assert b.resets("hard") == 1
         # `resume` reaches the running main.py with Ctrl-C and keeps its globals
         p = mpremote(b.port, "resume", "exec", "print(sorted(k for k in globals() if k == 'f'))")
         assert p.returncode == 0 and p.stdout.strip() == "['f']", p
-        assert boots(b).endswith("bbm")     # no reset for `resume`
+        assert boots(b) == "bbbbm"          # no reset for `resume`
 
 
 def _serial(port: str) -> int:
