@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import struct
 import threading
 import urllib.parse
 from collections import deque
@@ -19,6 +20,7 @@ from .lograte import LogRate
 from .validate import PlatformError
 
 log = logging.getLogger("fota.platform")
+_PUBACK = 0x40
 _rate = LogRate(log, burst=3, window=60)
 
 
@@ -69,6 +71,10 @@ class _Client(mqtt.Client):
         self.acks: deque[tuple[int, int]] = deque()
         self.on_acks: dict[int, Callable[[], None]] = {}  # notice mid -> its PUBACK callback
         self.last_error: BaseException | None = None
+        # Read-ahead (`_sock_recv`): what one recv brought and how much of it paho took.
+        self._rbuf = b""
+        self._rpos = 0
+        self._rsock: Any = None
 
     def reconnect(self) -> mqtt.MQTTErrorCode:
         try:
@@ -77,10 +83,42 @@ class _Client(mqtt.Client):
             self.last_error = exc
             raise
 
+    def _sock_recv(self, bufsize: int) -> bytes:
+        # paho reads a report in three system calls (1 byte of packet type, the length a
+        # byte at a time, then the rest); one recv of up to 64 KiB serves many reports.
+        # Where that ingest time went: bench/bench_platform.py (py-spy, issue #18).
+        if self._rsock is not self._sock:           # a new connection: nothing buffered
+            self._rsock, self._rbuf, self._rpos = self._sock, b"", 0
+        if self._rpos >= len(self._rbuf):
+            data = super()._sock_recv(65536)        # BlockingIOError etc. as paho expects
+            if not data:
+                return data
+            self._rbuf, self._rpos = data, 0
+        out = self._rbuf[self._rpos:self._rpos + bufsize]
+        self._rpos += len(out)
+        return out
+
+    def _send_acks(self) -> None:
+        # One send for this pass's PUBACKs: paho's ack() writes each 4-byte PUBACK with a
+        # system call of its own. The packets are the ones ack() makes (MQTT 3.1.1 3.4;
+        # in MQTT 5 a PUBACK without a reason code means success); paho-mqtt is pinned.
+        packets = []
+        while self.acks:
+            mid, qos = self.acks.popleft()
+            if qos == 1:
+                packets.append(struct.pack("!BBH", _PUBACK, 2, mid))
+            else:
+                self.ack(mid, qos)
+        if packets and self._sock is not None:
+            self._packet_queue(_PUBACK, b"".join(packets), 0, 0)
+
     def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
         rc = super()._loop(timeout)
-        while self.acks:
-            self.ack(*self.acks.popleft())
+        # Reports already read ahead wait in our buffer, where select() cannot see them.
+        while not rc and self._sock is not None and self._rsock is self._sock and \
+                self._rpos < len(self._rbuf):
+            rc = self.loop_read()
+        self._send_acks()
         while self.outbox:
             item = self.outbox.popleft()
             if item is None:
