@@ -37,7 +37,7 @@ from .. import paths
 from ..boards import build as devicebuild
 from . import flash as simflash
 from . import mprun
-from .device import RESET_EXIT, _die_with_parent, parse_heap
+from .device import RESET_EXIT, parse_heap
 from .ptyrelay import SerialLine, console, take_console
 
 PLATFORMS = {"esp32": "esp32", "pico_w": "rp2"}
@@ -134,12 +134,10 @@ class SimBoard:
         master, slave = console()
         code = (f"import sim_board\nsim_board.start(globals(), "
                 f"{PLATFORMS[self.board]!r}, {self.raw})")
-        die = _die_with_parent(os.getpid())
+        parent = os.getpid()
 
         def preexec() -> None:
-            take_console()
-            if die:
-                die()
+            take_console(parent)
         env = mprun.device_env(self.flash)
         env["MICROPYPATH"] = f"{self._standins}::.frozen:{self.root / 'lib'}"
         self.boots += 1

@@ -9,12 +9,21 @@ no client reads is dropped once the line's buffer is full, as a USB serial port 
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import os
+import signal
 import termios
 import tty
 from pathlib import Path
+from typing import Any
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _prctl: Any = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):      # not Linux: no parent-death signal
+    _prctl = None
 
 
 class SerialLine:
@@ -76,8 +85,13 @@ def console() -> tuple[int, int]:
     return master, slave
 
 
-def take_console() -> None:
+def take_console(parent: int) -> None:
     """In the child (preexec): a new session whose controlling terminal is fd 0, so
-    Ctrl-C on it reaches the process."""
+    Ctrl-C on it reaches the process; SIGKILL when the thread that started it dies
+    (PR_SET_PDEATHSIG), so a supervisor killed outright leaves no interpreter behind."""
     os.setsid()
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        if os.getppid() != parent:      # the supervisor died before the prctl
+            os._exit(1)

@@ -4,6 +4,7 @@ the user runs it (`fota sim board ... --link PATH`), and the user's commands aga
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -16,6 +17,11 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parents[3]
 FOTA = [sys.executable, "-m", "fota_host"]
 MPREMOTE = str(Path(sys.executable).parent / "mpremote")
+
+
+def _stop_with_tests() -> None:
+    """The board gets SIGTERM (and stops cleanly) if the test run dies without stopping it."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
 class Board:
@@ -31,7 +37,8 @@ class Board:
         self.proc = subprocess.Popen(
             [*FOTA, "sim", "board", "--board", board, "--root", str(self.root),
              "--link", self.port, "--log", str(self.log), "--console", str(self.console)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=_stop_with_tests)
         line = self.proc.stdout.readline() if self.proc.stdout else ""
         assert line, f"fota sim board did not start: {self.proc.stderr.read()}"  # type: ignore[union-attr]
         self.info = json.loads(line)
