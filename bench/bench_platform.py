@@ -4,6 +4,13 @@
   persists (all of them: the bench waits until the store holds every report), published by
   many devices through mosquitto, over the rate at which mosquitto alone moves the same
   messages from the same publishers to one subscriber (`mosquitto_sub`).
+  Measured in ROUNDS_INGEST rounds, each a mosquitto-alone run next to a platform run (so
+  both see the same load on the machine); the figure is the median of the rounds' ratios,
+  with their min and max beside it (`..._min`, `..._max`, `..._rounds`): one noisy round
+  does not decide it. Goal: >= 0.5. Where the platform's time goes (py-spy on the platform
+  process, issue #18): paho's per-message handling and the report store; the two system
+  calls per report it used to spend (a PUBACK send each, three recvs) are gone
+  (platform/mqttlink.py).
 - download_throughput_ratio_vs_nginx: 200 concurrent clients (`curl --parallel`) each
   downloading a 1.5 MiB image with a per-device token, over nginx serving the same file to
   the same clients.
@@ -35,7 +42,7 @@ MESSAGES_PER_DEVICE = 2500  # 100,000 progress reports
 CLIENTS = 200
 ROUNDS = 3
 CURL_PROCS = 2
-ROUNDS_INGEST = 2
+ROUNDS_INGEST = 5
 IMAGE_SIZE = 3 * 512 * 1024  # 1.5 MiB
 
 
@@ -164,29 +171,48 @@ def _ingest(work: Path) -> dict[str, Any]:
         files = _payload_files(work, subtasks)
 
         db = sqlite3.connect(str(work / "data" / "platform.db"))
-        mosq_rate = plat_rate = 0.0
+        rounds: list[tuple[float, float]] = []    # (mosquitto alone, platform) msg/s
         stored = 0
-        for attempt in range(ROUNDS_INGEST):  # best of each, alternating, against noise
-            mosq_rate = max(mosq_rate, _mosquitto_alone(broker.port, files, total, attempt))
-            _log(f"mosquitto alone: {mosq_rate:,.0f} msg/s (best so far)")
+        for attempt in range(ROUNDS_INGEST):  # paired rounds: the same load on both sides
+            mosq = _mosquitto_alone(broker.port, files, total, attempt)
             rate, stored = _platform_ingest(db, broker.port, files, total)
-            plat_rate = max(plat_rate, rate)
-            _log(f"platform: {stored}/{total} reports persisted, {rate:,.0f} msg/s")
+            _log(f"round {attempt + 1}/{ROUNDS_INGEST}: mosquitto alone {mosq:,.0f} msg/s, "
+                 f"platform {rate:,.0f} msg/s ({stored}/{total} persisted), "
+                 f"ratio {rate / mosq:.3f}")
             if stored < total:
                 break
+            rounds.append((mosq, rate))
         db.close()
-        return {
-            "platform_ingest_msgs_per_s": round(plat_rate),
-            "platform_ingest_persisted": stored,
-            "platform_ingest_sent": total,
-            "mosquitto_msgs_per_s": round(mosq_rate),
-            "platform_ingest_ratio_vs_mosquitto": round(plat_rate / mosq_rate, 3)
-            if stored >= total else 0.0,
-        }
+        return _ingest_figures(rounds, stored, total)
     finally:
         if platform:
             platform.stop()
         broker.stop()
+
+
+def _ingest_figures(rounds: list[tuple[float, float]], stored: int,
+                    total: int) -> dict[str, Any]:
+    """The median of the rounds' ratios (and min/max), the median rates beside them."""
+    import statistics
+
+    if stored < total or not rounds:
+        return {"platform_ingest_persisted": stored, "platform_ingest_sent": total,
+                "platform_ingest_ratio_vs_mosquitto": 0.0}
+    ratios = sorted(p / m for m, p in rounds)
+    figures = {
+        "platform_ingest_msgs_per_s": round(statistics.median(p for _, p in rounds)),
+        "platform_ingest_persisted": stored,
+        "platform_ingest_sent": total,
+        "mosquitto_msgs_per_s": round(statistics.median(m for m, _ in rounds)),
+        "platform_ingest_ratio_vs_mosquitto": round(statistics.median(ratios), 3),
+        "platform_ingest_ratio_vs_mosquitto_min": round(ratios[0], 3),
+        "platform_ingest_ratio_vs_mosquitto_max": round(ratios[-1], 3),
+        "platform_ingest_ratio_vs_mosquitto_rounds": len(ratios),
+    }
+    median = figures["platform_ingest_ratio_vs_mosquitto"]
+    _log(f"platform_ingest_ratio_vs_mosquitto: median {median}"
+         f" (min {ratios[0]:.3f}, max {ratios[-1]:.3f}) over {len(ratios)} rounds; goal >= 0.5")
+    return figures
 
 
 def _ingest_embedded(work: Path) -> dict[str, Any]:
