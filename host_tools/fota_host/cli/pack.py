@@ -15,8 +15,9 @@ def pack() -> None:
 
 
 @pack.command("sim-image")
-@click.option("--board", type=click.Choice(["esp32", "pico_w"]), default="esp32", show_default=True,
-              help="ESP32 app image or Pico W app bundle.")
+@click.option("--board", type=click.Choice(["esp32", "esp32s3", "esp32c3", "esp32c6", "pico_w",
+                                           "pico2_w"]), default="esp32", show_default=True,
+              help="ESP32 app image (of that board's chip) or Pico W app bundle.")
 @click.option("--version", "version", required=True, help="Version the image carries.")
 @click.option("--size", type=click.IntRange(min=1), help="Exact size in bytes.")
 @click.option("--chip", default="esp32", show_default=True, help="ESP32 chip the image is for.")
