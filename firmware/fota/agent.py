@@ -23,10 +23,19 @@ def _log(*args):
 
 def loop(agent, step=None, period_ms=20):
     """The board's main loop: agent.poll() (agent None: OTA disabled by a bad config)
-    beside the application's optional step(), forever."""
+    beside the application's optional step(), forever. An agent that fails (a CA file
+    that can't be read, a bug) is switched off with its reason: OTA must never stop the
+    application."""
     while True:
         if agent:
-            agent.poll()
+            try:
+                agent.poll()
+            except Exception as exc:  # noqa: BLE001 - OTA off, the app goes on
+                import sys
+
+                sys.print_exception(exc)
+                print("fota: OTA off until the next reset: %s" % (exc,))
+                agent = None
         if step:
             try:
                 step()

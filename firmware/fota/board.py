@@ -129,7 +129,11 @@ def start(config="fota_config.json", health=None, slot=None):
             slot = default_slot(cfg)
         except Exception as exc:  # noqa: BLE001 - OTA off, never the app
             slot = OffSlot("no update slot on this board: %r" % (exc,))
-    return Agent(cfg, slot, health=health, reset=machine.reset, feed=feed)
+    try:
+        return Agent(cfg, slot, health=health, reset=machine.reset, feed=feed)
+    except Exception as exc:  # noqa: BLE001 - OTA off, never the app
+        print("fota: OTA off: the agent could not start: %r" % (exc,))
+        return None
 
 
 def load_app(folder=""):

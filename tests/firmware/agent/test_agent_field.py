@@ -340,3 +340,16 @@ def test_device_log_names_the_sub_task_and_the_platform_task(peer, devices):
                                       "http://127.0.0.1:1/file/upgrade/abc/147589"))
     peer.wait_for("inform", "d1", lambda m: m["taskId"] == 91)
     assert "fota: task 91 (platform task 147589): version 1.0.0 offered" in log_of(dev)
+
+
+def test_a_broken_agent_never_stops_the_application(devices, tmp_path):
+    """A broker CA file that can't be read fails the agent on its first poll: OTA goes
+    off with the reason, the board's main loop (and the app in it) goes on."""
+    dev = devices("d1", broker={"tls": True, "ca": "missing-ca.pem"})
+    deadline = time.monotonic() + 30
+    while "OTA off until the next reset" not in log_of(dev) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(2)                                        # and it stays up
+    log = log_of(dev)
+    assert "fota: OTA off until the next reset: cannot read the CA file missing-ca.pem" in log
+    assert dev.boots == 1 and dev.proc.poll() is None, log

@@ -66,7 +66,10 @@ def test_pico_w_launcher_runs_the_active_slots_app(tmp_path: Path) -> None:
     root = board_dir(tmp_path, 9, {"a": APP_STEPS})       # no broker: the agent retries
     proc = run_main(PICO_MAIN, root)
     assert proc.returncode == 7, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines()[:3] == ["app step 1", "app step 2", "app step 3"]
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "fota: booting slot a (version a): confirmed"   # which slot, and why
+    app = [x for x in lines if not x.startswith("fota:")]             # (the agent's lines)
+    assert app[:3] == ["app step 1", "app step 2", "app step 3"]
 
 
 def test_pico_w_new_slot_is_confirmed_when_its_app_is_healthy(tmp_path: Path,
