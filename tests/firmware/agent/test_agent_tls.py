@@ -7,8 +7,8 @@ import ssl
 
 from fota_host.boards import certs
 from fota_host.images import synthetic as images
-from fota_host.sim.imageserver import ImageServer
 from fota_host.sim.device import SimDevice
+from fota_host.sim.imageserver import ImageServer
 from helpers import Mosquitto, free_port
 from peer import Peer, payload_for
 
@@ -84,3 +84,61 @@ def test_mqtts_with_an_unknown_ca_never_connects(tmp_path):
         dev.stop()
         peer.close()
         broker.stop()
+
+
+def test_https_to_http_redirect_is_refused_unless_insecure_downloads_are_allowed(
+        tmp_path, mosquitto, served):
+    """An https image address that redirects to http would carry the image in clear text:
+    -2 naming the refused host, unless download.allow_insecure (then it is followed)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    pki = tmp_path / "pki"
+    ca = certs.make_ca(pki)
+    server = certs.issue_server(ca, pki, ["localhost", "127.0.0.1"])
+    img = served.add("v2.bin", images.sim_image("esp32", "2.0.0", 200_000))
+    plain = f"127.0.0.1:{served.server.port}"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            self.send_response(302)
+            self.send_header("Location", f"http://{plain}/v2.bin")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(server.cert, server.key)
+    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"https://localhost:{httpd.server_address[1]}/file/upgrade/v2.bin/3"
+    peer = Peer(mosquitto.port)
+    devs = []
+    try:
+        for dev_id, insecure in (("d1", False), ("d2", True)):
+            flash = tmp_path / dev_id
+            dev = SimDevice(flash, "esp32", dev_id, mosquitto.url, version="1.0.0",
+                            heap="256K", log=open(tmp_path / f"{dev_id}.log", "w"),  # noqa: SIM115
+                            config={"download": {"ca": "ca.pem", "allow_insecure": insecure},
+                                    "health_deadline_s": 15, "broker": {"keepalive": 4}})
+            shutil.copy(ca.cert, flash / "ca.pem")
+            dev.start()
+            devs.append(dev)
+            peer.wait_for("inform", dev_id, lambda m: m["taskId"] == -1)
+            peer.notice(dev_id, 6, payload_for(img, "2.0.0", url))
+        fail = peer.wait_for("progress", "d1", lambda m: m["params"]["step"] < 0, timeout=60)
+        assert fail["params"]["step"] == -2
+        assert f"https -> http redirect to {plain} refused" in fail["params"]["desc"], fail
+        assert devs[0].status()["version"] == "1.0.0"
+        done = peer.wait_for("inform", "d2", lambda m: m["taskId"] == 6, timeout=60)
+        assert done["params"]["version"] == "2.0.0"
+        assert "following an https -> http redirect" in (tmp_path / "d2.log").read_text()
+        assert not peer.errors
+    finally:
+        for dev in devs:
+            dev.stop()
+        peer.close()
+        httpd.shutdown()
