@@ -315,10 +315,11 @@ class Link:
             if ready & _POLLERR_HUP:
                 raise OSError(_ECONNREFUSED)
             if self._tls:
-                # The handshake blocks, bounded by the socket timeout.
-                sock.setblocking(True)
-                sock.settimeout(self._timeout_ms / 1000)
-                stream.attach(self._tls.wrap_socket(sock, server_hostname=self._server_hostname))
+                # The handshake runs in CONNECT's first writes, without blocking: the
+                # TLS socket polls in the direction mbedTLS waits for, so the stream's
+                # deadline and tick() (the watchdog) hold through it.
+                stream.attach(self._tls.wrap_socket(sock, server_hostname=self._server_hostname,
+                                                    do_handshake_on_connect=False))
             codec.write_connect(stream, self._head, *self._login)
             codec.read_connack(stream)
             # The seam into umqtt (its stubs type `sock` as a socket; umqtt only calls

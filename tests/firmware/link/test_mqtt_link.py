@@ -606,3 +606,20 @@ def test_no_broker_is_said_once_with_the_address():
     finally:
         if dev.proc.poll() is None:
             dev.proc.kill()
+
+
+def test_a_silent_tls_handshake_is_bounded_and_keeps_ticking(devices):
+    """A broker that takes the TCP connection but never answers the TLS handshake: the
+    attempt ends at its deadline, and tick() (a board's watchdog feed) ran about once a
+    second meanwhile (the handshake used to block the whole timeout without a feed)."""
+    srv = socket.socket()
+    srv.bind((HOST, 0))
+    srv.listen(4)                       # the kernel accepts; nobody ever speaks TLS
+    try:
+        dev = devices("connect", srv.getsockname()[1], tmo=3000, tlsnone=1, heap="128K")
+        ev = dev.wait("connect", timeout=20)
+        assert ev["ok"] is False
+        assert ev["ticks"] >= 2, ev
+        assert "cannot connect to" in " ".join(e["line"] for e in dev.of("text"))
+    finally:
+        srv.close()
