@@ -58,7 +58,9 @@ _LOG = const(3)              # the open journal, or None
 _DEC = const(4)              # the decoder of a compressed/delta file, or None
 _ISIZE = const(6)            # bytes of the image (the file's size for a plain image)
 _SHA256 = const(7)           # the notice's SHA-256 (lower case) or None
-# (then the notice's MD5, the kept secure_version floor and the floor now: fota.verify)
+_NOTICE_MD5 = const(8)       # the notice's MD5 (lower case)
+_KEPT = const(9)             # the secure_version floor kept in FLOOR
+_FLOOR = const(10)           # the floor now (the running image's, when higher)
 FLOOR = "fota_secure_version"   # the lowest secure_version accepted from now on
 
 _buf = None                  # the one block buffer, allocated once and kept
@@ -154,8 +156,19 @@ def update(slot, source, size, md5, sha256=None, progress=None, journal=None,
             log = None
         from fota import verify
 
-        return verify.finish(slot, plan, progress, journal, task, readback, trusted,
-                             allow_unsigned, buf)
+        sig = verify.finish(slot, plan, progress, journal, readback, buf)
+        verify = buf = None
+        _unload()
+        if trusted:
+            why = _signature(slot, sig, plan[_ISIZE], trusted)
+            if why != "ok" and not (why == "unsigned" and allow_unsigned):
+                raise UpdateError(-3, why)
+        floor = plan[_FLOOR]
+        slot.switch({"task": task, "size": plan[_ISIZE], "md5": plan[_NOTICE_MD5],
+                     "floor": floor})
+        if floor > plan[_KEPT]:
+            _keep_floor(slot, floor)
+        return 100, "ok"
     finally:
         if log is not None:
             jr.close(log)
@@ -386,3 +399,74 @@ def _move(slot, stream, st, buf, blocks, isize, progress, log, lock_heap, have):
         raise UpdateError(-2, "download %s at byte %d" % (
             "ended early" if st[_CAUSE] is None else "failed (%s)" % st[_CAUSE],
             blocks << _SHIFT))
+
+
+def _keep_floor(slot, floor):
+    path = getattr(slot, "root", "") + FLOOR
+    try:
+        with open(path + ".tmp", "w") as f:
+            f.write(str(floor))
+        import os
+
+        os.rename(path + ".tmp", path)
+    except OSError:
+        pass                         # the running image's own counter still holds
+
+
+def _signature(slot, digest, size, trusted):
+    """Secure Boot V2 (fota.sbv2): "ok" or the reason. `digest`: SHA-256 of all but the
+    image's last 4 KiB block (the sector), None when the size can't hold a sector.
+    Runs with the download's socket and buffers gone: RSA-3072 needs a few KiB."""
+    if digest is None:
+        return "unsigned"
+    slot.read_block((size >> _SHIFT) - 1, _buf)
+    import gc
+
+    gc.collect()
+    from fota import sbv2
+
+    try:
+        best, keys = sbv2.candidates(_buf, digest, trusted)
+        return sbv2.check(keys, digest, best)[1]
+    finally:
+        keys = sbv2 = None
+        _unload()
+
+
+def _keep_floor(slot, floor):
+    path = getattr(slot, "root", "") + FLOOR
+    try:
+        with open(path + ".tmp", "w") as f:
+            f.write(str(floor))
+        import os
+
+        os.rename(path + ".tmp", path)
+    except OSError:
+        pass                         # the running image's own counter still holds
+
+
+def _signature(slot, digest, size, trusted):
+    """Secure Boot V2 (fota.sbv2): "ok" or the reason. `digest`: SHA-256 of all but the
+    image's last 4 KiB block (the sector), None when the size can't hold a sector.
+
+    RSA-3072 needs ~1 KiB pieces of heap for a moment, which a heap fragmented by the
+    download may not have: the block buffer is let go for it (the sector's numbers
+    are taken out first) and taken back after."""
+    global _buf, _sample
+    if digest is None:
+        return "unsigned"
+    slot.read_block((size >> _SHIFT) - 1, _buf)
+    import gc
+
+    from fota import sbv2
+
+    best, keys = sbv2.candidates(_buf, digest, trusted)
+    _buf = _sample = None
+    gc.collect()
+    try:
+        return sbv2.check(keys, digest, best)[1]
+    finally:
+        keys = sbv2 = None
+        _unload()
+        gc.collect()
+        block_buffer()

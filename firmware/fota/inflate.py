@@ -11,7 +11,6 @@ that fails or ends early surfaces as the engine expects from a download (the
 source's exception, or a short read): step -2, resumable.
 """
 import io
-
 from micropython import const
 
 KIND_COMPRESSED = const(1)
@@ -56,7 +55,8 @@ def parse(raw):
             "<I", raw, hlen - 4)[0]:
         raise _bad("image header CRC mismatch")
     if (not 9 <= wbits <= 15 or not 0 < size <= _MAX or bsize > _MAX or payload > _MAX
-            or not 0 < chunk <= _MAX or chunk & 4095 or count > _CHUNKS or count != (size + chunk - 1) // chunk
+            or not 0 < chunk <= _MAX or chunk & 4095 or count > _CHUNKS
+            or count != (size + chunk - 1) // chunk
             or (kind == KIND_DELTA) != (bsize > 0)):
         raise _bad("image header sizes are inconsistent")
     total = hlen + payload
@@ -118,7 +118,7 @@ class _Feed(io.IOBase):
             k = _FEED
         try:
             got = self.src.readinto(self.buf, k)
-        except Exception as exc:  # noqa: the decoder reports it as the download's failure
+        except Exception as exc:  # noqa: BLE001 - the decoder reports it as the download's failure
             self.err = exc
             return 0
         if got != k:
@@ -153,7 +153,7 @@ def _loops():
 
         add, copy, feed = load()
         del load
-    except Exception:  # noqa: no emitter (SyntaxError), or no room to compile it
+    except Exception:  # noqa: BLE001 - no emitter (SyntaxError), or no room to compile it
         return None
     _Feed.readinto = feed
     try:  # the loader (its source text) is not needed any more: let the GC have it
@@ -161,7 +161,7 @@ def _loops():
 
         sys.modules.pop("fota.addloop", None)
         delattr(sys.modules["fota"], "addloop")
-    except Exception:  # noqa: best effort
+    except Exception:  # noqa: BLE001 - best effort
         pass
     return add, copy
 
@@ -198,7 +198,7 @@ class Decoder:
         if f.err is not None:
             raise f.err
         if f.cut:
-            raise _Cut()
+            raise _Cut
         if f.over:
             raise _bad("compressed data runs past the size in the header")
         if got < 0:
@@ -263,7 +263,7 @@ def prepare(stream, head=None, start=0, file_size=None, hasher=None, max_wbits=1
         feed.limit(parse(head)[4])
     else:
         feed = _Feed(stream, resume_offset(head, start), parse(head)[4], hasher)
-    kind, wbits, size, bsize, total, chunk = parse(head)
+    _, wbits, size, _, total, chunk = parse(head)
     if wbits > max_wbits:
         raise _bad("image needs a %d-byte deflate window, more than this device has" % (
             1 << wbits))
@@ -279,5 +279,5 @@ def _take(feed, buf, at):
     mv = memoryview(buf)
     for k in range(at, len(buf)):
         if not feed.readinto(mv[k:k + 1]):
-            raise _Cut()
+            raise _Cut
     return buf

@@ -62,7 +62,16 @@ def verify(sector, image_sha256, trusted):
     "unsigned" (no block), "malformed signature block", "untrusted key" or "bad
     signature". Never raises on hostile input (MemoryError aside: free the download's
     socket and buffers first, RSA-3072 arithmetic needs ~4-6 KiB of heap for a moment)."""
+    best, keys = candidates(sector, image_sha256, trusted)
+    return check(keys, image_sha256, best)
+
+
+def candidates(sector, image_sha256, trusted):
+    """The part of verify() that reads the sector: (best outcome code, [(n, s, e)] of
+    the well-formed blocks by trusted keys over this image). The sector's buffer may
+    be freed after it, so the RSA arithmetic of check() finds the heap in one piece."""
     best = 0
+    keys = []
     try:
         mv = memoryview(sector)
         if len(image_sha256) != 32:
@@ -72,18 +81,29 @@ def verify(sector, image_sha256, trusted):
             if not len(blk):
                 break
             r = _block(blk, image_sha256, trusted)
-            if r == _OK:
-                return True, "ok"
+            if isinstance(r, tuple):
+                keys.append(r)
+                r = 3
             if r > best:
                 best = r
     except MemoryError:
         raise
-    except Exception:  # noqa: a hostile sector is a refusal, never a crash
+    except Exception:  # noqa: BLE001 - a hostile sector is a refusal, never a crash
         best = 1 if best < 1 else best
+    return best, keys
+
+
+def check(keys, image_sha256, best=3):
+    """The RSA-PSS part of verify(): `(True, "ok")` when one of `keys` (from
+    candidates()) verifies, else `(False, reason)`."""
+    for n, s, e in keys:
+        if _pss(n, s, e, image_sha256):
+            return True, "ok"
     return False, _REASONS[best]
 
 
 def _block(blk, mhash, trusted):
+    """An outcome code, or (n, s, e) when only the RSA-PSS check is left."""
     import binascii
     import struct
 
@@ -106,7 +126,9 @@ def _block(blk, mhash, trusted):
     for i in range(32):
         if blk[4 + i] != mhash[i]:
             return 3
-    return _OK if _pss(blk, e, mhash) else 3
+    n = int.from_bytes(blk[_KEY:_KEY + _LEN], "little")
+    s = int.from_bytes(blk[_SIG:_SIG + _LEN], "little")
+    return 3 if s >= n else (n, s, e)
 
 
 def _trusted(digest, trusted):
@@ -124,16 +146,12 @@ def _trusted(digest, trusted):
     return False
 
 
-def _pss(blk, e, mhash):
+def _pss(n, s, e, mhash):
     """EMSA-PSS-VERIFY (RFC 8017 9.1.2) for a 3072-bit key, MGF1-SHA-256, 32-byte salt."""
     import hashlib
 
-    n = int.from_bytes(blk[_KEY:_KEY + _LEN], "little")
-    s = int.from_bytes(blk[_SIG:_SIG + _LEN], "little")
-    if s >= n:
-        return False
     m = pow(s, e, n)
-    n = s = None                 # free both before the next 384 bytes (peak heap)
+    n = s = None
     em = m.to_bytes(_LEN, "big")
     m = None
     # emBits is 3071: the top bit of the encoded message must be clear.
@@ -168,17 +186,3 @@ def _pss(blk, e, mhash):
     final.update(salt)
     return final.digest() == h
 
-
-def check_slot(slot, digest, size, buf, trusted, allow_unsigned=False):
-    """The engine's check before the boot switch: None when the `size`-byte image in
-    `slot` is signed by a trusted key (or unsigned and `allow_unsigned`), else the
-    reason. `digest`: SHA-256 of all but its last 4 KiB block, taken while streaming
-    (None when the size can't hold a sector); `buf` is the 4 KiB block buffer."""
-    if digest is None:
-        why = "unsigned"
-    else:
-        slot.read_block(size // SECTOR - 1, buf)
-        ok, why = verify(buf, digest, trusted)
-        if ok:
-            return None
-    return None if why == "unsigned" and allow_unsigned else why

@@ -1,7 +1,7 @@
 """The engine's checks after the download, loaded only then (the download's
-buffers are free by then): MD5 / SHA-256, flash read-back, the Secure Boot V2
-signature (fota.sbv2) when keys are trusted, then the boot switch and the
-anti-rollback floor. The plan is the engine's list (slot names in engine.py).
+buffers are free by then): MD5 / SHA-256 and the flash read-back. (The signature,
+fota.sbv2, is checked next, with this module gone again: RAM.) The plan is the
+engine's list (slot names in engine.py).
 """
 from micropython import const
 
@@ -9,7 +9,6 @@ from fota import journal as jr
 from fota.errors import UpdateError
 
 _BLOCK = const(4096)
-FLOOR = "fota_secure_version"   # as engine.FLOOR
 # Digest state slots (engine.py's _MD5, _SHA, _SIG).
 _MD5 = const(0)
 _SHA = const(1)
@@ -20,8 +19,6 @@ _DEC = const(4)
 _ISIZE = const(6)
 _SHA256 = const(7)
 _NOTICE_MD5 = const(8)
-_KEPT = const(9)
-_FLOOR = const(10)
 
 
 def _hex(h):
@@ -30,8 +27,10 @@ def _hex(h):
     return binascii.hexlify(h.digest()).decode()
 
 
-def finish(slot, plan, progress, journal, task, readback, trusted, allow_unsigned, buf):
-    """The download is complete: check it all, then switch boot; (100, "ok")."""
+def finish(slot, plan, progress, journal, readback, buf):
+    """The download is complete: check the digests and read the slot back. Returns the
+    SHA-256 for the signature check (of all but the last 4 KiB block; None when the
+    image can't hold a signature sector or no keys are trusted)."""
     isize = plan[_ISIZE]
     st = plan[_ST]
     dec = plan[_DEC]
@@ -51,24 +50,7 @@ def finish(slot, plan, progress, journal, task, readback, trusted, allow_unsigne
     plan[_DEC] = plan[_ST] = dec = st = md5h = None
     if readback and _readback(slot, isize, buf, want is None) != (md5 if want is None else want):
         raise UpdateError(-4, "flash read-back does not match what was written")
-    if trusted:
-        import gc
-
-        gc.collect()                 # RSA-3072 needs a few KiB for a moment
-        from fota import sbv2
-
-        why = sbv2.check_slot(slot, sig, isize, buf, trusted, allow_unsigned)
-        sbv2 = None
-        import sys
-
-        sys.modules.pop("fota.sbv2", None)
-        if why:
-            raise UpdateError(-3, why)
-    floor = plan[_FLOOR]
-    slot.switch({"task": task, "size": isize, "md5": md5, "floor": floor})
-    if floor > plan[_KEPT]:
-        _keep(slot, floor)
-    return 100, "ok"
+    return sig
 
 
 def _readback(slot, size, buf, md5):
@@ -83,15 +65,3 @@ def _readback(slot, size, buf, md5):
         size -= _BLOCK
         n += 1
     return _hex(h)
-
-
-def _keep(slot, floor):
-    path = getattr(slot, "root", "") + FLOOR
-    try:
-        with open(path + ".tmp", "w") as f:
-            f.write(str(floor))
-        import os
-
-        os.rename(path + ".tmp", path)
-    except OSError:
-        pass                         # the running image's own counter still holds

@@ -11,6 +11,9 @@ from fota_host.sim import flash as simflash
 from fota_host.sim import update as sim
 from fota_host.sim.imageserver import ImageServer
 
+# mbedTLS takes its buffers from the MicroPython heap on the unix port (and Pico W).
+HEAP = "72K"
+
 
 @pytest.fixture
 def tls_served(tmp_path):
@@ -38,7 +41,7 @@ def test_https_with_the_right_ca_succeeds(tmp_path, tls_served):
     srv, ca, info = tls_served
     f = flash(tmp_path)
     report = sim.update(f, "esp32", srv.url("v2.bin", "localhost"), info["md5"], info["size"],
-                        ca=ca.cert)
+                        ca=ca.cert, heap=HEAP)
     assert report["ok"], report
     assert simflash.status(f)["versions"]["ota_1"] == "2.0.0"
 
@@ -48,7 +51,7 @@ def test_https_with_another_ca_is_refused(tmp_path, tls_served):
     other = certs.make_ca(tmp_path / "other", name="someone else")
     f = flash(tmp_path)
     report = sim.update(f, "esp32", srv.url("v2.bin", "localhost"), info["md5"], info["size"],
-                        ca=other.cert)
+                        ca=other.cert, heap=HEAP)
     assert report["step"] == -2 and "TLS handshake failed" in report["reason"], report
     assert "not correctly signed" in report["reason"]
     assert srv.stats.requests == []                       # no request went out
@@ -63,7 +66,7 @@ def test_https_with_a_certificate_for_another_host_is_refused(tmp_path, tls_serv
     with ImageServer(srv.root, tls=ctx) as bad:
         f = flash(tmp_path)
         report = sim.update(f, "esp32", bad.url("v2.bin", "localhost"), info["md5"],
-                            info["size"], ca=ca.cert)
+                            info["size"], ca=ca.cert, heap=HEAP)
     assert report["step"] == -2 and "TLS handshake failed" in report["reason"], report
     assert bad.stats.requests == []
 
@@ -75,5 +78,5 @@ def test_https_without_a_ca_is_refused_unless_insecure_is_allowed(tmp_path, tls_
     assert report["step"] == -1 and "no CA configured" in report["reason"]
     assert srv.stats.requests == []
     report = sim.update(f, "esp32", srv.url("v2.bin", "localhost"), info["md5"], info["size"],
-                        insecure=True)
+                        insecure=True, heap=HEAP)
     assert report["ok"], report
