@@ -5,9 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo bench lint typecheck deploy hil clean device docs-check
+.PHONY: setup test test-fast demo bench lint typecheck deploy hil clean device docs-check console
 
-setup: $(STAMP) device
+setup: $(STAMP) device console
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 # Device libraries (pinned, sha256-checked) and .mpy compilation into build/.
 device: $(STAMP)
 	$(BIN)/fota build > /dev/null
+
+# The web console's page (platform/console/web: Chart.js bundled by esbuild, versions from its
+# committed package-lock.json) into platform/console/static/dist/, rebuilt when a source changes.
+CONSOLE := host_tools/fota_host/platform/console
+CONSOLE_JS := $(CONSOLE)/static/dist/app.js
+console: $(CONSOLE_JS)
+$(CONSOLE_JS): $(CONSOLE)/web/package.json $(CONSOLE)/web/package-lock.json $(wildcard $(CONSOLE)/web/src/*.js $(CONSOLE)/web/src/*/*.js)
+	@command -v npm >/dev/null 2>&1 || { echo "make console: the web console is built with npm (node 20 or later): install nodejs and npm" >&2; exit 2; }
+	cd $(CONSOLE)/web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -4,6 +4,7 @@
   bad input gets `{"error": message}` with 400/404/409/413.
 - `GET /openapi.json`: the API description (no token needed).
 - `GET /file/upgrade`: see `fileserver.py`.
+- `/console`: the web console (`console/`); its session cookie also opens `/api/...`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 from aiohttp import web
 
 from . import fileserver
+from .console import auth as console_auth
+from .console import routes as console_routes
 from .core import Platform
 from .fileserver import PLATFORM_KEY, STALL_KEY
 from .openapi import OPENAPI
@@ -41,7 +44,9 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
         expected = "Bearer " + request.app[TOKEN_KEY]
         given = request.headers.get("Authorization", "")
         if not secrets.compare_digest(given.encode(), expected.encode()):
-            return _error(401, "missing or wrong admin token (Authorization: Bearer ...)")
+            refused = console_auth.api_refusal(request)  # or the console's session cookie
+            if refused is not None:
+                return _error(*refused)
     try:
         return await handler(request)
     except PlatformError as exc:
@@ -214,6 +219,7 @@ def make_app(platform: Platform, admin_token: str,
     app[TOKEN_KEY] = admin_token
     r = app.router
     fileserver.add_routes(app)
+    console_routes.add_routes(app, admin_token, MAX_UPLOAD)
     r.add_get("/openapi.json", openapi)
     r.add_get("/api/health", health)
     r.add_get("/api/stats", stats)

@@ -1,0 +1,1 @@
+"""The web console at /console: sessions (auth.py); pages, assets, live events (routes.py)."""
