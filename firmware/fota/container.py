@@ -47,7 +47,7 @@ class Prefix:
 
 
 def open(stream, base=None, base_sha=None, head=None, start=0, file_size=None,
-         hasher=None, max_wbits=12):
+         hasher=None, max_wbits=12, scratch=None):
     """The decoder of a compressed or delta image read from `stream`.
 
     Fresh: `stream` is the file from offset 0. Resume: pass `head` (the decoder's
@@ -57,7 +57,9 @@ def open(stream, base=None, base_sha=None, head=None, start=0, file_size=None,
     (32 bytes) when the caller knows it cheaply, else the base is read once to
     check it. `file_size`, when known (the notice's size), must match the header.
     `hasher.update` sees every byte downloaded (the notice's MD5, fresh runs).
-    A deflate window over 2**max_wbits bytes is refused (RAM).
+    A deflate window over 2**max_wbits bytes is refused (RAM). `scratch`: a buffer
+    free until the decoder's first read (the engine's block buffer), for reading the
+    base in large pieces.
     """
     from fota import inflate
 
@@ -68,7 +70,7 @@ def open(stream, base=None, base_sha=None, head=None, start=0, file_size=None,
     if base is None:
         raise inflate._bad("delta base mismatch (no base image on this device)")
     if base_sha is None:
-        base_sha = base_digest(base, inflate.parse(head)[3])
+        base_sha = base_digest(base, inflate.parse(head)[3], scratch)
     if bytes(base_sha) != head[60:92]:
         raise inflate._bad("delta base mismatch")
     from fota.patch import Patcher
@@ -76,17 +78,17 @@ def open(stream, base=None, base_sha=None, head=None, start=0, file_size=None,
     return Patcher(feed, head, ent, start, base)
 
 
-def base_digest(base, size):
+def base_digest(base, size, buf=None):
     """SHA-256 (32 bytes) of the first `size` bytes `base(offset, buf)` reads."""
     import hashlib
 
     sha = hashlib.sha256()
-    buf = bytearray(_PIECE)
+    buf = buf if buf is not None else bytearray(_PIECE)
     pos = 0
     try:
         while pos < size:
-            if size - pos < _PIECE:
-                buf = bytearray(size - pos)
+            if size - pos < len(buf):
+                buf = memoryview(buf)[:size - pos]
             base(pos, buf)
             sha.update(buf)
             pos += len(buf)
@@ -97,7 +99,7 @@ def base_digest(base, size):
     return sha.digest()
 
 
-def for_engine(slot, stream, size, head, start, pre=None, journal=None):
+def for_engine(slot, stream, size, head, start, pre=None, journal=None, scratch=None):
     """open() for the engine: the base is the slot's running image, the file is
     `size` bytes (the notice's), the image must fit the slot. Fresh runs pass `pre`,
     the bytes the engine read already: the file's MD5 is taken then (`.md5` of the
@@ -108,7 +110,8 @@ def for_engine(slot, stream, size, head, start, pre=None, journal=None):
 
         md5 = hashlib.md5()
         stream = Prefix(stream, pre)
-    dec = open(stream, getattr(slot, "read_base", None), None, head, start, size, md5)
+    dec = open(stream, getattr(slot, "read_base", None), None, head, start, size, md5,
+               scratch=scratch)
     dec.md5 = md5
     if dec.size > slot.capacity:
         from fota.errors import UpdateError

@@ -275,7 +275,7 @@ def _transfer(slot, source, size, plan, progress, journal, trusted, lock_heap, b
             from fota import container
 
             stream = plan[_DEC] = container.for_engine(slot, stream, size, head,
-                                                       blocks << _SHIFT)
+                                                       blocks << _SHIFT, scratch=buf)
             plan[_ISIZE] = stream.size
         elif not blocks:
             plan[_ISIZE] = size
@@ -288,7 +288,7 @@ def _transfer(slot, source, size, plan, progress, journal, trusted, lock_heap, b
                 from fota import container
 
                 stream = plan[_DEC] = container.for_engine(slot, stream, size, None, 0,
-                                                           b"FOTZ", journal)
+                                                           b"FOTZ", journal, buf)
                 plan[_ISIZE] = stream.size
             else:
                 k = size if size < BLOCK else BLOCK   # the rest of the first block
