@@ -21,6 +21,7 @@ from .downloads import Downloads
 from .options import Settings
 from .packages import PackageStore
 from .reports import Reports
+from .rollouts import Rollouts
 from .store import StorageError, Store
 from .tasks import Publish, Tasks
 
@@ -61,6 +62,7 @@ class Platform:
         self.downloads = Downloads(self.store, self.packages)
         self.tasks = Tasks(self.store, self.settings, self.topics, self.downloads, publish)
         self.reports = Reports(self.store, self.topics, self.tasks)
+        self.rollouts = Rollouts(self.store, self.tasks)  # waves, thresholds, windows
         self._held: deque[tuple[str, bytes, Callable[[], None] | None]] = deque()
         self._held_lock = threading.Lock()
 
@@ -96,7 +98,9 @@ class Platform:
     def tick(self) -> int:
         self._retry_held()
         try:
-            return self.tasks.tick()
+            with self.store.lock:  # the rollout rules hold sub-tasks before notices go out
+                self.rollouts.tick()
+                return self.tasks.tick()
         except StorageError as exc:
             self.reports.drop_log("(store)", f"{exc}: task clock held")
             return 0

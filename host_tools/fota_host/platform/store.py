@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .store_rollouts import add_schema as add_rollout_schema
 from .validate import PlatformError
 
 SCHEMA = """
@@ -155,6 +156,7 @@ class Store:
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(SCHEMA)
         self._add_variants()
+        add_rollout_schema(self.db)  # waves, holds, tags (store_rollouts.py)
         self.lock = threading.RLock()
         self._after: list[Callable[[], None]] = []
 
@@ -345,6 +347,7 @@ class Store:
             " FROM subtasks s JOIN tasks t ON t.id = s.task_id"
             " JOIN packages p ON p.id = t.package_id WHERE s.push_due IS NOT NULL AND"
             " s.push_due <= ? AND s.state = 'pending' AND t.state = 'running'"
+            " AND s.hold = 0 AND t.hold = 0"
             " ORDER BY s.push_due, s.id LIMIT ?", (now, limit))
 
     def mark_notified(self, subtask_id: int, token: str, token_expires: float,

@@ -108,6 +108,7 @@ class Tasks:
         self.rate = PushRate(settings.push_rate)
         self.batch = ProgressBatch()
         self._last_flush = time.monotonic()
+        self.keeps_running: Callable[[int], bool] = lambda task_id: False  # rollouts.py
 
     def attach_link(self, publish: AckedPublish, up: Callable[[], bool]) -> None:
         """Notices go out through a broker link: "notice sent" only once the broker
@@ -285,8 +286,8 @@ class Tasks:
         t = self.store.task(task_id)
         if t is None or t["state"] != "running":
             return
-        if self.store.active_count(task_id) == 0 and (
-                empty_too or self.store.subtasks(task_id)):
+        if self.store.active_count(task_id) == 0 and (empty_too or (
+                self.store.subtasks(task_id) and not self.keeps_running(task_id))):
             self.store.set_task_finished(task_id, time.time())
             counts = self.store.state_counts(task_id)
             self._tell(logging.INFO, "task %d finished: %s", task_id,

@@ -1,0 +1,445 @@
+"""Fleet-safe rollouts (issue #16): waves, success and failure thresholds, approval,
+pause/resume/stop, who gets the task (groups, source versions, continuous), maintenance
+windows and the downgrade guard. The rules run in `tick()`, before the task clock sends
+notices, under the store lock.
+
+- A rollout task is created held (`tasks.hold`); the first tick after it starts plans it:
+  group members are added, devices not on a `from_versions` version (or running a newer
+  version than the package, without `allow_downgrade`) are skipped (cancelled, saying
+  why), and the sub-tasks are split into waves in insertion order (a count, or a
+  percentage of the task's devices, rounded up; the last wave takes the rest). Wave 1 opens.
+- A wave whose devices all ended with at least `success_threshold` % of the ended ones
+  succeeded lets the next one open (after `fota task approve` with `approve_waves`); one
+  below it pauses (or stops) the task.
+- Failure threshold: once `min_ended` devices ended (since the last resume), `max_failures`
+  failed ones (a count, or a percentage of the ended ones) pause or stop the task.
+- Paused: no notice goes out (devices upgrading finish). Resume accepts the wave that
+  paused it and counts failures afresh. Stopped: pending sub-tasks are cancelled.
+- Continuous: matching devices that inform while the task runs join its last wave; the
+  task runs until its end time or a stop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import fleetstats, windows
+from . import store_rollouts as sr
+from .store import Row, Store
+from .tasks import Tasks
+from .validate import PlatformError, check_device_id, int_id, text
+
+log = logging.getLogger("fota.platform")
+
+SPEC_KEYS = ("waves", "max_failures", "min_ended", "on_failure", "approve_waves",
+             "from_versions", "groups", "continuous", "windows", "allow_downgrade")
+ENDED = ("succeeded", "failed", "timed_out")  # what thresholds count (not cancelled)
+SUCCESS_THRESHOLD = 95.0
+IMPLICIT = {"waves": ["100%"], "allow_downgrade": True}  # a plain task paused or stopped
+SCAN_EVERY = 1.0  # seconds between looks for devices a continuous task may take
+
+
+def parse_amount(value: Any, what: str) -> str:
+    """`N` (a count >= 1) or `P%` (0 < P <= 100), as a string."""
+    raw = str(value).strip() if isinstance(value, (str, int)) and not isinstance(
+        value, bool) else ""
+    try:
+        if raw.endswith("%"):
+            pct = float(raw[:-1])
+            if 0 < pct <= 100:
+                return f"{pct:g}%"
+        elif int(raw) >= 1:
+            return str(int(raw))
+    except ValueError:
+        pass
+    raise PlatformError(f"{what}: expected a count (N >= 1) or a percentage (P%),"
+                        f" got {value!r:.50}", 422)
+
+
+def _names(value: Any, what: str) -> list[str]:
+    if value in (None, ""):
+        return []
+    if not isinstance(value, list) or len(value) > 100:
+        raise PlatformError(f"{what} must be a list (at most 100)", 422)
+    return [check_device_id(text(v, what, required=True)) if what == "groups"
+            else text(v, what, required=True) for v in value]
+
+
+def parse_spec(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The rollout options of a create-task request; None when none was given."""
+    if not any(body.get(k) not in (None, False, [], "") for k in SPEC_KEYS):
+        return None
+    waves = body.get("waves") or []
+    if not isinstance(waves, list) or len(waves) > 50:
+        raise PlatformError("waves must be a list of at most 50 sizes (N or P%)", 422)
+    on_failure = body.get("on_failure") or "pause"
+    if on_failure not in ("pause", "stop"):
+        raise PlatformError("on_failure must be pause or stop", 422)
+    min_ended = body.get("min_ended") or 0
+    if isinstance(min_ended, bool) or not isinstance(min_ended, int) or min_ended < 0:
+        raise PlatformError("min_ended must be a whole number >= 0", 422)
+    spec = {
+        "waves": [w.strip().lower() if isinstance(w, str) and w.strip().lower() == "rest"
+                  and i == len(waves) - 1 else parse_amount(w, "wave")
+                  for i, w in enumerate(waves)],  # the last wave takes the rest anyway
+        "max_failures": (parse_amount(body["max_failures"], "max_failures")
+                         if body.get("max_failures") not in (None, "") else None),
+        "min_ended": min_ended, "on_failure": on_failure,
+        "approve_waves": bool(body.get("approve_waves")),
+        "from_versions": _names(body.get("from_versions"), "from_versions"),
+        "groups": _names(body.get("groups"), "groups"),
+        "continuous": bool(body.get("continuous")),
+        "windows": [w.spec for w in windows.parse_all(body.get("windows"))],
+        "allow_downgrade": bool(body.get("allow_downgrade")),
+        "success_threshold": SUCCESS_THRESHOLD,
+    }
+    return spec
+
+
+def wave_sizes(spec: dict[str, Any], total: int) -> list[int]:
+    """How many of `total` devices each wave gets (the last one: the rest)."""
+    sizes, left = [], total
+    for amount in spec["waves"][:-1] if spec["waves"] else []:
+        n = math.ceil(float(amount[:-1]) * total / 100) if amount.endswith("%") else int(amount)
+        n = min(n, left)
+        sizes.append(n)
+        left -= n
+    return [*sizes, left]
+
+
+def _exceeded(failed: int, ended: int, limit: str) -> bool:
+    if limit.endswith("%"):
+        return ended > 0 and failed * 100 >= float(limit[:-1]) * ended
+    return failed >= int(limit)
+
+
+class Rollouts:
+    """The rollout rules of one store's tasks; `clock` is the time the rules see."""
+
+    def __init__(self, store: Store, tasks: Tasks, clock: Callable[[], float] = time.time):
+        self.store = store
+        self.tasks = tasks
+        self.clock = clock
+        self._scanned: dict[int, float] = {}
+        tasks.keeps_running = self._keeps_running
+
+    def _keeps_running(self, task_id: int) -> bool:
+        row = sr.rollout(self.store, task_id)
+        return bool(row and row["spec"]["continuous"])
+
+    # == what an operator does ==========================================================
+    def create_task(self, body: dict[str, Any]) -> dict[str, Any]:
+        spec = parse_spec(body)
+        allow = bool(body.get("allow_downgrade"))
+        with self.store.lock:
+            package = body.get("package")
+            pkg = self.store.package(package) if isinstance(package, str) else None
+            if pkg is not None and not allow:
+                newer = [v for v in sr.product_versions(self.store, pkg["id"])
+                         if fleetstats.is_older(pkg["version"], v)]
+                if newer:
+                    raise PlatformError(
+                        f"package {pkg['id']} is version {pkg['version']}, older than"
+                        f" {max(newer, key=fleetstats.version_key)} of the same product: a"
+                        " fleet rollback needs allow_downgrade (--allow-downgrade)", 409)
+            task = self.tasks.create_task(package=package, name=body.get("name"),
+                                          desc=body.get("desc"), start=body.get("start"),
+                                          end=body.get("end"))
+            if spec is not None:
+                sr.insert_rollout(self.store, task["id"], spec)
+                self.store.commit()
+        return self.get_task(task["id"])
+
+    def _row(self, task_id: Any) -> tuple[Row, Row | None]:
+        tid = int_id(task_id, "task id")
+        task = self.store.task(tid)
+        if task is None:
+            raise PlatformError(f"unknown task {task_id!r}", 404)
+        return task, sr.rollout(self.store, tid)
+
+    def start_task(self, task_id: Any) -> dict[str, Any]:
+        with self.store.lock:
+            task, row = self._row(task_id)
+            if row is not None and task["state"] == "not_started":
+                self._add_matching(task["id"], row["spec"], 0.0, self.clock())
+                self.store.commit()
+                if row["spec"]["continuous"] and not self.store.subtasks(task["id"]):
+                    self.tasks._start(task)  # a continuous task may start with no device
+                    self.store.commit()
+                    return self.get_task(task["id"])
+        self.tasks.start_task(task_id)
+        return self.get_task(task_id)
+
+    def pause(self, task_id: Any, reason: str = "paused by the operator") -> dict[str, Any]:
+        with self.store.lock:
+            task, row = self._row(task_id)
+            if task["state"] != "running":
+                raise PlatformError(f"task {task['id']} is {task['state']}: only a running"
+                                    " task can be paused", 409)
+            if row is None:  # a plain task gets the rollout rules (one wave) to keep its reason
+                sr.insert_rollout(self.store, task["id"], parse_spec(IMPLICIT) or {})
+            self._halt(task["id"], "paused", reason)
+            self.store.commit()
+        return self.get_task(task_id)
+
+    def resume(self, task_id: Any) -> dict[str, Any]:
+        with self.store.lock:
+            task, row = self._row(task_id)
+            if task["state"] != "paused" or row is None:
+                raise PlatformError(f"task {task['id']} is {task['state']}, not paused", 409)
+            failed, ended = self._totals(task["id"])
+            sr.set_task_state(self.store, task["id"], "running")
+            sr.update_rollout(self.store, task["id"], reason=None, failed_base=failed,
+                              ended_base=ended, accepted=row["opened"])
+            self.tasks._tell(logging.INFO, "task %d resumed", task["id"])
+            self.tasks._maybe_finish(task["id"])
+            self.store.commit()
+        return self.get_task(task_id)
+
+    def stop(self, task_id: Any) -> dict[str, Any]:
+        with self.store.lock:
+            task, row = self._row(task_id)
+            if task["state"] in ("finished", "stopped"):
+                raise PlatformError(f"task {task['id']} is already {task['state']}", 409)
+            if row is None:
+                sr.insert_rollout(self.store, task["id"], parse_spec(IMPLICIT) or {})
+            reason = (row or {}).get("reason") or "stopped by the operator"
+            if task["state"] == "paused":
+                reason = f"stopped by the operator (paused: {reason})"
+            self._halt(task["id"], "stopped", reason)
+            self.store.commit()
+        return self.get_task(task_id)
+
+    def approve(self, task_id: Any) -> dict[str, Any]:
+        with self.store.lock:
+            task, row = self._row(task_id)
+            if row is None or task["state"] not in ("running", "paused", "not_started"):
+                raise PlatformError(f"task {task['id']} has no wave waiting for approval", 409)
+            nxt = max(row["opened"], 1) + 1
+            if nxt > max(len(row["spec"]["waves"]), 1) or row["approved"] >= nxt:
+                raise PlatformError(f"task {task['id']} has no wave waiting for approval", 409)
+            sr.update_rollout(self.store, task["id"], approved=nxt)
+            self.tasks._tell(logging.INFO, "task %d: wave %d approved", task["id"], nxt)
+            self.store.commit()
+        return self.get_task(task_id)
+
+    def _halt(self, task_id: int, state: str, reason: str) -> None:
+        now = self.clock()
+        sr.set_task_state(self.store, task_id, state, now if state == "stopped" else None)
+        sr.update_rollout(self.store, task_id, reason=reason, waiting=None)
+        if state == "stopped":
+            n = sr.cancel_pending(self.store, task_id, "task stopped", now)
+            self.tasks._tell(logging.WARNING, "task %d stopped: %s (%d pending sub-task(s)"
+                             " cancelled; devices upgrading finish)", task_id, reason, n)
+        else:
+            self.tasks._tell(logging.WARNING, "task %d paused: %s", task_id, reason)
+
+    # == what is shown ==================================================================
+    def get_task(self, task_id: Any) -> dict[str, Any]:
+        task = self.tasks.get_task(task_id)
+        with self.store.lock:
+            row = sr.rollout(self.store, task["id"])
+            rows = sr.ended_rows(self.store, task["id"])
+        waves = {r["id"]: r["wave"] for r in rows}
+        for d in task["devices"]:
+            d["wave"] = waves.get(d["subtask"])
+        stats = fleetstats.task_stats(rows)
+        task["stats"] = {k: v for k, v in stats.items() if k != "waves"}
+        task["waves"] = self._waves(row, stats["waves"]) if row else []
+        task["rollout"] = row["spec"] if row else None
+        task["reason"] = row["reason"] if row and task["state"] in ("paused", "stopped") \
+            else None
+        task["waiting"] = row["waiting"] if row and task["state"] == "running" else None
+        return task
+
+    def _waves(self, row: Row, stats: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        spec, by_index = row["spec"], {w["index"]: w for w in stats}
+        out = []
+        for i, amount in enumerate(spec["waves"] or ["100%"], start=1):
+            s = by_index.get(i) or fleetstats.summarize([])
+            active = s["devices"] - s["ended"] - s["counts"].get("cancelled", 0)
+            if i > row["opened"]:
+                awaiting = (row["waiting"] or "").startswith(f"wave {i} ")
+                state = "awaiting_approval" if awaiting else "pending"
+            elif active:
+                state = "running"
+            else:
+                ok = s["success_rate"] is None or s["success_rate"] * 100 >= \
+                    spec["success_threshold"] or row["accepted"] >= i
+                state = "succeeded" if ok else "failed"
+            last = i == len(spec["waves"] or [1])
+            out.append({"index": i, "amount": "rest" if last else amount, **s,
+                        "size": s["devices"], "state": state})
+        return out
+
+    def task_stats(self, task_id: Any) -> dict[str, Any]:
+        task = self.get_task(task_id)
+        return {"id": task["id"], "state": task["state"], **task["stats"],
+                "waves": task["waves"]}
+
+    def fleet_versions(self) -> dict[str, Any]:
+        with self.store.lock:
+            return fleetstats.fleet_versions(sr.version_counts(self.store))
+
+    def tag(self, devices: list[Any], add: Any = None, remove: Any = None) -> list[dict[str, Any]]:
+        if (add is None) == (remove is None):
+            raise PlatformError("give exactly one of add or remove (a group name)")
+        group = check_device_id(text(add if add is not None else remove, "group",
+                                     required=True))
+        if not isinstance(devices, list) or not devices or len(devices) > 10_000:
+            raise PlatformError("devices must be a non-empty list of device ids")
+        results = []
+        with self.store.lock:
+            for dev in devices:
+                try:
+                    dev = check_device_id(dev)
+                except PlatformError as exc:
+                    results.append({"device": str(dev)[:100], "ok": False, "error": str(exc)})
+                    continue
+                (sr.add_tag if add is not None else sr.remove_tag)(self.store, dev, group)
+                results.append({"device": dev, "ok": True, "tags": sr.tags_of(self.store, dev)})
+            self.store.commit()
+        return results
+
+    def device_tags(self) -> dict[str, list[str]]:
+        with self.store.lock:
+            return sr.all_tags(self.store)
+
+    # == the rules (tick) ===============================================================
+    def tick(self) -> None:
+        now = self.clock()
+        with self.store.lock:
+            try:
+                for row in sr.live_rollouts(self.store):
+                    if row["state"] == "running":
+                        self._step(row, now)
+                self.store.commit()
+            except BaseException:
+                self.store.rollback()
+                raise
+
+    def _totals(self, task_id: int) -> tuple[int, int]:
+        counts = self.store.state_counts(task_id)
+        failed = counts.get("failed", 0) + counts.get("timed_out", 0)
+        return failed, failed + counts.get("succeeded", 0)
+
+    def _step(self, row: Row, now: float) -> None:
+        tid, spec = row["task_id"], row["spec"]
+        if not row["planned"]:
+            self._plan(row, now)
+            row = {**row, **(sr.rollout(self.store, tid) or {})}
+        last = max(len(spec["waves"]), 1)
+        if spec["continuous"] and now - self._scanned.get(tid, 0.0) >= SCAN_EVERY:
+            self._scanned[tid] = now
+            self._add_matching(tid, spec, row["started"] or 0.0, now)
+        fresh = sr.unplanned(self.store, tid)  # added since the plan: the last wave
+        if fresh:
+            self._filter(tid, spec, fresh, now)
+            sr.set_wave(self.store, [r["id"] for r in sr.unplanned(self.store, tid)], last,
+                        hold=row["opened"] < last)
+        failed, ended = self._totals(tid)
+        failed -= row["failed_base"]
+        ended -= row["ended_base"]
+        limit = spec["max_failures"]
+        if limit and ended >= spec["min_ended"] and failed > 0 and \
+                _exceeded(failed, ended, limit):
+            return self._trip(tid, spec, f"failure threshold: {failed} of {ended} ended"
+                              f" device(s) failed (max {limit}, counted after"
+                              f" {spec['min_ended']} ended)")
+        waiting = self._advance(row, spec, last, now)
+        closed = False
+        if spec["windows"] and self.store.task(tid)["state"] == "running":  # type: ignore[index]
+            wins = [windows.parse(w) for w in spec["windows"]]
+            closed = not windows.open_now(wins, now)
+            if closed and waiting is None:
+                waiting = row["waiting"]
+                if not (waiting or "").startswith("outside"):
+                    waiting = windows.describe_wait(wins, now)
+                    self.tasks._tell(logging.INFO, "task %d waits: %s", tid, waiting)
+        sr.set_task_hold(self.store, tid, closed)
+        if waiting != row["waiting"]:
+            sr.update_rollout(self.store, tid, waiting=waiting)
+
+    def _advance(self, row: Row, spec: dict[str, Any], last: int, now: float) -> str | None:
+        """Open the next wave when the current one succeeded; what the task waits for."""
+        tid, opened = row["task_id"], row["opened"]
+        if opened >= last:
+            return None
+        per_wave: dict[int, dict[str, int]] = {}
+        for r in sr.wave_counts(self.store, tid):
+            per_wave.setdefault(r["wave"] or 0, {})[r["state"]] = r["n"]
+        counts = per_wave.get(opened, {})
+        if any(counts.get(s) for s in ("pending", "upgrading")):
+            return None
+        succeeded = counts.get("succeeded", 0)
+        ended = sum(counts.get(s, 0) for s in ENDED)
+        if ended and succeeded * 100 < spec["success_threshold"] * ended and \
+                row["accepted"] < opened:
+            self._trip(tid, spec, f"wave {opened}: {succeeded} of {ended} device(s)"
+                       f" succeeded, below the success threshold"
+                       f" ({spec['success_threshold']:g} %)")
+            return None
+        nxt = opened + 1
+        if spec["approve_waves"] and row["approved"] < nxt:
+            if not (row["waiting"] or "").startswith(f"wave {nxt} "):
+                self.tasks._tell(logging.INFO, "task %d: wave %d succeeded; wave %d waits for"
+                                 " approval", tid, opened, nxt)
+            return f"wave {nxt} waits for approval (fota task approve {tid})"
+        sr.open_wave(self.store, tid, nxt, now)
+        sr.update_rollout(self.store, tid, opened=nxt)
+        self.tasks._tell(logging.INFO, "task %d: wave %d opens", tid, nxt)
+        return None
+
+    def _trip(self, task_id: int, spec: dict[str, Any], reason: str) -> None:
+        self._halt(task_id, "stopped" if spec["on_failure"] == "stop" else "paused", reason)
+
+    def _plan(self, row: Row, now: float) -> None:
+        tid, spec = row["task_id"], row["spec"]
+        self._add_matching(tid, spec, 0.0, now)
+        self._filter(tid, spec, sr.unplanned(self.store, tid), now)
+        pending = [s["id"] for s in sr.unplanned(self.store, tid)]
+        start = 0
+        for i, size in enumerate(wave_sizes(spec, len(pending)), start=1):
+            sr.set_wave(self.store, pending[start:start + size], i, hold=i > 1)
+            start += size
+        sr.update_rollout(self.store, tid, planned=1, opened=1)
+        sizes = wave_sizes(spec, len(pending))
+        self.tasks._tell(logging.INFO, "task %d: %d device(s) in %d wave(s) (%s); wave 1"
+                         " opens", tid, len(pending), len(sizes),
+                         ", ".join(map(str, sizes)))
+
+    def _filter(self, tid: int, spec: dict[str, Any], subs: list[Row], now: float) -> None:
+        """Skip (cancel) sub-tasks of devices not on a from-version, or on a newer one."""
+        task = self.store.task(tid)
+        pkg = self.store.package(task["package_id"]) if task else None
+        target = pkg["version"] if pkg else ""
+        for s in subs:
+            version = self.store.device_version(s["device"])
+            why = None
+            if spec["from_versions"] and version is not None and \
+                    version not in spec["from_versions"]:
+                why = f"skipped: runs {version}, not one of {', '.join(spec['from_versions'])}"
+            elif not spec["allow_downgrade"] and version and \
+                    fleetstats.is_older(target, version):
+                why = f"skipped: runs {version}, newer than {target} (allow_downgrade)"
+            if why:
+                sr.skip(self.store, s["id"], why, now)
+
+    def _add_matching(self, tid: int, spec: dict[str, Any], since: float, now: float) -> None:
+        """Devices of the task's groups (and, continuous, any matching one seen since
+        `since`) join it."""
+        if not spec["groups"] and not (spec["continuous"] and since):
+            return
+        task = self.store.task(tid)
+        pkg = self.store.package(task["package_id"]) if task else None
+        due = now if task and task["state"] == "running" else None
+        for dev in sr.candidates(self.store, tid, spec["groups"], spec["from_versions"], since):
+            if pkg and dev["version"] == pkg["version"]:
+                continue
+            self.store.insert_subtask(tid, dev["id"], due, now)
+            self.tasks._tell(logging.INFO, "task %d: %s joins (%s)", tid, dev["id"],
+                             "continuous" if since else "group")
