@@ -98,7 +98,7 @@ def _trust(out):
     ALLOW_UNSIGNED), when the firmware has one, overrides the file (README:
     Signing your images)."""
     try:
-        import fota_trust
+        import fota_trust  # pyright: ignore[reportMissingImports] (frozen by the user)
 
         out["trusted_keys"] = fota_trust.TRUSTED_KEYS
         out["allow_unsigned"] = getattr(fota_trust, "ALLOW_UNSIGNED", False)

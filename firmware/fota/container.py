@@ -102,8 +102,8 @@ def base_digest(base, size, buf=None):
 def for_engine(slot, stream, size, head, start, pre=None, journal=None, scratch=None):
     """open() for the engine: the base is the slot's running image, the file is
     `size` bytes (the notice's), the image must fit the slot. Fresh runs pass `pre`,
-    the bytes the engine read already: the file's MD5 is taken then (`.md5` of the
-    decoder; None on resume) and the header is kept beside the journal for a resume."""
+    the bytes the engine read already: the file's MD5 is taken then (`.feed.hasher` of
+    the decoder; None on resume) and the header is kept beside the journal for a resume."""
     md5 = None
     if pre is not None:
         import hashlib
@@ -112,7 +112,6 @@ def for_engine(slot, stream, size, head, start, pre=None, journal=None, scratch=
         stream = Prefix(stream, pre)
     dec = open(stream, getattr(slot, "read_base", None), None, head, start, size, md5,
                scratch=scratch)
-    dec.md5 = md5
     if dec.size > slot.capacity:
         from fota.errors import UpdateError
 

@@ -123,7 +123,7 @@ class FileSlot:
         self.capacity = capacity
         self.version = slot_version(root, self.active)
         # The bundle's anti-rollback counter (manifest.json "secure_version").
-        sv = slot_version(root, self.active, "secure_version", 0)
+        sv = slot_version(root, self.active, "secure_version", "none")
         self.secure_version = self.floor = sv if isinstance(sv, int) else 0
         self._img = "%sslots/%s.img" % (root, self.label)
         self._f = None
@@ -135,7 +135,7 @@ class FileSlot:
         try:
             os.stat(self._base)
         except OSError:
-            self.read_base = None        # (seeded at the factory: no delta base)
+            self.read_base = None  # pyright: ignore[reportAttributeAccessIssue] (no delta base)
 
     def _file(self):
         if self._f is None:

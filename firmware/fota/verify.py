@@ -39,7 +39,7 @@ def finish(slot, plan, progress, journal, readback, buf):
         progress(isize, isize)
     if journal:
         jr.remove(journal)
-    md5h = dec.md5 if dec is not None else st[_MD5]
+    md5h = dec.feed.hasher if dec is not None else st[_MD5]
     if md5h is not None and _hex(md5h) != md5:
         raise UpdateError(-3, "md5 mismatch")
     want = plan[_SHA256] if dec is None else dec.sha256
