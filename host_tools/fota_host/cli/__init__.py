@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from . import boards, keys, pack, platform, sim, simboard, tasks, variants
+from . import boards, keys, pack, platform, rollouts, sim, simboard, tasks, variants
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,7 +14,7 @@ def cli() -> None:
     """MicroPython FOTA over MQTT: platform, packaging, simulation and deploy tools."""
 
 
-for _group in (pack, keys, sim, platform, tasks, boards):
+for _group in (pack, keys, sim, platform, tasks, rollouts, boards):
     for _command in _group.COMMANDS:
         cli.add_command(_command)
 tasks.device_group.add_command(boards.provision_cmd)

@@ -134,13 +134,37 @@ def task_group() -> None:
                                "without an offset it is local time.")
 @click.option("--end", help="End time, ISO 8601 (active sub-tasks time out then); "
                              "without an offset it is local time.")
+@click.option("--wave", "waves", multiple=True, metavar="N|P%",
+              help="A wave's size (repeat, in order; the last wave takes the rest).")
+@click.option("--max-failures", metavar="N|P%",
+              help="Failures (a count, or a percentage of the ended devices) that pause the task.")
+@click.option("--min-ended", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Devices that must have ended before failures count.")
+@click.option("--on-failure", type=click.Choice(["pause", "stop"]), default="pause",
+              show_default=True, help="What a failed threshold does.")
+@click.option("--approve-waves", is_flag=True, help="Each next wave waits for `task approve`.")
+@click.option("--from-version", "from_versions", multiple=True, metavar="V",
+              help="Only devices running version V (repeat for several).")
+@click.option("--group", "groups", multiple=True, metavar="G",
+              help="The devices tagged G join the task when it starts (repeat).")
+@click.option("--continuous", is_flag=True,
+              help="Matching devices that inform later join, until the task ends or stops.")
+@click.option("--window", "windows", multiple=True, metavar="SPEC",
+              help="Notices only inside this recurring window, e.g. "
+                   "'mon-fri 22:00-05:00 Europe/Berlin' (repeat).")
+@click.option("--allow-downgrade", is_flag=True,
+              help="Allow a package older than another of its product (a fleet rollback).")
 @RESULT_JSON
 def task_create(data_dir: Path, package: str, name: str, desc: str | None, start: str | None,
-                end: str | None, as_json: bool) -> None:
-    """Create an upgrade task; prints it as JSON (with its id)."""
+                end: str | None, as_json: bool, **rollout: Any) -> None:
+    """Create an upgrade task; prints it as JSON (with its id). The rollout options
+    (docs/platform.md, "Rollouts") split it into waves with thresholds, filters, windows."""
     start, end = input_time(start, "--start"), input_time(end, "--end")
+    spec = {k: list(v) if isinstance(v, tuple) else v for k, v in rollout.items()
+            if v not in ((), None, False, 0, "pause")}
     with platform_ops(data_dir) as ops:
-        task = ops.create_task(package=package, name=name, desc=desc, start=start, end=end)
+        task = ops.create_task(package=package, name=name, desc=desc, start=start, end=end,
+                               rollout=spec or None)
     emit_json(task)
 
 
@@ -219,13 +243,19 @@ def task_show(data_dir: Path, task_id: str, as_json: bool) -> None:
     with platform_ops(data_dir) as ops:
         task = ops.get_task(task_id)
     if as_json:
-        # Exactly these three keys (the API's GET /api/tasks/{id} has the task's details).
-        emit_json({"id": task["id"], "state": task["state"], "devices": task["devices"]})
+        # These keys (the API's GET /api/tasks/{id} has the task's details); state may be
+        # paused or stopped, with its reason.
+        emit_json({"id": task["id"], "state": task["state"], "reason": task.get("reason"),
+                   "waiting": task.get("waiting"), "waves": task.get("waves", []),
+                   "devices": task["devices"]})
         return
     from rich.progress_bar import ProgressBar
 
     title = (f"task {task['id']} {task['name']!r} -> {task['version']}: {task['state']}"
              f" (started {iso(task.get('started')) or '-'})")
+    why = task.get("reason") or task.get("waiting")
+    if why:
+        title += f"\n{why}"
     rows = []
     for d in task["devices"]:
         step = d["step"] if d["state"] != "succeeded" else 100
@@ -236,6 +266,9 @@ def task_show(data_dir: Path, task_id: str, as_json: bool) -> None:
     # kind: the file the device was offered (full, compressed or delta; - before a notice)
     print_table(title, ("device", "sub-task", "state", "progress", "step", "kind", "desc"),
                 rows, no_wrap=("sub-task", "state", "step", "kind"))
+    if task.get("waves"):
+        print_table("waves", ("wave", "amount", "size", "state", "succeeded", "failed",
+                              "success"), wave_rows(task["waves"]))
 
 
 @task_group.command("watch")
@@ -279,6 +312,13 @@ def task_cancel(data_dir: Path, task_id: str, devices: tuple[str, ...], all_: bo
     emit_json(results)
     if devices and not any(r.get("ok") for r in results):
         sys.exit(1)
+
+
+def wave_rows(waves: list[dict[str, Any]]) -> list[list[Any]]:
+    """Table rows of a task's waves (task show, task stats)."""
+    return [[w["index"], w.get("amount", ""), w["size"], w["state"], w["succeeded"],
+             w["failed"], "-" if w.get("success_rate") is None else
+             f"{w['success_rate'] * 100:.0f}%"] for w in waves]
 
 
 # == fota device ========================================================================

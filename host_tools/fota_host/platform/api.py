@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import fileserver
+from . import api_rollouts, fileserver
 from .console import auth as console_auth
 from .console import routes as console_routes
 from .core import Platform
@@ -164,15 +164,13 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 
 async def create_task(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    task = _tasks(request).create_task(
-        package=body.get("package"), name=body.get("name"), desc=body.get("desc"),
-        start=body.get("start"), end=body.get("end"))
+    body = await _json_body(request)  # with the rollout options of rollouts.SPEC_KEYS
+    task = _platform(request).rollouts.create_task(body)
     return web.json_response(task, status=201)
 
 
 async def show_task(request: web.Request) -> web.Response:
-    return web.json_response(_tasks(request).get_task(request.match_info["id"]))
+    return web.json_response(_platform(request).rollouts.get_task(request.match_info["id"]))
 
 
 async def add_devices(request: web.Request) -> web.Response:
@@ -193,7 +191,7 @@ async def import_devices(request: web.Request) -> web.Response:
 
 
 async def start_task(request: web.Request) -> web.Response:
-    return web.json_response(_tasks(request).start_task(request.match_info["id"]))
+    return web.json_response(_platform(request).rollouts.start_task(request.match_info["id"]))
 
 
 async def cancel(request: web.Request) -> web.Response:
@@ -235,5 +233,6 @@ def make_app(platform: Platform, admin_token: str,
     r.add_post("/api/tasks/{id}/start", start_task)
     r.add_post("/api/tasks/{id}/cancel", cancel)
     r.add_get("/api/devices", list_devices)
+    api_rollouts.add_routes(app)  # pause/resume/stop/approve, stats, tags, versions
     return app
 

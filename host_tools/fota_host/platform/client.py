@@ -32,7 +32,8 @@ class PlatformOps(Protocol):
     def add_variant(self, package_id: str, kind: str,
                     base: str | None = None) -> dict[str, Any]: ...
     def create_task(self, *, package: str, name: str, desc: str | None = None,
-                    start: str | None = None, end: str | None = None) -> dict[str, Any]: ...
+                    start: str | None = None, end: str | None = None,
+                    rollout: dict[str, Any] | None = None) -> dict[str, Any]: ...
     def list_tasks(self) -> list[dict[str, Any]]: ...
     def get_task(self, task_id: Any) -> dict[str, Any]: ...
     def add_devices(self, task_id: Any, devices: list[str]) -> list[dict[str, Any]]: ...
@@ -40,6 +41,16 @@ class PlatformOps(Protocol):
     def start_task(self, task_id: Any) -> dict[str, Any]: ...
     def cancel(self, task_id: Any, devices: list[str] | None) -> list[dict[str, Any]]: ...
     def list_devices(self) -> list[dict[str, Any]]: ...
+    # rollouts (#16): `rollout` holds rollouts.SPEC_KEYS (waves, max_failures, ...)
+    def pause_task(self, task_id: Any) -> dict[str, Any]: ...
+    def resume_task(self, task_id: Any) -> dict[str, Any]: ...
+    def stop_task(self, task_id: Any) -> dict[str, Any]: ...
+    def approve_task(self, task_id: Any) -> dict[str, Any]: ...
+    def task_stats(self, task_id: Any) -> dict[str, Any]: ...
+    def tag_devices(self, devices: list[str], add: str | None = None,
+                    remove: str | None = None) -> list[dict[str, Any]]: ...
+    def device_tags(self) -> dict[str, list[str]]: ...
+    def device_versions(self) -> dict[str, Any]: ...
     def close(self) -> None: ...
 
 
@@ -136,9 +147,10 @@ class ApiClient:
                          "/variants", {"kind": kind, "from": base})
 
     def create_task(self, *, package: str, name: str, desc: str | None = None,
-                    start: str | None = None, end: str | None = None) -> dict[str, Any]:
+                    start: str | None = None, end: str | None = None,
+                    rollout: dict[str, Any] | None = None) -> dict[str, Any]:
         return self.call("POST", "/api/tasks", {"package": package, "name": name, "desc": desc,
-                                                "start": start, "end": end})
+                                                "start": start, "end": end, **(rollout or {})})
 
     def list_tasks(self) -> list[dict[str, Any]]:
         return self.call("GET", "/api/tasks")
@@ -162,6 +174,32 @@ class ApiClient:
 
     def list_devices(self) -> list[dict[str, Any]]:
         return self.call("GET", "/api/devices")
+
+    def pause_task(self, task_id: Any) -> dict[str, Any]:
+        return self.call("POST", f"/api/tasks/{_tid(task_id)}/pause", {})
+
+    def resume_task(self, task_id: Any) -> dict[str, Any]:
+        return self.call("POST", f"/api/tasks/{_tid(task_id)}/resume", {})
+
+    def stop_task(self, task_id: Any) -> dict[str, Any]:
+        return self.call("POST", f"/api/tasks/{_tid(task_id)}/stop", {})
+
+    def approve_task(self, task_id: Any) -> dict[str, Any]:
+        return self.call("POST", f"/api/tasks/{_tid(task_id)}/approve", {})
+
+    def task_stats(self, task_id: Any) -> dict[str, Any]:
+        return self.call("GET", f"/api/tasks/{_tid(task_id)}/stats")
+
+    def tag_devices(self, devices: list[str], add: str | None = None,
+                    remove: str | None = None) -> list[dict[str, Any]]:
+        return self.call("POST", "/api/devices/tags",
+                         {"devices": devices, "add": add, "remove": remove})
+
+    def device_tags(self) -> dict[str, list[str]]:
+        return self.call("GET", "/api/devices/tags")
+
+    def device_versions(self) -> dict[str, Any]:
+        return self.call("GET", "/api/devices/versions")
 
     def close(self) -> None:
         pass
@@ -203,15 +241,17 @@ class LocalClient:
         return self.platform.packages.add_variant(package_id, kind, base)
 
     def create_task(self, *, package: str, name: str, desc: str | None = None,
-                    start: str | None = None, end: str | None = None) -> dict[str, Any]:
-        return self.platform.tasks.create_task(package=package, name=name, desc=desc,
-                                               start=start, end=end)
+                    start: str | None = None, end: str | None = None,
+                    rollout: dict[str, Any] | None = None) -> dict[str, Any]:
+        return self.platform.rollouts.create_task({
+            "package": package, "name": name, "desc": desc, "start": start, "end": end,
+            **(rollout or {})})
 
     def list_tasks(self) -> list[dict[str, Any]]:
         return self.platform.tasks.list_tasks()
 
     def get_task(self, task_id: Any) -> dict[str, Any]:
-        return self.platform.tasks.get_task(task_id)
+        return self.platform.rollouts.get_task(task_id)
 
     def add_devices(self, task_id: Any, devices: list[str]) -> list[dict[str, Any]]:
         return self.platform.tasks.add_devices(task_id, devices)
@@ -220,13 +260,38 @@ class LocalClient:
         return self.platform.tasks.import_devices(task_id, csv_text)
 
     def start_task(self, task_id: Any) -> dict[str, Any]:
-        return self.platform.tasks.start_task(task_id)
+        return self.platform.rollouts.start_task(task_id)
 
     def cancel(self, task_id: Any, devices: list[str] | None) -> list[dict[str, Any]]:
         return self.platform.tasks.cancel(task_id, devices)
 
     def list_devices(self) -> list[dict[str, Any]]:
         return self.platform.list_devices()
+
+    def pause_task(self, task_id: Any) -> dict[str, Any]:
+        return self.platform.rollouts.pause(task_id)
+
+    def resume_task(self, task_id: Any) -> dict[str, Any]:
+        return self.platform.rollouts.resume(task_id)
+
+    def stop_task(self, task_id: Any) -> dict[str, Any]:
+        return self.platform.rollouts.stop(task_id)
+
+    def approve_task(self, task_id: Any) -> dict[str, Any]:
+        return self.platform.rollouts.approve(task_id)
+
+    def task_stats(self, task_id: Any) -> dict[str, Any]:
+        return self.platform.rollouts.task_stats(task_id)
+
+    def tag_devices(self, devices: list[str], add: str | None = None,
+                    remove: str | None = None) -> list[dict[str, Any]]:
+        return self.platform.rollouts.tag(devices, add, remove)
+
+    def device_tags(self) -> dict[str, list[str]]:
+        return self.platform.rollouts.device_tags()
+
+    def device_versions(self) -> dict[str, Any]:
+        return self.platform.rollouts.fleet_versions()
 
     def close(self) -> None:
         self.platform.close()

@@ -46,6 +46,26 @@ _DEVICE_LIST = {"type": "array", "items": _DEVICE, "minItems": 1}
 _DEVICES = {"type": "object", "required": ["devices"], "properties": {"devices": _DEVICE_LIST}}
 _META = {"name": "version name (default: the version)", "product": "product",
          "desc": "description", "module": "module, default MCU"}
+_AMOUNT = {"type": "string", "pattern": "^([1-9][0-9]{0,5}|([1-9][0-9]?|100)%)$",
+           "description": "a count N, or a percentage P% of the task's devices"}
+_WINDOW = {"type": "string", "maxLength": 100, "description": "DAYS HH:MM-HH:MM [ZONE], e.g. "
+           "mon-fri 22:00-05:00 Europe/Berlin (docs/platform.md)"}
+_ROLLOUT = {
+    "waves": {"type": "array", "maxItems": 50, "items": {"anyOf": [
+        _AMOUNT, {"type": "string", "enum": ["rest"]}]},
+        "description": "wave sizes in order; the last wave takes the rest"},
+    "max_failures": {**_AMOUNT, "description": "failures (N, or P% of the ended devices) "
+                     "that pause or stop the task"},
+    "min_ended": {"type": "integer", "minimum": 0, "maximum": 1000000,
+                  "description": "devices that must have ended before failures count"},
+    "on_failure": {"type": "string", "enum": ["pause", "stop"]},
+    "approve_waves": {"type": "boolean"},
+    "from_versions": {"type": "array", "maxItems": 100, "items": _NAME},
+    "groups": {"type": "array", "maxItems": 100, "items": _DEVICE},
+    "continuous": {"type": "boolean"},
+    "windows": {"type": "array", "maxItems": 20, "items": _WINDOW},
+    "allow_downgrade": {"type": "boolean"},
+}
 _VERSION = "version number (required unless the image carries one; a different one is refused)"
 
 OPENAPI: dict[str, Any] = {
@@ -100,15 +120,39 @@ OPENAPI: dict[str, Any] = {
             "parameters": _PKG_ID}},
         "/api/tasks": {
             "get": _op("List upgrade tasks with sub-task counts", errors=(401,)),
-            "post": _op("Create an upgrade task", ok=201, errors=(400, 401, 404, 422), body={
+            "post": _op("Create an upgrade task, with the rollout rules (waves, thresholds, "
+                        "filters, windows: docs/platform.md)", ok=201,
+                        errors=(400, 401, 404, 409, 422), body={
                 "type": "object", "required": ["package", "name"], "properties": {
-                    "package": _PACKAGE, "name": _NAME, "desc": _TEXT,
+                    "package": _PACKAGE, "name": _NAME, "desc": _TEXT, **_ROLLOUT,
                     "start": {**_TIME, "description": "starts by itself then"},
                     "end": {**_TIME, "description": "after start; active sub-tasks time out "
                                                     "then"}}}),
         },
-        "/api/tasks/{id}": {"get": {**_op("Task detail: id, state, devices[{device, state, "
-                                          "step, desc, ...}]"), "parameters": _ID}},
+        "/api/tasks/{id}": {"get": {**_op(
+            "Task detail: id, state (not_started, running, paused, stopped, finished), reason "
+            "(paused/stopped), waiting, waves[{index, size, state, succeeded, failed, ...}], "
+            "stats, rollout, devices[{device, state, step, desc, wave, ...}]"),
+            "parameters": _ID}},
+        **{f"/api/tasks/{{id}}/{verb}": {"post": {**_op(what, errors=(400, 401, 404, 409)),
+                                                  "parameters": _ID}}
+           for verb, what in (("pause", "Pause: no new notices, devices upgrading finish"),
+                              ("resume", "Resume a paused task (failures counted afresh)"),
+                              ("stop", "Stop: pending sub-tasks are cancelled"),
+                              ("approve", "Approve the next wave (approve_waves)"))},
+        "/api/tasks/{id}/stats": {"get": {**_op(
+            "Counts by state, success rate, median and p95 duration, failures by reason; "
+            "per wave too"), "parameters": _ID}},
+        "/api/devices/tags": {
+            "get": _op("Tags (groups) of each tagged device", errors=(401,)),
+            "post": _op("Tag devices: {devices, add: G} or {devices, remove: G}",
+                        errors=(400, 401), body={"oneOf": [
+                            {"type": "object", "required": ["devices", "add"], "properties": {
+                                "devices": _DEVICE_LIST, "add": _DEVICE}},
+                            {"type": "object", "required": ["devices", "remove"],
+                             "properties": {"devices": _DEVICE_LIST, "remove": _DEVICE}}]})},
+        "/api/devices/versions": {"get": _op("Versions running across the fleet",
+                                             errors=(401,))},
         "/api/tasks/{id}/devices": {"post": {**_op("Add devices; one result per device",
                                                    body=_DEVICES, errors=(400, 401, 404, 409)),
                                              "parameters": _ID}},

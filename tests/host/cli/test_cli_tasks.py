@@ -122,7 +122,7 @@ def test_a_rollout_through_the_cli_tables_json_watch(platform, tmp_path: Path) -
                          "counts": {"succeeded": 1, "failed": 1}}
 
     shown = fota_json("task", "show", "--data", d, tid, "--json")
-    assert set(shown) == {"id", "state", "devices"}
+    assert set(shown) == {"id", "state", "reason", "waiting", "waves", "devices"}
     assert {x["device"]: x["subtask"] for x in shown["devices"]} == sub
     assert all(ISO.fullmatch(x["updated"]) for x in shown["devices"])
     live = fota("task", "watch", "--data", d, tid, ok=False)        # already finished
