@@ -10,6 +10,7 @@ import { tasksPage } from "./pages/tasks.js";
 
 const main = document.getElementById("main");
 let cleanup = null;
+let first = true;
 
 function route() {
   const parts = (window.location.hash.replace(/^#\/?/, "") || "overview").split("/");
@@ -31,9 +32,15 @@ function route() {
     return;
   }
   cleanup = render(main) || null;
-  main.focus({ preventScroll: true });
+  if (!first) main.focus({ preventScroll: true }); // a page change: keyboard focus follows
+  first = false;
 }
 
+// The skip link jumps to the content without touching the hash (the router's).
+document.querySelector(".skip").addEventListener("click", (ev) => {
+  ev.preventDefault();
+  main.focus();
+});
 document.getElementById("signout").addEventListener("click", signOut);
 window.addEventListener("hashchange", route);
 route();

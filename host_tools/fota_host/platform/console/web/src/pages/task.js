@@ -73,6 +73,7 @@ export function taskPage(main, taskId) {
     placeholder: "device-1, device-2 (commas, spaces or lines)" });
   const csv = h("input", { type: "file", accept: ".csv,text/csv,text/plain" });
   let rolloutActions = [];
+  let adding = null; // the add/import forms: gone once the task is finished
   let task = null;
   const samples = { labels: [], done: [], failed: [], step: [] };
 
@@ -80,7 +81,7 @@ export function taskPage(main, taskId) {
     waves,
     h("div", { class: "grid" }, progress.el, outcomes.el),
     h("section", { "aria-labelledby": "td-h" }, h("h3", { id: "td-h" }, "Devices"), rows.el),
-    h("section", { "aria-labelledby": "ta-h" }, h("h3", { id: "ta-h" }, "Add devices"),
+    adding = h("section", { "aria-labelledby": "ta-h" }, h("h3", { id: "ta-h" }, "Add devices"),
       h("form", { class: "form", onsubmit: addDevices },
         field("Device ids", ids), h("button", { type: "submit" }, "Add devices")),
       h("form", { class: "form", onsubmit: importCsv },
@@ -181,6 +182,7 @@ export function taskPage(main, taskId) {
         task.started ? `, started ${fmtTime(task.started)}` : "",
         task.finished ? `, finished ${fmtTime(task.finished)}` : ""));
     drawActions();
+    adding.hidden = task.state === "finished";
     clear(waves).append(wavesView(task) || "");
     rows.update(task);
     updateOutcomes(outcomes, countBy(task.devices, (d) => d.state));
