@@ -21,6 +21,24 @@ def _log(*args):
     print("fota:", *args)
 
 
+def release():
+    """Unload what only an update needs (the engine and its decoders, the journal, the
+    HTTP client, TLS set-up), so the idle agent holds only the MQTT link, the protocol
+    and its own state. Called once the link is made (start-up loaded the engine for its
+    block buffer) and after every update that ends without a reboot."""
+    import sys
+
+    import fota
+
+    for name in ("engine", "journal", "http", "httpchunk", "httpredirect", "tls", "verify",
+                 "container", "inflate", "patch", "sbv2", "addloop"):
+        if sys.modules.pop("fota." + name, None) is not None:
+            try:
+                delattr(fota, name)
+            except AttributeError:
+                pass
+
+
 def loop(agent, step=None, period_ms=20):
     """The board's main loop: agent.poll() (agent None: OTA disabled by a bad config)
     beside the application's optional step(), forever. An agent that fails (a CA file
@@ -112,6 +130,7 @@ class Agent:
         link.on_connect = self._on_connect
         link.subscribe(self.t_upgrade, 1)
         self.t_upgrade = None
+        release()
 
     def _make_link(self):
         from fota.mqtt import Link
@@ -231,10 +250,13 @@ class Agent:
             step, reason = -1, "OTA is off: " + self.off
         else:
             self.task = task
+            step = -1
             try:
                 step, reason = self._update(task, p)
             finally:
                 self.task = None
+                if step != 100:
+                    release()       # back to the idle footprint (no reboot follows)
         if step == 100:
             self._finish(task)
         else:
@@ -282,7 +304,10 @@ class Agent:
             self._busy_refusals()
 
     def _attempt(self, task, p):
-        from fota import engine, http
+        from fota import engine
+
+        engine.block_buffer()       # 4 KiB in one piece first: before the HTTP client
+        from fota import http
 
         cfg = self.cfg
         dl = cfg["download"]

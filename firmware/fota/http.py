@@ -16,13 +16,11 @@ from time import ticks_add, ticks_diff, ticks_ms
 
 TOTAL_MS = const(3600000)    # one download attempt, redirects included
 _SLICE_MS = const(1000)      # longest wait between two tick() calls
-_HOPS = const(5)             # redirects followed
 _LINE = const(16384)         # longest response head (presigned Locations run to 2 KiB)
 _BITS = const(7)             # 128-byte scratch for reads into the middle of a buffer
 _IN = const(1)               # select.POLLIN, POLLOUT, POLLERR|POLLHUP on every port
 _OUT = const(4)
 _BAD = const(24)
-
 
 
 def _scratch():
@@ -77,47 +75,11 @@ def _split(url):
 
 
 def resolve(base, ref):
-    """The absolute URL of a redirect's Location `ref` seen from `base` (RFC 9110
-    §10.2.2 and RFC 3986 §5.2: absolute, scheme-relative, absolute-path,
-    relative-path and query references)."""
-    ref = ref.strip()
-    c = ref.find("#")
-    if c >= 0:
-        ref = ref[:c]
-    scheme, auth, path = _parts(base)
-    c = ref.find(":")
-    if c > 0 and "/" not in ref[:c] and "?" not in ref[:c]:     # its own scheme
-        if ref[c:c + 3] != "://":
-            return ref                               # urn:, mailto: ... (refused later)
-        scheme, auth, new = _parts(ref)
-    elif ref[:2] == "//":
-        auth, new = _parts(scheme + ":" + ref)[1:]
-    else:
-        c = path.find("?")
-        bare = path if c < 0 else path[:c]
-        if ref[:1] == "/":
-            new = ref
-        elif ref[:1] == "?":
-            new = bare + ref
-        elif ref:                                    # relative path: merge
-            new = bare[:bare.rfind("/") + 1] + ref
-        else:
-            new = path
-    if new[:1] != "/":
-        new = "/" + new                              # (base or reference without a path)
-    # remove_dot_segments (RFC 3986 §5.2.4) on the path, the query kept as it is
-    c = new.find("?")
-    query = "" if c < 0 else new[c:]
-    segs = (new if c < 0 else new[:c]).split("/")
-    out = []
-    for s in segs[1:]:
-        if s == "..":
-            if out:
-                out.pop()
-        elif s != ".":
-            out.append(s)
-    tail = "/" if segs[-1] in (".", "..") and out else ""
-    return "%s://%s/%s%s%s" % (scheme, auth, "/".join(out), tail, query)
+    """The absolute URL of a redirect's Location `ref` seen from `base` (RFC 3986 §5.2);
+    in fota.httpredirect, loaded only when a server redirects."""
+    from fota.httpredirect import resolve
+
+    return resolve(base, ref)
 
 
 def _why(exc):
@@ -153,6 +115,7 @@ class Body:
         self.limit = -1          # bytes the caller expects (-1: unknown)
         self.done = 0            # body bytes handed out
         self._one = bytearray(1)
+        self._chunk = None       # fota.httpchunk.next_chunk for a chunked body
 
     def _beat(self, now):
         if ticks_diff(now, self._ticked) >= _SLICE_MS:
@@ -215,7 +178,7 @@ class Body:
         while got < n:
             k = n - got
             if self._left >= 0:                      # chunked
-                if not self._left and not self._chunk():
+                if not self._left and not self._chunk(self):
                     break
                 if k > self._left:
                     k = self._left
@@ -230,47 +193,6 @@ class Body:
             raise _fail(self.host, "ended early: the server closed after %d of %d bytes" % (
                 self.done, self.limit))
         return got
-
-    def _chunk(self):
-        """Read the next chunk's size line (after the CRLF closing the previous
-        chunk); False after the last chunk (its trailer is never needed)."""
-        if self._chunks < 0:
-            return False
-        c = 10
-        if self._chunks:
-            c = self._byte()
-            if c == 13:
-                c = self._byte()
-        self._chunks += 1
-        size = digits = n = 0
-        while c == 10:
-            c = self._byte()
-            d = c - 48
-            if not 0 <= d <= 9:
-                d = (c | 32) - 87
-                if not 10 <= d <= 15:
-                    break
-            if size >= 0x1000000:
-                digits = 0
-                break
-            size = size * 16 + d
-            digits += 1
-            c = 10
-        if not digits or c not in (59, 32, 9, 13, 10):     # ; SP HT CR LF
-            raise _fail(self.host, "bad chunk header after %d bytes" % self.done)
-        while c != 10:                               # extensions: skipped
-            c = self._byte()
-            n += 1
-            if c < 0 or n > _LINE:
-                raise _fail(self.host, "bad chunk header after %d bytes" % self.done)
-        if not size:
-            self._chunks = -1
-            return False
-        self._sent += size
-        if 0 <= self.limit < self._sent:
-            raise _fail(self.host, "server sends more than the notice's %d bytes" % self.limit, -3)
-        self._left = size
-        return True
 
     def wrap(self, ctx):
         """TLS over the connected socket. The handshake runs in the first writes,
@@ -327,6 +249,9 @@ def _head(b):
         elif name == b"transfer-encoding":
             v = v.lower()
             if v == b"chunked":
+                from fota.httpchunk import next_chunk
+
+                b._chunk = next_chunk            # (looked up once: nothing per chunk)
                 b._left = 0                      # the framing overrides Content-Length
             elif v != b"identity":
                 raise _fail(b.host, "unsupported transfer encoding '%s'" % v.decode())
@@ -436,21 +361,6 @@ def _context(host, ca, insecure):
         raise _fail(host, "https download refused: %s" % exc, -1)
 
 
-def _redirect(b, where, location, status, hops, downgrade):
-    """The next URL of a redirect chain, or why not."""
-    if not location or hops > _HOPS:
-        raise _fail(b.host, "too many redirects (more than %d)" % _HOPS if location else
-                    "HTTP %d without a Location" % status)
-    nxt = resolve(where, location)
-    if where[:6].lower() == "https:" and nxt[:6].lower() != "https:":
-        if not downgrade:
-            raise _fail(b.host, "https -> http redirect to %s refused (insecure downloads not "
-                        "allowed)" % _parts(nxt)[1])
-        print("fota: WARNING: following an https -> http redirect to", _parts(nxt)[1],
-              "(insecure downloads allowed)")
-    return nxt
-
-
 def _open(url, offset, size, opts):
     timeout_ms, ca, insecure, idle_ms, total_ms, tick, downgrade, ctx = opts
     end = ticks_add(ticks_ms(), total_ms)
@@ -461,7 +371,9 @@ def _open(url, offset, size, opts):
         if status in (301, 302, 303, 307, 308):
             b.close()
             hops += 1
-            url = _redirect(b, url, location, status, hops, downgrade)
+            from fota.httpredirect import follow
+
+            url = follow(b.host, url, location, status, hops, downgrade)
             continue
         if status == 206 and offset > 0 and rstart == offset and rtotal in (-1, size):
             b.limit = size - offset
@@ -469,7 +381,8 @@ def _open(url, offset, size, opts):
         if status == 200:
             if length >= 0 and length != size:
                 b.close()
-                raise _fail(b.host, "server sends %d bytes, the notice says %d" % (length, size), -3)
+                raise _fail(b.host, "server sends %d bytes, the notice says %d" % (
+                    length, size), -3)
             b.limit = size
             return b, 0
         b.close()
