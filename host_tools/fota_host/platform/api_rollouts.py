@@ -55,6 +55,8 @@ async def task_stats(request: web.Request) -> web.Response:
 
 async def tag_devices(request: web.Request) -> web.Response:
     body = await _body(request)
+    if ("add" in body) == ("remove" in body):
+        raise PlatformError("give exactly one of add or remove (a group name)")
     return web.json_response(_rollouts(request).tag(body.get("devices"), body.get("add"),
                                                     body.get("remove")))
 

@@ -192,8 +192,9 @@ class ApiClient:
 
     def tag_devices(self, devices: list[str], add: str | None = None,
                     remove: str | None = None) -> list[dict[str, Any]]:
-        return self.call("POST", "/api/devices/tags",
-                         {"devices": devices, "add": add, "remove": remove})
+        body: dict[str, Any] = {"devices": devices}
+        body.update({"add": add} if add is not None else {"remove": remove})
+        return self.call("POST", "/api/devices/tags", body)
 
     def device_tags(self) -> dict[str, list[str]]:
         return self.call("GET", "/api/devices/tags")

@@ -48,7 +48,12 @@ _META = {"name": "version name (default: the version)", "product": "product",
          "desc": "description", "module": "module, default MCU"}
 _AMOUNT = {"type": "string", "pattern": "^([1-9][0-9]{0,5}|([1-9][0-9]?|100)%)$",
            "description": "a count N, or a percentage P% of the task's devices"}
-_WINDOW = {"type": "string", "maxLength": 100, "description": "DAYS HH:MM-HH:MM [ZONE], e.g. "
+_DAY = "(mon|tue|wed|thu|fri|sat|sun)"
+_WINDOW = {"type": "string", "maxLength": 100,
+           "pattern": f"^(daily|\\*|{_DAY}(-{_DAY})?(,{_DAY}(-{_DAY})?)*) "
+                      "([01][0-9]|2[0-3]):[0-5][0-9]-(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)"
+                      "( (UTC|Europe/Berlin|Asia/Shanghai|America/New_York))?$",
+           "description": "DAYS HH:MM-HH:MM [ZONE], e.g. "
            "mon-fri 22:00-05:00 Europe/Berlin (docs/platform.md)"}
 _ROLLOUT = {
     "waves": {"type": "array", "maxItems": 50, "items": {"anyOf": [
@@ -146,11 +151,11 @@ OPENAPI: dict[str, Any] = {
         "/api/devices/tags": {
             "get": _op("Tags (groups) of each tagged device", errors=(401,)),
             "post": _op("Tag devices: {devices, add: G} or {devices, remove: G}",
-                        errors=(400, 401), body={"oneOf": [
-                            {"type": "object", "required": ["devices", "add"], "properties": {
-                                "devices": _DEVICE_LIST, "add": _DEVICE}},
-                            {"type": "object", "required": ["devices", "remove"],
-                             "properties": {"devices": _DEVICE_LIST, "remove": _DEVICE}}]})},
+                        errors=(400, 401), body={
+                            "type": "object", "required": ["devices"],
+                            "properties": {"devices": _DEVICE_LIST, "add": _DEVICE,
+                                           "remove": _DEVICE},
+                            "oneOf": [{"required": ["add"]}, {"required": ["remove"]}]})},
         "/api/devices/versions": {"get": _op("Versions running across the fleet",
                                              errors=(401,))},
         "/api/tasks/{id}/devices": {"post": {**_op("Add devices; one result per device",

@@ -292,14 +292,10 @@ class Rollouts:
                                      required=True))
         if not isinstance(devices, list) or not devices or len(devices) > 10_000:
             raise PlatformError("devices must be a non-empty list of device ids")
+        devices = [check_device_id(d) for d in devices]  # all valid, or nothing tagged
         results = []
         with self.store.lock:
             for dev in devices:
-                try:
-                    dev = check_device_id(dev)
-                except PlatformError as exc:
-                    results.append({"device": str(dev)[:100], "ok": False, "error": str(exc)})
-                    continue
                 (sr.add_tag if add is not None else sr.remove_tag)(self.store, dev, group)
                 results.append({"device": dev, "ok": True, "tags": sr.tags_of(self.store, dev)})
             self.store.commit()

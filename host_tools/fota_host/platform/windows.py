@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from .validate import PlatformError
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_TIME = re.compile(r"^([01]?\d|2[0-4]):([0-5]\d)$")
+_TIME = re.compile(r"^([01]\d|2[0-4]):([0-5]\d)$")
 
 
 @dataclass(frozen=True)
