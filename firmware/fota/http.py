@@ -79,7 +79,7 @@ def resolve(base, ref):
     in fota.httpredirect, loaded only when a server redirects."""
     from fota.httpredirect import resolve
 
-    return resolve(base, ref)
+    return resolve(base, ref, _parts)
 
 
 def _why(exc):
@@ -116,6 +116,11 @@ class Body:
         self.done = 0            # body bytes handed out
         self._one = bytearray(1)
         self._chunk = None       # fota.httpchunk.next_chunk for a chunked body
+
+    def fail(self, cause, step=-2):
+        """The UpdateError for `cause` at this host (fota.httpchunk and httpredirect
+        raise theirs through it: they import nothing from here)."""
+        return _fail(self.host, cause, step)
 
     def _beat(self, now):
         if ticks_diff(now, self._ticked) >= _SLICE_MS:
@@ -373,7 +378,7 @@ def _open(url, offset, size, opts):
             hops += 1
             from fota.httpredirect import follow
 
-            url = follow(b.host, url, location, status, hops, downgrade)
+            url = follow(b, _parts, url, location, status, hops, downgrade)
             continue
         if status == 206 and offset > 0 and rstart == offset and rtotal in (-1, size):
             b.limit = size - offset

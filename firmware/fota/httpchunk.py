@@ -2,8 +2,6 @@
 sends `Transfer-Encoding: chunked`, so plain downloads never hold this code."""
 from micropython import const
 
-from fota.http import _fail
-
 _LINE = const(16384)         # longest chunk line (extensions are skipped)
 
 
@@ -34,17 +32,17 @@ def next_chunk(b):
         digits += 1
         c = 10
     if not digits or c not in (59, 32, 9, 13, 10):     # ; SP HT CR LF
-        raise _fail(b.host, "bad chunk header after %d bytes" % b.done)
+        raise b.fail("bad chunk header after %d bytes" % b.done)
     while c != 10:                                   # extensions: skipped
         c = b._byte()
         n += 1
         if c < 0 or n > _LINE:
-            raise _fail(b.host, "bad chunk header after %d bytes" % b.done)
+            raise b.fail("bad chunk header after %d bytes" % b.done)
     if not size:
         b._chunks = -1
         return False
     b._sent += size
     if 0 <= b.limit < b._sent:
-        raise _fail(b.host, "server sends more than the notice's %d bytes" % b.limit, -3)
+        raise b.fail("server sends more than the notice's %d bytes" % b.limit, -3)
     b._left = size
     return True

@@ -2,12 +2,10 @@
 the next hop of a chain. Loaded only when a server redirects."""
 from micropython import const
 
-from fota.http import _fail, _parts
-
 _HOPS = const(5)             # redirects followed
 
 
-def resolve(base, ref):
+def resolve(base, ref, parts):
     """The absolute URL of a redirect's Location `ref` seen from `base` (RFC 9110
     §10.2.2 and RFC 3986 §5.2: absolute, scheme-relative, absolute-path,
     relative-path and query references)."""
@@ -15,14 +13,14 @@ def resolve(base, ref):
     c = ref.find("#")
     if c >= 0:
         ref = ref[:c]
-    scheme, auth, path = _parts(base)
+    scheme, auth, path = parts(base)
     c = ref.find(":")
     if c > 0 and "/" not in ref[:c] and "?" not in ref[:c]:     # its own scheme
         if ref[c:c + 3] != "://":
             return ref                               # urn:, mailto: ... (refused later)
-        scheme, auth, new = _parts(ref)
+        scheme, auth, new = parts(ref)
     elif ref[:2] == "//":
-        auth, new = _parts(scheme + ":" + ref)[1:]
+        auth, new = parts(scheme + ":" + ref)[1:]
     else:
         c = path.find("?")
         bare = path if c < 0 else path[:c]
@@ -51,16 +49,17 @@ def resolve(base, ref):
     return "%s://%s/%s%s%s" % (scheme, auth, "/".join(out), tail, query)
 
 
-def follow(host, where, location, status, hops, downgrade):
-    """The next URL of a redirect chain from `where` (served by `host`), or why not."""
+def follow(b, parts, where, location, status, hops, downgrade):
+    """The next URL of a redirect chain from `where` (Body `b` said so), or why not.
+    `parts`: fota.http's URL splitter (passed in: no import circle)."""
     if not location or hops > _HOPS:
-        raise _fail(host, "too many redirects (more than %d)" % _HOPS if location else
+        raise b.fail("too many redirects (more than %d)" % _HOPS if location else
                     "HTTP %d without a Location" % status)
-    nxt = resolve(where, location)
+    nxt = resolve(where, location, parts)
     if where[:6].lower() == "https:" and nxt[:6].lower() != "https:":
         if not downgrade:
-            raise _fail(host, "https -> http redirect to %s refused (insecure downloads not "
-                        "allowed)" % _parts(nxt)[1])
-        print("fota: WARNING: following an https -> http redirect to", _parts(nxt)[1],
+            raise b.fail("https -> http redirect to %s refused (insecure downloads not "
+                        "allowed)" % parts(nxt)[1])
+        print("fota: WARNING: following an https -> http redirect to", parts(nxt)[1],
               "(insecure downloads allowed)")
     return nxt
