@@ -7,6 +7,7 @@ with the poll model: call `agent.poll()` from your main loop every 10-100 ms.
 poll() returns quickly, except while an update runs: then it blocks until the
 update ends (feeding the watchdog and keeping MQTT alive throughout).
 """
+import sys
 from micropython import const
 from time import sleep_ms, ticks_add, ticks_diff, ticks_ms
 
@@ -76,7 +77,7 @@ class OffSlot:
 
 
 class Agent:
-    def __init__(self, cfg, slot, health=None, reset=None, feed=None):
+    def __init__(self, cfg, slot, health=None, reset=None, feed=None, may_reboot=None):
         self.cfg = cfg
         self.slot = slot
         self.version = slot.version
@@ -88,6 +89,8 @@ class Agent:
         self.health = health            # app hook: () -> True when healthy
         self.reset = reset              # machine.reset
         self.feed = feed                # watchdog feed
+        self.may_reboot = may_reboot    # app hook: () -> True when a reboot is fine now
+        self.reboot_by = None           # a new image waits for may_reboot() until then
         self.notices = []
         self.reports = []               # [task, step, desc] to deliver with QoS 1
         self.task = None                # task being worked on
@@ -175,6 +178,9 @@ class Agent:
             self._deliver()
         if self.trial is not None:
             self._check_trial()
+        if self.reboot_by is not None:
+            self._reboot_when_allowed()
+            return
         while self.notices and self.task is None:
             self._notice(self.notices.pop(0))
 
@@ -320,6 +326,8 @@ class Agent:
                 why = "cannot check free space: %s" % exc
             if why:
                 return -4, why
+        if dl["start_delay_s"]:
+            self._start_delay(dl["start_delay_s"])
         try:
             url = p["url"] if dl["url_as_is"] else protocol.download_url(
                 p["url"], cfg["device_id"], p["token"])
@@ -385,5 +393,41 @@ class Agent:
                 self.feed()
             self.link.poll()
             sleep_ms(50)
-        _log("task", task, "done: rebooting into the new image")
+        if self.may_reboot is None:   # the app module's may_reboot(), if it has one
+            self.may_reboot = getattr(sys.modules.get("app"), "may_reboot", None)
+        if self.may_reboot is None:
+            _log("task", task, "done: rebooting into the new image")
+            self._restart()
+            return
+        # The application decides when (a motor must stop first): poll() asks it each
+        # time, and reboots anyway after reboot_defer_max_s.
+        self.task = task
+        self.reboot_by = ticks_add(ticks_ms(), int(self.cfg["reboot_defer_max_s"] * 1000))
+        _log("task", task, "done: the new image waits for the application's permission")
+        self._reboot_when_allowed()
+
+    def _reboot_when_allowed(self):
+        if self.notices:
+            self._busy_refusals()
+        try:
+            allowed = bool(self.may_reboot())
+        except Exception as exc:  # noqa: BLE001 - a failing hook must not hold the image
+            _log("may_reboot hook failed:", exc)
+            allowed = True
+        if not allowed and ticks_diff(self.reboot_by, ticks_ms()) > 0:
+            return
+        _log("task", self.task, "rebooting into the new image",
+             "" if allowed else "(reboot_defer_max_s reached)")
+        self.reboot_by = None
         self._restart()
+
+    def _start_delay(self, delay_s):
+        """A random wait of up to delay_s before the download, so that a wave of devices
+        notified together does not reach the file server in one instant (MQTT and the
+        watchdog kept alive)."""
+        from random import getrandbits
+
+        end = ticks_add(ticks_ms(), int(delay_s * 1000) * getrandbits(10) // 1024)
+        while ticks_diff(end, ticks_ms()) > 0:
+            self._tick()
+            sleep_ms(min(100, max(1, ticks_diff(end, ticks_ms()))))

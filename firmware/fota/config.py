@@ -23,12 +23,14 @@ DEFAULTS = {
     "wifi": None,
     "trusted_keys": (),             # signing key digests (64 hex); empty: no signature check
     "allow_unsigned": False,        # with trusted_keys: also take images with no signature
+    "reboot_defer_max_s": 300,      # longest wait for an app's may_reboot() after step 100
 }
 _MAX_KEYS = const(3)                # as many as a Secure Boot V2 sector holds
 # timeout_s: connect and TLS handshake; idle_s: longest silence while downloading;
 # total_s: one download attempt, redirects included (see fota.http).
+# start_delay_s: a random wait of up to this before a download (a wave of devices spreads).
 DOWNLOAD = {"ca": None, "allow_insecure": False, "url_as_is": False, "timeout_s": 10,
-            "idle_s": 30, "total_s": 3600}
+            "idle_s": 30, "total_s": 3600, "start_delay_s": 5}
 BROKER = {"port": None, "user": None, "password": None, "tls": False, "ca": None,
           "keepalive": 60, "timeout_s": 10, "insecure": False}
 
@@ -76,12 +78,16 @@ def validate(cfg):
         v = d[key]
         _need(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
               "download.%s must be a number > 0" % key)
+    v = d["start_delay_s"]
+    _need(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 600,
+          "download.start_delay_s must be a number from 0 to 600")
     if out["topic_prefix"] is None:
         out["topic_prefix"] = "devices/" + dev
     _need(isinstance(out["topic_prefix"], str), "topic_prefix must be a string")
     _need(isinstance(out["module"], str), "module must be a string")
     for key, low in (("progress_step", 1), ("progress_interval_s", 0),
-                     ("health_deadline_s", 1), ("max_trials", 1), ("wdt_s", 0)):
+                     ("health_deadline_s", 1), ("max_trials", 1), ("wdt_s", 0),
+                     ("reboot_defer_max_s", 0)):
         _num(out, key, low)
     _need(not out["wdt_s"] or out["wdt_s"] >= 4,
           "wdt_s must be 0 (no watchdog) or at least 4 (seconds)")

@@ -25,7 +25,8 @@ SIZE = {"esp32": 128 * 1024, "pico_w": 96 * 1024}
 # A new image has 15 s to come online and be confirmed: plenty on a busy machine (the
 # rollback tests set a shorter deadline, which they wait out).
 FAST = {"health_deadline_s": 15, "progress_interval_s": 0.5,
-        "broker": {"keepalive": 4, "timeout_s": 2}, "download": {"timeout_s": 3}}
+        "broker": {"keepalive": 4, "timeout_s": 2}, "download": {"timeout_s": 3,
+                                                                 "start_delay_s": 0}}
 BOOT_LINE = re.compile(r"^\[sim\] boot \d+: running (\S+) version (\S+)( \(trial\))?", re.M)
 
 

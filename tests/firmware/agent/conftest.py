@@ -13,7 +13,7 @@ from peer import Peer  # noqa: E402
 # A new image has 15 s to come online and be confirmed: plenty on a busy machine (the
 # rollback tests set a shorter deadline, which they wait out).
 FAST = {"health_deadline_s": 15, "progress_interval_s": 1,
-        "broker": {"keepalive": 4, "timeout_s": 2}}
+        "broker": {"keepalive": 4, "timeout_s": 2}, "download": {"start_delay_s": 0}}
 
 
 @pytest.fixture
@@ -33,6 +33,7 @@ def devices(tmp_path, mosquitto):
               broker_url: str | None = None, **config) -> SimDevice:
         cfg = {**FAST, **config}
         cfg["broker"] = {**FAST["broker"], **config.get("broker", {})}
+        cfg["download"] = {**FAST["download"], **config.get("download", {})}
         log = open(tmp_path / f"{device_id}.log", "w")  # noqa: SIM115 (closed at exit)
         dev = SimDevice(tmp_path / device_id, board, device_id, broker_url or mosquitto.url,
                         None, version, "96K", log=log, config=cfg)

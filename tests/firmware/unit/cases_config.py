@@ -16,9 +16,22 @@ def test_defaults_are_filled_in():
     equal((out["broker"]["port"], out["broker"]["keepalive"], out["broker"]["tls"]),
           (1883, 60, False))
     equal(out["download"], {"ca": None, "allow_insecure": False, "url_as_is": False,
-                            "timeout_s": 10, "idle_s": 30, "total_s": 3600})
+                            "timeout_s": 10, "idle_s": 30, "total_s": 3600,
+                            "start_delay_s": 5})
     equal(out["desc_lang"], "en")
     equal((out["progress_step"], out["health_deadline_s"], out["wdt_s"]), (5, 60, 0))
+    equal(out["reboot_defer_max_s"], 300)
+
+
+def test_start_delay_and_reboot_defer_are_checked():
+    out = config.validate(cfg(download={"start_delay_s": 0}, reboot_defer_max_s=0))
+    equal((out["download"]["start_delay_s"], out["reboot_defer_max_s"]), (0, 0))
+    raises(config.ConfigError, config.validate, cfg(download={"start_delay_s": -1}),
+           says="start_delay_s")
+    raises(config.ConfigError, config.validate, cfg(download={"start_delay_s": 601}),
+           says="start_delay_s")
+    raises(config.ConfigError, config.validate, cfg(reboot_defer_max_s="10"),
+           says="reboot_defer_max_s")
 
 
 def test_tls_defaults_to_port_8883_and_needs_a_ca():
