@@ -1,6 +1,7 @@
 """The console in a real browser (headless chromium + Playwright) against a running platform
-with fake devices upgrading: sign in, upload, create a task, add devices, start it, watch the
-progress bars move without a reload, cancel a device, see the outcome."""
+with fake devices upgrading: sign in, upload, create a task in two waves, add devices, start
+it, watch the progress bars move without a reload, pause and resume, cancel a device, see the
+outcome by wave."""
 
 from __future__ import annotations
 
@@ -62,10 +63,11 @@ def _rollout(platform: Any, page: Any, info: dict[str, Any], devices: list[FakeD
     expect(page.get_by_text("Package 2.0.0 added")).to_be_visible()
     expect(page.get_by_role("cell", name="2.0.0").first).to_be_visible()
 
-    # create a task; the page moves to it
+    # create a task in two waves (a canary of one, then the rest); the page moves to it
     page.get_by_role("link", name="Tasks", exact=True).click()
-    expect(page.get_by_label("Package")).to_contain_text("2.0.0")
+    expect(page.get_by_label("Package", exact=True)).to_contain_text("2.0.0")
     page.get_by_label("Task name").fill("Meters to 2.0.0")
+    page.get_by_label("Waves").fill("1, rest")
     page.get_by_role("button", name="Create task").click()
     expect(page.get_by_role("heading", name="Meters to 2.0.0")).to_be_visible()
     page.evaluate("window.__sameDocument = true")  # gone if anything reloads the page
@@ -77,36 +79,52 @@ def _rollout(platform: Any, page: Any, info: dict[str, Any], devices: list[FakeD
 
     page.get_by_role("button", name="Start").click()
     expect(page.locator(".task-state")).to_contain_text("running")
-    notices = {d.id: d.wait_notice(20) for d in devices}
-    first, second = devices
-    sub = {d.id: notices[d.id]["taskId"] for d in devices}  # the spec's taskId: a sub-task's
+    expect(page.get_by_role("table", name="Waves of this task").locator("tbody tr")) \
+        .to_have_count(2)
+    # the canary: whichever device the first wave holds gets the only notice
+    first = wait_for(lambda: next((d for d in devices if not d.notices.empty()), None), 30,
+                     what="the canary's notice")
+    second = next(d for d in devices if d is not first)
+    notice = first.wait_notice(1)
+    sub = notice["taskId"]  # the spec's taskId: the device's sub-task
     task_id = int(page.evaluate("location.hash").rsplit("/", 1)[1])
 
-    # meter-1 downloads and reports: its bar follows, live
-    status, body, _ = http_get(first.download_url(notices[first.id]))
+    # it downloads and reports: its bar follows, live
+    status, body, _ = http_get(first.download_url(notice))
     assert status == 200 and body == firmware.read_bytes()
-    first.progress(sub[first.id], 10, "downloading")
+    first.progress(sub, 10, "downloading")
     expect(_progress(page, first.id)).to_have_attribute("value", "10", timeout=20_000)
-    first.progress(sub[first.id], 60, "writing")
+    first.progress(sub, 60, "writing")
     expect(_progress(page, first.id)).to_have_attribute("value", "60", timeout=20_000)
     expect(page.locator(f'tr[data-device="{first.id}"]')).to_contain_text("writing")
-    assert http_get(second.download_url(notices[second.id]))[0] == 200
-    second.progress(sub[second.id], 30, "downloading")
+
+    # pause and resume from the page
+    page.get_by_role("button", name="Pause").click()
+    expect(page.locator(".task-state")).to_contain_text("paused", timeout=20_000)
+    page.screenshot(path=str(tmp_path / "task-paused.png"), full_page=True)
+    page.get_by_role("button", name="Resume").click()
+    expect(page.locator(".task-state")).to_contain_text("running", timeout=20_000)
+
+    # the canary succeeds: the second wave opens and its device upgrades
+    first.progress(sub, 100, "rebooting")
+    first.version = "2.0.0"
+    first.inform(sub)
+    expect(page.locator(f'tr[data-device="{first.id}"]')).to_contain_text("succeeded",
+                                                                          timeout=20_000)
+    notice2 = second.wait_notice(30)
+    assert http_get(second.download_url(notice2))[0] == 200
+    second.progress(notice2["taskId"], 30, "downloading")
     expect(_progress(page, second.id)).to_have_attribute("value", "30", timeout=20_000)
     page.screenshot(path=str(tmp_path / "task-running.png"), full_page=True)
 
-    # meter-1 finishes; meter-2 is cancelled from its row
-    first.progress(sub[first.id], 100, "rebooting")
-    first.version = "2.0.0"
-    first.inform(sub[first.id])
-    expect(page.locator(f'tr[data-device="{first.id}"]')).to_contain_text("succeeded",
-                                                                          timeout=20_000)
+    # the second device is cancelled from its row
     page.get_by_role("button", name=f"Cancel {second.id}").click()
     expect(page.locator(f'tr[data-device="{second.id}"]')).to_contain_text("cancelled",
                                                                            timeout=20_000)
     expect(page.locator(".task-state")).to_contain_text("finished", timeout=20_000)
     assert page.evaluate("window.__sameDocument") is True
-    outcome = page.get_by_role("img", name="Outcomes: succeeded 1, cancelled 1")
+    outcome = page.get_by_role("img", name="Outcomes by wave: wave 1 succeeded 1; "
+                                           "wave 2 cancelled 1")
     expect(outcome).to_have_count(1)
     shot = tmp_path / "task-finished.png"
     page.screenshot(path=str(shot), full_page=True)
@@ -117,8 +135,8 @@ def _rollout(platform: Any, page: Any, info: dict[str, Any], devices: list[FakeD
     api = platform.api
     task = wait_for(lambda: (t := api.get_task(task_id)) and t["state"] == "finished" and t,
                     30, what="task finished")
-    states = {d["device"]: d["state"] for d in task["devices"]}
-    assert states == {first.id: "succeeded", second.id: "cancelled"}
+    states = {d["device"]: (d["state"], d["wave"]) for d in task["devices"]}
+    assert states == {first.id: ("succeeded", 1), second.id: ("cancelled", 2)}
 
     # the overview and the devices page show the fleet's new versions
     page.get_by_role("link", name="Devices").click()
@@ -148,7 +166,7 @@ def test_phone_sized_screen(platform: Any, browser: Any) -> None:
         page.keyboard.press("Enter")
         page.keyboard.press("Tab")
         assert page.evaluate("document.activeElement.closest('main') !== null")
-        assert page.evaluate("document.activeElement.id") == page.get_by_label("Package") \
-            .get_attribute("id")
+        package = page.get_by_label("Package", exact=True)
+        assert page.evaluate("document.activeElement.id") == package.get_attribute("id")
     finally:
         context.close()

@@ -163,7 +163,7 @@ def snapshot(request: web.Request, task_id: str | None) -> dict[str, Any]:
                             "devices": platform.list_devices()}
     if task_id:
         try:
-            snap["task"] = platform.tasks.get_task(task_id)
+            snap["task"] = platform.rollouts.get_task(task_id)  # as GET /api/tasks/{id}
         except PlatformError as exc:
             snap["task_error"] = str(exc)
     return snap

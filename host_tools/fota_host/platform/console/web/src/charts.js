@@ -51,7 +51,8 @@ export class LiveChart {
 export function outcomesChart(title = "Outcomes") {
   return new LiveChart(title, { type: "bar", data: { labels: [], datasets: [] },
     options: { indexAxis: "y", plugins: { legend: { display: false } },
-      scales: { x: { beginAtZero: true, ticks: { precision: 0 } } } } });
+      scales: { x: { beginAtZero: true, stacked: true, ticks: { precision: 0 } },
+        y: { stacked: true } } } });
 }
 
 export function versionsChart(title = "Versions across the fleet") {
@@ -80,8 +81,20 @@ export function summarize(counts) {
 
 export function updateOutcomes(chart, counts) {
   const labels = [...counts.keys()];
+  chart.chart.options.plugins.legend.display = false;
   chart.update(labels, [{ label: "devices", data: labels.map((k) => counts.get(k)),
     backgroundColor: labels.map((k) => STATE_COLORS[k] || "#666") }], summarize(counts));
+}
+
+// One bar per wave, stacked by sub-task state (waves from GET /api/tasks/{id}).
+export function updateOutcomesByWave(chart, waves) {
+  const states = Object.keys(STATE_COLORS).filter((st) => waves.some((w) => w.counts?.[st]));
+  const labels = waves.map((w) => `wave ${w.index}`);
+  chart.chart.options.plugins.legend.display = true;
+  chart.update(labels, states.map((st) => ({ label: st.replace(/_/g, " "),
+    data: waves.map((w) => w.counts?.[st] || 0), backgroundColor: STATE_COLORS[st] })),
+  waves.map((w) => `wave ${w.index} ${summarize(new Map(Object.entries(w.counts || {})))}`)
+    .join("; "));
 }
 
 const PALETTE = ["#2f6fdf", "#1e8e3e", "#f29900", "#d93025", "#9c27b0", "#00897b", "#5f6368"];

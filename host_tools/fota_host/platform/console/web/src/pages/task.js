@@ -1,9 +1,9 @@
 // One task: its state, the actions that fit it, devices with live progress bars, charts.
 import { ApiError, call, post } from "../api.js";
-import { countBy, outcomesChart, progressChart, updateOutcomes } from "../charts.js";
+import { countBy, outcomesChart, progressChart, updateOutcomes, updateOutcomesByWave } from "../charts.js";
 import { clear, field, fmtTime, h, stateBadge } from "../dom.js";
 import { subscribe } from "../live.js";
-import { availableActions, rolloutButtons, stateLine, wavesView } from "../rollout.js";
+import { availableActions, rolloutButtons, stateLine, statsView, wavesView } from "../rollout.js";
 import { ENDED, FAILED, notice, pct } from "./common.js";
 
 // One row per device, updated in place: focus and scroll survive live updates.
@@ -15,7 +15,7 @@ class DeviceRows {
     this.body = h("tbody");
     this.el = h("div", { class: "table-wrap" }, h("table", { class: "devices" },
       h("caption", {}, "Devices in this task"),
-      h("thead", {}, h("tr", {}, ["Device", "State", "Progress", "Message", "Updated", ""]
+      h("thead", {}, h("tr", {}, ["Device", "Wave", "State", "Progress", "Message", "Updated", ""]
         .map((c) => h("th", { scope: "col" }, c)))), this.body));
   }
 
@@ -24,6 +24,7 @@ class DeviceRows {
       let row = this.rows.get(d.device);
       if (!row) {
         row = {
+          wave: h("td", { "data-label": "Wave" }),
           state: h("td", { "data-label": "State" }),
           bar: h("progress", { max: 100, value: 0 }),
           pct: h("span", { class: "pct" }),
@@ -35,13 +36,14 @@ class DeviceRows {
         row.bar.setAttribute("aria-label", `Progress of ${d.device}`);
         row.cancel.setAttribute("aria-label", `Cancel ${d.device}`);
         row.tr = h("tr", { "data-device": d.device },
-          h("th", { scope: "row", "data-label": "Device" }, d.device), row.state,
+          h("th", { scope: "row", "data-label": "Device" }, d.device), row.wave, row.state,
           h("td", { "data-label": "Progress" }, row.bar, row.pct), row.desc, row.when,
           h("td", {}, row.cancel));
         this.rows.set(d.device, row);
         this.body.append(row.tr);
       }
       const step = d.state === "succeeded" ? 100 : Math.max(0, Math.min(100, d.step ?? 0));
+      row.wave.textContent = d.wave ? String(d.wave) : "—";
       row.state.replaceChildren(stateBadge(d.state));
       row.bar.value = step;
       row.pct.textContent = ` ${step} %`;
@@ -66,9 +68,10 @@ export function taskPage(main, taskId) {
   const head = h("div");
   const actions = h("div", { class: "actions", role: "group", "aria-label": "Task actions" });
   const waves = h("div");
+  const stats = h("div");
   const rows = new DeviceRows(taskId, status);
   const progress = progressChart();
-  const outcomes = outcomesChart("Outcomes");
+  const outcomes = outcomesChart("Outcomes by wave");
   const ids = h("textarea", { name: "devices", rows: 3,
     placeholder: "device-1, device-2 (commas, spaces or lines)" });
   const csv = h("input", { type: "file", accept: ".csv,text/csv,text/plain" });
@@ -79,7 +82,7 @@ export function taskPage(main, taskId) {
 
   main.append(h("p", {}, h("a", { href: "#/tasks" }, "← All tasks")), head, actions, status.el,
     waves,
-    h("div", { class: "grid" }, progress.el, outcomes.el),
+    h("div", { class: "grid" }, progress.el, outcomes.el), stats,
     h("section", { "aria-labelledby": "td-h" }, h("h3", { id: "td-h" }, "Devices"), rows.el),
     adding = h("section", { "aria-labelledby": "ta-h" }, h("h3", { id: "ta-h" }, "Add devices"),
       h("form", { class: "form", onsubmit: addDevices },
@@ -138,7 +141,7 @@ export function taskPage(main, taskId) {
     if (task.state === "not_started") {
       actions.append(act("Start", () => post(`/api/tasks/${taskId}/start`)));
     }
-    actions.append(rolloutButtons(task, rolloutActions, () => status.ok("done"),
+    actions.append(...rolloutButtons(task, rolloutActions, (msg) => status.ok(msg),
       (msg) => status.error(msg)));
     if (task.state !== "finished" && task.devices.some((d) => !ENDED.includes(d.state))) {
       actions.append(act("Cancel all", () => {
@@ -185,7 +188,9 @@ export function taskPage(main, taskId) {
     adding.hidden = task.state === "finished";
     clear(waves).append(wavesView(task) || "");
     rows.update(task);
-    updateOutcomes(outcomes, countBy(task.devices, (d) => d.state));
+    clear(stats).append(statsView(task) || "");
+    if (task.waves?.length > 1) updateOutcomesByWave(outcomes, task.waves);
+    else updateOutcomes(outcomes, countBy(task.devices, (d) => d.state));
     sample(task);
   });
   return () => { off(); progress.destroy(); outcomes.destroy(); };

@@ -1,7 +1,7 @@
 import { get, post } from "../api.js";
 import { clear, field, h, stateBadge, table } from "../dom.js";
 import { subscribe } from "../live.js";
-import { createFields } from "../rollout.js";
+import { createFields, createInputs } from "../rollout.js";
 import { notice } from "./common.js";
 
 export function tasksPage(main) {
@@ -10,8 +10,8 @@ export function tasksPage(main) {
   const pkg = h("select", { name: "package", required: true });
   const name = h("input", { type: "text", name: "name", required: true, maxLength: 256 });
   const desc = h("input", { type: "text", name: "desc", maxLength: 256 });
-  const extra = h("div");
-  const extraInputs = [];
+  const extra = h("div", { class: "form" });
+  let fillRollout = (body) => body;
   const form = h("form", { class: "form", onsubmit: create },
     field("Package", pkg), field("Task name", name), field("Description", desc), extra,
     h("button", { type: "submit" }, "Create task"));
@@ -27,18 +27,16 @@ export function tasksPage(main) {
   }).catch((err) => status.error(err.message));
   // rollout options, when the platform's API takes them (rollout.js)
   createFields().then((fields) => {
-    for (const f of fields) {
-      const input = h("input", { type: "text", name: f.key });
-      extraInputs.push([f, input]);
-      extra.append(field(f.label, input, f.help));
-    }
+    const { elements, fill } = createInputs(fields);
+    if (elements.length) extra.append(h("fieldset", { class: "form" }, h("legend", {}, "Rollout"), elements));
+    fillRollout = fill;
   });
 
   async function create(ev) {
     ev.preventDefault();
     const body = { package: pkg.value, name: name.value };
     if (desc.value) body.desc = desc.value;
-    for (const [f, input] of extraInputs) if (input.value.trim()) body[f.key] = f.parse(input.value);
+    fillRollout(body);
     try {
       const task = await post("/api/tasks", body);
       window.location.hash = `#/tasks/${task.id}`;
