@@ -51,6 +51,8 @@ def page(browser: Any) -> Iterator[Any]:
     pg.set_default_timeout(20_000)
     pg.errors = []  # uncaught script errors: a test checks none happened
     pg.on("pageerror", lambda exc: pg.errors.append(str(exc)))
+    # console errors too: a Content-Security-Policy violation, a failed request
+    pg.on("console", lambda msg: msg.type == "error" and pg.errors.append(msg.text))
     yield pg
     context.close()
 
