@@ -22,7 +22,7 @@ pytestmark = pytest.mark.parametrize("world", ["embedded"], indirect=True)
 # RSA-3072 and the delta decoder need more heap than a plain update in the simulated
 # agent (64-bit port; make bench measures agent_signed_min_heap_kib and
 # delta_agent_min_heap_kib).
-HEAP = "128K"
+HEAP = "160K"
 
 
 def device(world, dev_id: str, start: bool = True, **config):
