@@ -81,6 +81,9 @@ def watch(ops: PlatformOps, task_id: str, as_json: bool, interval: float,
         return INTERRUPTED
 
 
+ENDED = ("finished", "stopped")  # a paused task may resume: watched on
+
+
 def _watch_json(ops: PlatformOps, task_id: str, interval: float, end: float | None) -> int:
     seen: dict[str, tuple] = {}
     state = None
@@ -92,7 +95,7 @@ def _watch_json(ops: PlatformOps, task_id: str, interval: float, end: float | No
             state = task["state"]
             emit_json_line({"time": now_iso(), "task": task["id"], "state": state,
                             "counts": counts(task)})
-        if state == "finished":
+        if state in ENDED:
             return outcome(task)
         if end is not None and time.monotonic() >= end:
             emit_json_line({"time": now_iso(), "task": task["id"], "state": state,
@@ -112,7 +115,7 @@ def _watch_live(ops: PlatformOps, task_id: str, interval: float, end: float | No
                        "watching ..."))
     with Live(_table(task), console=out, refresh_per_second=4, transient=False) as live:
         while True:
-            if task["state"] == "finished":
+            if task["state"] in ENDED:
                 live.update(_table(task))
                 break
             if end is not None and time.monotonic() >= end:

@@ -228,7 +228,7 @@ class Rollouts:
         return self.get_task(task_id)
 
     def _halt(self, task_id: int, state: str, reason: str) -> None:
-        now = self.clock()
+        now = time.time()  # stored times are the wall clock's; `clock` is for the rules
         sr.set_task_state(self.store, task_id, state, now if state == "stopped" else None)
         sr.update_rollout(self.store, task_id, reason=reason, waiting=None)
         if state == "stopped":
@@ -385,7 +385,7 @@ class Rollouts:
                 self.tasks._tell(logging.INFO, "task %d: wave %d succeeded; wave %d waits for"
                                  " approval", tid, opened, nxt)
             return f"wave {nxt} waits for approval (fota task approve {tid})"
-        sr.open_wave(self.store, tid, nxt, now)
+        sr.open_wave(self.store, tid, nxt, time.time())
         sr.update_rollout(self.store, tid, opened=nxt)
         self.tasks._tell(logging.INFO, "task %d: wave %d opens", tid, nxt)
         return None
@@ -423,7 +423,7 @@ class Rollouts:
                     fleetstats.is_older(target, version):
                 why = f"skipped: runs {version}, newer than {target} (allow_downgrade)"
             if why:
-                sr.skip(self.store, s["id"], why, now)
+                sr.skip(self.store, s["id"], why, time.time())
 
     def _add_matching(self, tid: int, spec: dict[str, Any], since: float, now: float) -> None:
         """Devices of the task's groups (and, continuous, any matching one seen since
@@ -432,6 +432,7 @@ class Rollouts:
             return
         task = self.store.task(tid)
         pkg = self.store.package(task["package_id"]) if task else None
+        now = time.time()
         due = now if task and task["state"] == "running" else None
         for dev in sr.candidates(self.store, tid, spec["groups"], spec["from_versions"], since):
             if pkg and dev["version"] == pkg["version"]:

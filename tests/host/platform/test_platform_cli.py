@@ -57,7 +57,7 @@ def test_cli_end_to_end(embedded, firmware: Path, tmp_path: Path) -> None:
                           fota_json("task", "show", "--data", d, tid, "--json")["devices"]]
                  == ["succeeded", "upgrading", "pending"], timeout=10)
         shown = fota_json("task", "show", "--data", d, tid, "--json")
-        assert set(shown) == {"id", "state", "devices"}
+        assert set(shown) == {"id", "state", "reason", "waiting", "waves", "devices"}
         assert shown["id"] == task["id"] and shown["state"] == "running"
         assert {k: shown["devices"][1][k] for k in ("device", "state", "step", "desc")} == \
                {"device": "cli-2", "state": "upgrading", "step": 40, "desc": "downloading"}
