@@ -13,6 +13,7 @@ nothing to report, no notice, no task) and prints the heap in use when it become
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import ssl
@@ -150,7 +151,9 @@ def run() -> dict:
     server = certs.issue_server(ca, pki, ["localhost", "127.0.0.1"])
     port, tls_port = _free_port(), _free_port()
     conf = root / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+    # As root, mosquitto drops to its own user, who can't read the certificates here.
+    user = "user root\n" if os.geteuid() == 0 else ""
+    conf.write_text(f"{user}listener {port} 127.0.0.1\nallow_anonymous true\n"
                     f"listener {tls_port} 127.0.0.1\ncafile {ca.cert}\n"
                     f"certfile {server.cert}\nkeyfile {server.key}\n")
     broker = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=subprocess.DEVNULL,
