@@ -310,10 +310,13 @@ class Agent:
             self._busy_refusals()
 
     def _attempt(self, task, p):
-        from fota import engine
+        try:
+            from fota import engine
 
-        engine.block_buffer()       # 4 KiB in one piece first: before the HTTP client
-        from fota import http
+            engine.block_buffer()   # 4 KiB in one piece first: before the HTTP client
+            from fota import http
+        except MemoryError:         # reported, and released by _notice: OTA stays on
+            return -1, "out of memory loading the updater"
 
         cfg = self.cfg
         dl = cfg["download"]
