@@ -417,7 +417,8 @@ class Agent:
         except Exception as exc:  # noqa: BLE001 - a failing hook must not hold the image
             _log("may_reboot hook failed:", exc)
             allowed = True
-        if not allowed and ticks_diff(self.reboot_by, ticks_ms()) > 0:
+        by = self.reboot_by
+        if not allowed and by is not None and ticks_diff(by, ticks_ms()) > 0:
             return
         _log("task", self.task, "rebooting into the new image",
              "" if allowed else "(reboot_defer_max_s reached)")
