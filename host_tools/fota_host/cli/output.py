@@ -85,6 +85,13 @@ def cell(value: Any, style: str = "") -> Any:
     return Text(safe(value), style=style)
 
 
+def title_cell(value: Any) -> Any:
+    """A table title on one line (cut with an ellipsis on a narrow terminal)."""
+    text = cell(value)
+    text.no_wrap, text.overflow = True, "ellipsis"
+    return text
+
+
 def emit_json(obj: Any) -> None:
     """One JSON document on stdout (what machines read), times as ISO 8601."""
     click.echo(json.dumps(with_iso_times(obj), sort_keys=False))
@@ -108,13 +115,28 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     from rich import box
     from rich.table import Table
 
-    table = Table(title=cell(title), title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=title_cell(title), title_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, show_edge=False)
+    cells = [[v if hasattr(v, "__rich_console__") or hasattr(v, "__rich__") else cell(v)
+              for v in row] for row in rows]
     for col in columns:
-        table.add_column(col, no_wrap=col in no_wrap, overflow="fold")
-    for row in rows:
-        table.add_row(*(v if hasattr(v, "__rich_console__") or hasattr(v, "__rich__")
-                        else cell(v) for v in row))
+        table.add_column(col, **column_style(col, col in no_wrap))
+    for row in cells:
+        table.add_row(*row)
     console().print(table)
+
+
+# Columns of free text take the room left and wrap (a name too, as names can be long);
+# every other column holds one value (id, version, time, state): kept on one line, cut
+# with an ellipsis only on a terminal too narrow for it.
+FREE_TEXT = frozenset({"desc", "reason", "value", "title", "name"})
+
+
+def column_style(name: str, no_wrap: bool = False) -> dict[str, Any]:
+    """add_column() settings for a column called `name` (see FREE_TEXT)."""
+    if name in FREE_TEXT and not no_wrap:
+        return {"overflow": "fold", "ratio": 1}
+    return {"no_wrap": True, "overflow": "ellipsis"}
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -143,7 +143,8 @@ def delta_cmd(old: Path, new: Path, output: Path) -> None:
 @click.option("--module", help="Module (with --register; default MCU).")
 @click.option("--product", help="Product (with --register).")
 @click.option("--sign", type=click.Choice(["md5", "sha256"]), default="md5", show_default=True,
-              help="Signature method of the package (with --register).")
+              help="With --register: the digest the notice carries (MD5 always; sha256 "
+                   "adds SHA-256). Not code signing (`fota sign`).")
 def esp32_cmd(file: Path, version: str | None, chip: str, layout: str, app_out: Path | None,
               register: bool, data_dir: Path | None, name: str | None, module: str | None,
               product: str | None, sign: str) -> None:

@@ -54,7 +54,9 @@ def platform_ops(data_dir: Path) -> Iterator[PlatformOps]:
 # == fota package =======================================================================
 @click.group("package")
 def package_group() -> None:
-    """Firmware packages (the console's 'create firmware package')."""
+    """Firmware packages, as in CTWing's console.
+
+    A package is CTWing's "firmware package": an image with its version and digests."""
 
 
 @package_group.command("create")
@@ -68,7 +70,8 @@ def package_group() -> None:
 @click.option("--product", help="Product.")
 @click.option("--module", help="Module (default MCU).")
 @click.option("--sign", type=click.Choice(["md5", "sha256"]), default="md5", show_default=True,
-              help="Signature method (md5 is always in the notice; sha256 adds sha256).")
+              help="Digest the notice carries for the device to check the download: MD5 "
+                   "always; sha256 adds SHA-256. Not code signing (for that: `fota sign`).")
 @click.option("--desc", help="Description.")
 @RESULT_JSON
 def package_create(data_dir: Path, file: str | None, url: str | None, version: str | None,

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from .output import cell, console, emit_json_line, iso, now_iso, safe
+from .output import cell, column_style, console, emit_json_line, iso, now_iso, safe, title_cell
 
 if TYPE_CHECKING:
     from ..platform.client import PlatformOps
@@ -42,11 +42,11 @@ def _table(task: dict[str, Any]) -> Any:
     from rich.table import Table
 
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts(task).items())) or "no devices"
-    table = Table(title=cell(f"task {task['id']} {task.get('name', '')!r} -> "
-                             f"{task.get('version', '?')}: {task['state']} ({summary})"),
-                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=title_cell(f"task {task['id']} {task.get('name', '')!r} -> "
+                                   f"{task.get('version', '?')}: {task['state']} ({summary})"),
+                  title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for col in ("device", "sub-task", "progress", "step", "state", "desc"):
-        table.add_column(col, no_wrap=col != "desc", overflow="fold")
+        table.add_column(col, **column_style(col))
     for d in task["devices"]:
         done = 100 if d["state"] == "succeeded" else max(0, d.get("step") or 0)
         table.add_row(cell(d["device"]), cell(d.get("subtask", "")),

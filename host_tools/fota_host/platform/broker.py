@@ -284,6 +284,15 @@ async def start_embedded_broker(host: str, port: int, identities: Identities | N
     return broker
 
 
+def bound_port(broker: Any) -> int:
+    """The port the broker listens on (start it on port 0 to have the system pick a free
+    one: picking a free port first and binding it later races with other programs)."""
+    for server in getattr(broker, "_servers", {}).values():
+        for sock in getattr(server.instance, "sockets", ()) or ():
+            return int(sock.getsockname()[1])
+    raise RuntimeError("the embedded broker has no listening socket")
+
+
 def _deepen_backlog(broker: Any, backlog: int = 1024) -> None:
     """amqtt listens with asyncio's default backlog (100): a fleet connecting at once would
     lose SYNs and wait a second per retry. listen() again on a duplicate of the socket."""

@@ -305,5 +305,7 @@ def connect(data_dir: str | Path) -> PlatformOps:
     if info and pid_alive(info.get("pid")):
         return ApiClient(info)
     if not data_dir.is_dir():
-        raise PlatformError(f"no platform data folder at {data_dir}")
+        raise PlatformError(f"no platform data folder at {data_dir}: start `fota platform "
+                            f"serve --data {data_dir}` once (it makes the folder), or create "
+                            "it, or give the --data of your platform")
     return LocalClient(data_dir)

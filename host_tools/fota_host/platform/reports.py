@@ -128,7 +128,9 @@ class Reports:
             elif sub["push_due"] is None:
                 # (Re)connected without an upgrade in hand (taskId -1): send the notice
                 # (again). A retry waiting for its backoff keeps its time.
-                self.store.update_subtask(sub["id"], state="pending", push_due=time.time(),
+                # back to pending: the old step (of a download cut short) no longer holds
+                self.store.update_subtask(sub["id"], state="pending", step=0,
+                                          push_due=time.time(),
                                           desc=f"device online on {version}")
             return
         sub = self._own_subtask(topic, device, task_id)

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from .api import make_app
-from .broker import Identities, Limits, start_embedded_broker
+from .broker import Identities, Limits, bound_port, start_embedded_broker
 from .core import Platform
 from .lograte import flush_all
 from .mqttlink import BrokerURL, MqttLink, parse_broker_url
@@ -31,12 +31,6 @@ from .options import ServiceOptions
 from .validate import PlatformError, check_public_url
 
 log = logging.getLogger("fota.platform")
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _admin_token(data_dir: Path) -> str:
@@ -151,12 +145,13 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
     if opts.broker:
         url = parse_broker_url(opts.broker)
     else:
-        mqtt_port = opts.mqtt_port or _free_port(opts.host)
+        mqtt_port = opts.mqtt_port   # 0: the system picks a free port, read back below
         try:
             ids = _broker_identities(opts, data_dir)
             limits = Limits(connect_timeout=opts.connect_timeout, max_connections=caps.mqtt_total)
             broker = await start_embedded_broker(opts.host, mqtt_port, ids, limits,
                                                  settings.topic_prefix)
+            mqtt_port = bound_port(broker)
         except Exception as exc:
             sock.close()
             raise PlatformError(f"embedded broker on {opts.host}:{mqtt_port}: {exc}") from None

@@ -355,9 +355,9 @@ class Store:
         """A notice goes out: its token, the time, one push more (a retry keeps its desc)."""
         self._write(
             "UPDATE subtasks SET token=?, token_expires=?, push_due=NULL, notified=?,"
-            " pushes=pushes+1, last_report=?, updated=?,"
+            " pushes=pushes+1, updated=?,"
             " desc=CASE WHEN desc LIKE 'retry%' THEN desc ELSE ? END"
-            " WHERE id=?", (token, token_expires, now, now, now, desc, subtask_id))
+            " WHERE id=?", (token, token_expires, now, now, desc, subtask_id))
 
     def mark_notice_sent(self, subtask_id: int, published: str, sent: str) -> None:
         """The broker acknowledged the notice: `published` becomes `sent`."""

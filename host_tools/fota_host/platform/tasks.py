@@ -310,7 +310,8 @@ class Tasks:
 
     def fail(self, sub: Row, desc: str, step: int | None = None,
              final_state: str = "failed") -> None:
-        """A failure: pending again for a later notice while retries are left, else final."""
+        """A failure: pending again for a later notice while retries are left (step back to
+        0, the failure is in desc), else final."""
         step = sub["step"] if step is None else step
         self.batch.hot.pop(sub["id"], None)
         if step == -3 and sub.get("kind") in VARIANT_KINDS and not sub.get("full_only"):
@@ -320,7 +321,7 @@ class Tasks:
             log.warning("task %d: %s refused the %s image (sub-task %d): %s; the full image"
                         " next", sub["task_id"], sub["device"], sub["kind"], sub["id"], desc)
             self.store.update_subtask(
-                sub["id"], state="pending", step=step, full_only=1, push_due=time.time(),
+                sub["id"], state="pending", step=0, full_only=1, push_due=time.time(),
                 desc=f"{sub['kind']} image refused ({desc}): the full image next",
                 token_expires=0)
             return
@@ -330,7 +331,7 @@ class Tasks:
                        " %s", sub["task_id"], shown(sub["device"]), sub["id"],
                        sub["attempts"] + 1, self.settings.retries, delay, shown(desc, 200))
             self.store.update_subtask(
-                sub["id"], state="pending", step=step, attempts=sub["attempts"] + 1,
+                sub["id"], state="pending", step=0, attempts=sub["attempts"] + 1,
                 desc=f"retry {sub['attempts'] + 1}/{self.settings.retries} in {delay:g}s: {desc}",
                 push_due=time.time() + delay, token_expires=0)
         else:

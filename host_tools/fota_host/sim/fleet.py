@@ -30,11 +30,17 @@ JOURNAL = "fota_journal.json"   # the agent's resume journal, in the flash folde
 
 @dataclass
 class HttpProxy:
-    """A FaultProxy before the file server (the platform must run with --public-url to it)."""
+    """A FaultProxy before the file server (the platform must run with --public-url to it).
+
+    `proxy`: one already listening (made before the platform, so its port is known without
+    picking a free port and binding it later, which races): the fleet points it at
+    `upstream` and gives it `faults`; `port` is then ignored.
+    """
 
     port: int
     upstream: str               # http://HOST:PORT of the platform's file server
     faults: LinkFaults = field(default_factory=LinkFaults)
+    proxy: FaultProxy | None = None
 
 
 @dataclass
@@ -64,6 +70,7 @@ class Fleet:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._t0 = 0.0
+        self._armed: dict[str, set[int]] = {}   # fault kind -> devices not hit yet
 
     # -- set-up --
     def device_id(self, i: int) -> str:
@@ -95,8 +102,13 @@ class Fleet:
                      f"127.0.0.1:{self.mqtt_proxy.port}"
         if self.http:
             u = urlparse(self.http.upstream)
-            self.http_proxy = FaultProxy(u.port or 80, u.hostname or "127.0.0.1",
-                                         port=self.http.port, faults=self.http.faults)
+            if self.http.proxy is not None:
+                self.http_proxy = self.http.proxy
+                self.http_proxy.target = (u.hostname or "127.0.0.1", u.port or 80)
+                self.http_proxy.faults = self.http.faults
+            else:
+                self.http_proxy = FaultProxy(u.port or 80, u.hostname or "127.0.0.1",
+                                             port=self.http.port, faults=self.http.faults)
         for i in range(self.count):
             dev_id = self.device_id(i)
             board = self.boards[i % len(self.boards)]
@@ -165,7 +177,8 @@ class Fleet:
 
     def _mid_download(self, which: list[int], kind: str) -> None:
         """Hit each chosen device once, as soon as its download has a checkpoint."""
-        todo = set(which)
+        todo = self._armed.setdefault(kind, set())
+        todo.update(which)
         while todo and not self._stop.wait(0.01):
             for i in list(todo):
                 dev = self.devices[i]
@@ -241,6 +254,12 @@ class Fleet:
             dev.stop()
         for t in self._threads:
             t.join(timeout=5)
+        for kind, todo in self._armed.items():
+            for i in sorted(todo):
+                self._note(f"{kind} armed for {self.ids[i]} never fired: no download of it "
+                           "reached a checkpoint before the fleet stopped (it ended first, "
+                           "or never started)")
+            todo.clear()
         for log in self.logs:
             log.close()
         self.logs = []
