@@ -207,6 +207,14 @@ def _until_stopped(thread: threading.Thread, on_signal: Callable[[], None],
     return why[0]
 
 
+# fault flags that act only together with another one
+_FAULT_NEEDS = {
+    **{f"--http-{k}": "--http-proxy" for k in
+       ("upstream", "rate", "drop-after", "drop-count", "corrupt-at", "delay", "delay-count")},
+    "--offline-for": "--offline", "--pause-for": "--pause",
+}
+
+
 @sim.command("fleet")
 @click.option("--count", type=click.IntRange(min=1), required=True, help="Number of devices.")
 @click.option("--broker", required=True, help="mqtt://HOST:PORT the devices connect to.")
@@ -318,6 +326,13 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
         except ValueError:
             fail("--mqtt-outage must be AT,SECONDS")
         outage = (at, secs)
+    ctx = click.get_current_context()
+    given = {name for name in ctx.params
+             if ctx.get_parameter_source(name) is not click.core.ParameterSource.DEFAULT}
+    for flag, needs in _FAULT_NEEDS.items():
+        if flag.lstrip("-").replace("-", "_") in given and \
+                needs.lstrip("-").replace("-", "_") not in given:
+            fail(f"{flag} needs {needs}: without it the fault would be ignored")
     http = None
     if http_proxy is not None:
         if not http_upstream:
@@ -338,7 +353,8 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
     except (SimError, ValueError, OSError) as exc:
         fail(str(exc))
     fleet.start()
-    click.echo(f"fleet: {count} devices under {data} (logs in {data}/logs); "
+    noun = "device" if count == 1 else "devices"
+    click.echo(f"fleet: {count} {noun} under {data} (logs in {data}/logs); "
                "Ctrl-C stops it", err=True)
     forever = threading.Thread(target=threading.Event().wait, daemon=True)
     forever.start()
