@@ -237,6 +237,9 @@ _FAULT_NEEDS = {
               help="Seconds a new image has to prove healthy (device default 60).")
 @click.option("--config", "config_json", default=None,
               help="Extra device config keys as a JSON object (merged into each config).")
+@click.option("--trust", "trust", multiple=True, metavar="DIGEST|KEY.pem",
+              help="A signing key every device trusts: its digest or a PEM key file (repeat, "
+                   "up to three). Images must then carry a valid signature by one of them.")
 @click.option("--power-cut", type=click.IntRange(min=0), default=0,
               help="FAULT: N devices lose power once in the middle of a download.")
 @click.option("--offline", type=click.IntRange(min=0), default=0,
@@ -274,7 +277,8 @@ _FAULT_NEEDS = {
 def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, heap: str,
               credentials_file: Path | None, prefix_id: str, topic_prefix: str | None,
               health_deadline: float | None,
-              config_json: str | None, power_cut: int, offline: int, offline_for: float,
+              config_json: str | None, trust: tuple[str, ...], power_cut: int, offline: int,
+              offline_for: float,
               pause: int, pause_for: float, mqtt_outage: str | None, http_proxy: int | None,
               http_upstream: str | None, http_rate: float | None, http_drop_after: int | None,
               http_drop_count: int | None, http_corrupt_at: int | None,
@@ -319,6 +323,8 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
             fail("--config must be a JSON object")
     if health_deadline is not None:
         config["health_deadline_s"] = health_deadline
+    if trust:
+        config["trusted_keys"] = _trusted(trust)
     outage = None
     if mqtt_outage:
         try:

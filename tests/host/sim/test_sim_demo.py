@@ -20,30 +20,59 @@ DEMO = [sys.executable, "-m", "fota_host.sim.demo"]
 
 
 def test_make_demo_keep_is_a_tour_that_fits_80_columns(tmp_path: Path) -> None:
+    # 4 boards: two per kind, so each task runs in two waves; ESP32 demo-001 runs the
+    # 1.0.1 image (the delta's base), demo-003 still 1.0.0 (the full image)
     proc = subprocess.run(["make", "--no-print-directory", "-C", str(paths.repo_root()), "demo",
-                           "KEEP=1", "DEVICES=2"], capture_output=True, text=True, timeout=300,
+                           "KEEP=1", "DEVICES=4"], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "COLUMNS": "80"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
-    assert json.loads(lines[-1])["succeeded"] == 2
+    result = json.loads(lines[-1])
+    assert result["succeeded"] == 4 and result["waves"] == 2 and result["bytes_saved"] > 0
     kept = Path(re.search(r"the work folder is kept: (\S+)", proc.stderr).group(1))
     try:
         assert (kept / "platform").is_dir() and (kept / "images").is_dir()
-        # commands, continuation lines and the summary fit 80 columns
-        assert all(len(line) <= 80 for line in lines), [x for x in lines if len(x) > 80]
+        # commands, continuation lines and the summary fit 80 columns (the last line is
+        # the JSON object for scripts)
+        assert all(len(line) <= 80 for line in lines[:-1]), [x for x in lines if len(x) > 80]
         commands = [line for line in lines if line.startswith("$ fota")]
-        for shown in ("$ fota platform serve", "$ fota sim fleet", "$ fota package create",
+        for shown in ("$ fota platform serve", "$ fota keys generate", "$ fota sign",
+                      "$ fota sim fleet", "$ fota package create", "$ fota package add-delta",
                       "$ fota task start"):
             assert any(c.startswith(shown) for c in commands), shown
+        # the console's address and how to sign in, before the first command after serve
+        console = next(i for i, x in enumerate(lines) if "/console" in x)
+        assert re.search(r"web console http://127\.0\.0\.1:\d+/console$", lines[console])
+        assert "platform/admin.token" in lines[console + 1]
+        assert (kept / "platform" / "admin.token").read_text().strip()
+        assert console < lines.index("$ fota keys generate -o release.pem")
+        assert sum("--wave 1 --wave rest" in line for line in lines) == 2
         table = lines[next(i for i, x in enumerate(lines) if x.startswith("Upgrade to 2.0.0")):]
-        assert sum("succeeded" in row and "yes" in row for row in table) == 2
+        rows = [row.split() for row in table if row.strip().startswith("demo-")]
+        assert len(rows) == 4 and all("succeeded" in r and "yes" in r for r in rows)
+        kinds = {r[0]: r[3] for r in rows}
+        assert kinds == {"demo-001": "delta", "demo-002": "full", "demo-003": "full",
+                         "demo-004": "full"}, rows
+        assert sorted(r[2] for r in rows) == ["1", "1", "2", "2"]      # the waves
+        assert f"saved {result['bytes_saved']:,} bytes" in " ".join(table)
         # a command from the tour, run again by hand in the kept folder
         start = lines.index("$ fota task start --data platform 1")
         assert start > 0
-        again = subprocess.run([sys.executable, "-m", "fota_host", "task", "show", "--data",
-                                "platform", "1", "--json"], cwd=kept, capture_output=True,
-                               text=True, timeout=60)
-        assert json.loads(again.stdout)["state"] == "finished"
+
+        def fota(*args: str) -> dict:
+            out = subprocess.run([sys.executable, "-m", "fota_host", *args], cwd=kept,
+                                 capture_output=True, text=True, timeout=60)
+            return json.loads(out.stdout)
+
+        shown = fota("task", "show", "--data", "platform", "1", "--json")
+        assert shown["state"] == "finished"
+        assert [w["state"] for w in shown["waves"]] == ["succeeded"] * 2, shown["waves"]
+        assert {d["device"]: d["kind"] for d in shown["devices"]} == {
+            "demo-001": "delta", "demo-003": "full"}
+        digest = fota("keys", "digest", "release.pem")["key_digest"]
+        new = [p for p in fota("package", "list", "--data", "platform", "--json")
+               if p["version"] == "2.0.0"]
+        assert len(new) == 2 and all(p["signed"] and p["key_digests"] == [digest] for p in new)
     finally:
         import shutil
 
@@ -88,3 +117,17 @@ def test_the_command_lines_break_between_arguments() -> None:
     joined = " ".join(line.removesuffix(" \\").strip() for line in lines)
     assert joined.split(" ", 1)[1] == " ".join(
         w if " " not in w else f"'{w}'" for w in ["fota", *words])
+
+
+def test_the_tours_sim_fleet_trust_gives_every_device_the_key(tmp_path: Path) -> None:
+    from fota_host.images import signing
+
+    digest = signing.key_digest(signing.generate_key(tmp_path / "release.pem"))
+    proc = subprocess.run([sys.executable, "-m", "fota_host", "sim", "fleet", "--count", "2",
+                           "--broker", "mqtt://127.0.0.1:1", "--data", str(tmp_path / "fleet"),
+                           "--trust", digest, "--trust", str(tmp_path / "release.pem"),
+                           "--for", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    for dev in ("dev-001", "dev-002"):
+        config = json.loads((tmp_path / "fleet" / dev / "fota_config.json").read_text())
+        assert config["trusted_keys"] == [digest], config
