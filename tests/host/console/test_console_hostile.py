@@ -104,7 +104,8 @@ def test_state_changes_need_the_csrf_header(platform: Any, firmware: Path) -> No
     pkg = platform.api.create_package(file=str(firmware), version="2.0.0")
     body = json.dumps({"package": pkg["id"], "name": "csrf"}).encode()
     json_headers = {"Cookie": cookie, "Content-Type": "application/json"}
-    for extra in ({}, {"X-CSRF-Token": ""}, {"X-CSRF-Token": csrf[:-1] + "x"}):
+    wrong = csrf[:-1] + ("x" if csrf[-1] != "x" else "y")  # differs from the real token
+    for extra in ({}, {"X-CSRF-Token": ""}, {"X-CSRF-Token": wrong}):
         status, _, answer = web.request("POST", "/api/tasks", body, {**json_headers, **extra})
         assert status == 403 and b"CSRF" in answer, (status, answer)
     # a form-encoded or plain-text cross-site post is refused the same way
