@@ -82,7 +82,7 @@ class World:
             cfg[key] = {**FAST[key], **config.get(key, {})}
         log = open(self.tmp / f"{dev_id}.log", "w")  # noqa: SIM115 - closed in close()
         self.logs.append(log)
-        dev = SimDevice(self.tmp / dev_id, board, dev_id, self.broker_url, None, OLD, "96K",
+        dev = SimDevice(self.tmp / dev_id, board, dev_id, self.broker_url, None, OLD, "128K",
                         log=log, config=cfg)
         dev.log_path = Path(log.name)  # type: ignore[attr-defined]
         self.devices[dev_id] = dev

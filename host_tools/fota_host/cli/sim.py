@@ -149,7 +149,7 @@ def confirm_cmd(flash: Path) -> None:
 @click.option("--prefix", default=None,
               help="Topic prefix (default devices/<id>; '' for CTWing's literal topics).")
 @click.option("--version", "version", help="Seed an empty flash with an image of this version.")
-@click.option("--heap", default="96K", show_default=True,
+@click.option("--heap", default="128K", show_default=True,
               help="MicroPython heap (-X heapsize; at least 64K for the agent).")
 @click.option("--trust", "trust", multiple=True, metavar="DIGEST|KEY.pem",
               help="A signing key the device trusts: its digest or a PEM key file (repeat, "
@@ -224,7 +224,7 @@ _FAULT_NEEDS = {
               help="Board kinds, assigned in turn.")
 @click.option("--version", "version", default="1.0.0", show_default=True,
               help="Seed empty flash folders with an image of this version.")
-@click.option("--heap", default="96K", show_default=True,
+@click.option("--heap", default="128K", show_default=True,
               help="MicroPython heap per device (at least 64K for the agent).")
 @click.option("--credentials", "credentials_file",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),

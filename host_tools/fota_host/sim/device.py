@@ -87,7 +87,7 @@ def device_config(device_id: str, broker_url: str, prefix: str | None = None,
 
 class SimDevice:
     def __init__(self, flash: Path, board: str, device_id: str, broker_url: str,
-                 prefix: str | None = None, version: str | None = None, heap: str = "96K",
+                 prefix: str | None = None, version: str | None = None, heap: str = "128K",
                  log: IO[str] | None = None, config: dict[str, Any] | None = None) -> None:
         self.flash = Path(flash).resolve()
         self.board = board

@@ -50,7 +50,7 @@ class Fleet:
     broker: str
     boards: tuple[str, ...] = ("esp32", "pico_w")
     version: str | None = "1.0.0"
-    heap: str = "96K"
+    heap: str = "128K"
     prefix_id: str = "dev-"
     topic_prefix: str | None = None
     config: dict[str, Any] = field(default_factory=dict)

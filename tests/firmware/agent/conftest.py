@@ -36,7 +36,7 @@ def devices(tmp_path, mosquitto):
         cfg["download"] = {**FAST["download"], **config.get("download", {})}
         log = open(tmp_path / f"{device_id}.log", "w")  # noqa: SIM115 (closed at exit)
         dev = SimDevice(tmp_path / device_id, board, device_id, broker_url or mosquitto.url,
-                        None, version, "96K", log=log, config=cfg)
+                        None, version, "128K", log=log, config=cfg)
         dev.logfile = log
         dev.start()
         started.append(dev)

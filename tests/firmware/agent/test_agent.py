@@ -213,7 +213,7 @@ def test_bad_config_is_a_clear_error_not_a_crash_loop(tmp_path):
 
     sim.prepare(flash, "esp32", "1.0.0")
     (flash / "fota_config.json").write_text('{"device_id": "", "broker": {}}')
-    proc = mprun.popen(["-m", "fota_sim", "agent"], heap="96K", flash=flash, cwd=flash,
+    proc = mprun.popen(["-m", "fota_sim", "agent"], heap="128K", flash=flash, cwd=flash,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = Output(proc)
     said = out.wait("config error: device_id must be a non-empty string")

@@ -183,7 +183,7 @@ def test_esp32_without_ota_slots_runs_and_answers_notices_with_minus_1(peer, tmp
                                                                       mosquitto):
     flash = tmp_path / "f1"
     factory_esp32(flash, mosquitto.url)
-    proc = mprun.popen(["-m", "fota_sim", "agent"], heap="96K", flash=flash, cwd=flash,
+    proc = mprun.popen(["-m", "fota_sim", "agent"], heap="128K", flash=flash, cwd=flash,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = Output(proc)
     try:
