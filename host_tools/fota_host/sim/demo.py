@@ -162,15 +162,23 @@ def run(devices: int, size: int, timeout: float, work: Path, console: Console,
     tour.step("Start the platform: packages, tasks, an embedded MQTT broker, file server, "
               "web console.")
     proxy_port = None
+    slow_proxy = None
     if rate:
         from ..sim.faults import FaultProxy
 
-        probe = FaultProxy(1)       # a free port for the slow download path
-        proxy_port = probe.port
-        probe.close()
-    platform = start_platform(work / "platform", push_rate=6000, device_timeout=60,
-                              **({"public_url": f"http://127.0.0.1:{proxy_port}"}
-                                 if proxy_port else {}))
+        # The slow download path listens before the platform starts (its port goes into
+        # --public-url) and stays open: the fleet points it at the file server. Picking a
+        # free port and binding it later raced (#13: "Address already in use").
+        slow_proxy = FaultProxy(1)
+        proxy_port = slow_proxy.port
+    try:
+        platform = start_platform(work / "platform", push_rate=6000, device_timeout=60,
+                                  **({"public_url": f"http://127.0.0.1:{proxy_port}"}
+                                     if proxy_port else {}))
+    except BaseException:
+        if slow_proxy is not None:
+            slow_proxy.close()
+        raise
     cleaned.append("the platform")
     fleet = None
     rows: list[dict[str, Any]] = []
@@ -218,7 +226,7 @@ def run(devices: int, size: int, timeout: float, work: Path, console: Console,
         tour.say("(run in-process here: fota_host.sim.fleet.Fleet, the same code)")
         http = None
         if proxy_port:
-            http = HttpProxy(proxy_port, platform.api, LinkFaults(rate=rate))
+            http = HttpProxy(proxy_port, platform.api, LinkFaults(rate=rate), proxy=slow_proxy)
             tour.say(f"--slow: downloads go through a proxy at {rate / 1000:g} kB/s each")
         fleet = Fleet(work / "fleet", devices, platform.broker, BOARDS, OLD, heap=HEAP,
                       prefix_id="demo-", config=config, http=http).create()
