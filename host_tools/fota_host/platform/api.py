@@ -164,7 +164,7 @@ async def list_tasks(request: web.Request) -> web.Response:
 
 
 async def create_task(request: web.Request) -> web.Response:
-    body = await _json_body(request)  # with the rollout options of rollouts.SPEC_KEYS
+    body = await _json_body(request)  # with the rollout options of rollout_spec.SPEC_KEYS
     task = _platform(request).rollouts.create_task(body)
     return web.json_response(task, status=201)
 

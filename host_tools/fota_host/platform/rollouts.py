@@ -3,6 +3,8 @@ pause/resume/stop, who gets the task (groups, source versions, continuous), main
 windows and the downgrade guard. The rules run in `tick()`, before the task clock sends
 notices, under the store lock.
 
+The options and their checks are `rollout_spec.py`'s.
+
 - A rollout task is created held (`tasks.hold`); the first tick after it starts plans it:
   group members are added, devices not on a `from_versions` version (or running a newer
   version than the package, without `allow_downgrade`) are skipped (cancelled, saying
@@ -22,99 +24,21 @@ notices, under the store lock.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from . import fleetstats, windows
 from . import store_rollouts as sr
+from .rollout_spec import IMPLICIT, exceeded, parse_spec, wave_sizes
 from .store import Row, Store
 from .tasks import Tasks
 from .validate import PlatformError, check_device_id, int_id, text
 
 log = logging.getLogger("fota.platform")
 
-SPEC_KEYS = ("waves", "max_failures", "min_ended", "on_failure", "approve_waves",
-             "from_versions", "groups", "continuous", "windows", "allow_downgrade")
 ENDED = ("succeeded", "failed", "timed_out")  # what thresholds count (not cancelled)
-SUCCESS_THRESHOLD = 95.0
-IMPLICIT = {"waves": ["100%"], "allow_downgrade": True}  # a plain task paused or stopped
 SCAN_EVERY = 1.0  # seconds between looks for devices a continuous task may take
-
-
-def parse_amount(value: Any, what: str) -> str:
-    """`N` (a count >= 1) or `P%` (0 < P <= 100), as a string."""
-    raw = str(value).strip() if isinstance(value, (str, int)) and not isinstance(
-        value, bool) else ""
-    try:
-        if raw.endswith("%"):
-            pct = float(raw[:-1])
-            if 0 < pct <= 100:
-                return f"{pct:g}%"
-        elif int(raw) >= 1:
-            return str(int(raw))
-    except ValueError:
-        pass
-    raise PlatformError(f"{what}: expected a count (N >= 1) or a percentage (P%),"
-                        f" got {value!r:.50}", 422)
-
-
-def _names(value: Any, what: str) -> list[str]:
-    if value in (None, ""):
-        return []
-    if not isinstance(value, list) or len(value) > 100:
-        raise PlatformError(f"{what} must be a list (at most 100)", 422)
-    return [check_device_id(text(v, what, required=True)) if what == "groups"
-            else text(v, what, required=True) for v in value]
-
-
-def parse_spec(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The rollout options of a create-task request; None when none was given."""
-    if not any(body.get(k) not in (None, False, [], "") for k in SPEC_KEYS):
-        return None
-    waves = body.get("waves") or []
-    if not isinstance(waves, list) or len(waves) > 50:
-        raise PlatformError("waves must be a list of at most 50 sizes (N or P%)", 422)
-    on_failure = body.get("on_failure") or "pause"
-    if on_failure not in ("pause", "stop"):
-        raise PlatformError("on_failure must be pause or stop", 422)
-    min_ended = body.get("min_ended") or 0
-    if isinstance(min_ended, bool) or not isinstance(min_ended, int) or min_ended < 0:
-        raise PlatformError("min_ended must be a whole number >= 0", 422)
-    spec = {
-        "waves": [w.strip().lower() if isinstance(w, str) and w.strip().lower() == "rest"
-                  and i == len(waves) - 1 else parse_amount(w, "wave")
-                  for i, w in enumerate(waves)],  # the last wave takes the rest anyway
-        "max_failures": (parse_amount(body["max_failures"], "max_failures")
-                         if body.get("max_failures") not in (None, "") else None),
-        "min_ended": min_ended, "on_failure": on_failure,
-        "approve_waves": bool(body.get("approve_waves")),
-        "from_versions": _names(body.get("from_versions"), "from_versions"),
-        "groups": _names(body.get("groups"), "groups"),
-        "continuous": bool(body.get("continuous")),
-        "windows": [w.spec for w in windows.parse_all(body.get("windows"))],
-        "allow_downgrade": bool(body.get("allow_downgrade")),
-        "success_threshold": SUCCESS_THRESHOLD,
-    }
-    return spec
-
-
-def wave_sizes(spec: dict[str, Any], total: int) -> list[int]:
-    """How many of `total` devices each wave gets (the last one: the rest)."""
-    sizes, left = [], total
-    for amount in spec["waves"][:-1] if spec["waves"] else []:
-        n = math.ceil(float(amount[:-1]) * total / 100) if amount.endswith("%") else int(amount)
-        n = min(n, left)
-        sizes.append(n)
-        left -= n
-    return [*sizes, left]
-
-
-def _exceeded(failed: int, ended: int, limit: str) -> bool:
-    if limit.endswith("%"):
-        return ended > 0 and failed * 100 >= float(limit[:-1]) * ended
-    return failed >= int(limit)
 
 
 class Rollouts:
@@ -342,7 +266,7 @@ class Rollouts:
         ended -= row["ended_base"]
         limit = spec["max_failures"]
         if limit and ended >= spec["min_ended"] and failed > 0 and \
-                _exceeded(failed, ended, limit):
+                exceeded(failed, ended, limit):
             return self._trip(tid, spec, f"failure threshold: {failed} of {ended} ended"
                               f" device(s) failed (max {limit}, counted after"
                               f" {spec['min_ended']} ended)")
