@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import shlex
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,15 +34,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
-from rich.table import Table
 from rich.text import Text
 
-from ..cli.output import safe
 from ..platform.process import start_platform
 from . import flash as simflash
 from .faults import LinkFaults
 from .fleet import Fleet, HttpProxy
+from .tour import Tour, summary, watch
 
 OLD, NEW = "1.0.1", "2.0.0"
 ELDER = "1.0.0"         # one ESP32 board still runs it: no delta from there, the full image
@@ -53,77 +49,11 @@ BOARDS = ("esp32", "pico_w")
 PICO_MAX = 320 * 1024   # a Pico W slot holds 384 KiB
 HEALTH_DEADLINE = 15
 DEVICE_CONFIG = {"progress_interval_s": 0.5, "broker": {"keepalive": 10}}
-TERMINAL = ("succeeded", "failed", "cancelled", "timed_out")
-WIDTH = 78              # command lines fit an 80-column terminal
 SLOW_PACE, SLOW_RATE = 2.0, 100_000     # --slow: seconds per step, bytes/s per download
 
 
 class Interrupted(Exception):
     """Ctrl-C or SIGTERM: stop, clean up, say so in one line."""
-
-
-def command_lines(words: list[str], width: int = WIDTH) -> list[str]:
-    """`$ fota ...` broken between arguments (an option stays with its value) with ` \\`
-    continuations, each line at most `width` columns unless one argument is longer."""
-    quoted = [shlex.quote(w) for w in words]
-    groups: list[str] = []
-    i = 0
-    while i < len(quoted):
-        if quoted[i].startswith("-") and i + 1 < len(quoted) and \
-                not quoted[i + 1].startswith("-"):
-            groups.append(f"{quoted[i]} {quoted[i + 1]}")
-            i += 2
-        else:
-            groups.append(quoted[i])
-            i += 1
-    lines, line = [], "$ fota"
-    for group in groups:
-        if len(line) + 1 + len(group) + 2 > width and line.strip() not in ("$ fota", ""):
-            lines.append(line + " \\")
-            line = "    " + group
-        else:
-            line += " " + group
-    return lines + [line]
-
-
-class Tour:
-    """What the person sees: numbered steps, the commands, a pause between steps."""
-
-    def __init__(self, console: Console, work: Path, pace: float) -> None:
-        self.console, self.work, self.pace, self.n = console, work, pace, 0
-
-    def step(self, text: str) -> None:
-        if self.n and self.pace:
-            time.sleep(self.pace)
-        self.n += 1
-        self.console.print()
-        self.console.print(Text(f"{self.n}. {text}", style="bold"))
-
-    def say(self, text: str) -> None:
-        self.console.print(Text("   " + text), soft_wrap=False)
-
-    def show(self, *args: str) -> None:
-        for line in command_lines(list(args)):
-            self.console.print(Text(line, style="cyan"), soft_wrap=True)
-
-    def fota(self, *args: str) -> Any:
-        """Run one `fota` command in the work folder as a user would, echo it, return its
-        JSON output. Its own session: a Ctrl-C reaches the demo, which stops it."""
-        self.show(*args)
-        proc = subprocess.run([sys.executable, "-m", "fota_host", *args], cwd=self.work,
-                              capture_output=True, text=True, timeout=120,
-                              start_new_session=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"fota {shlex.join(args)} failed ({proc.returncode}): "
-                               f"{proc.stderr.strip()}")
-        out = proc.stdout.strip()
-        if not out.startswith(("{", "[")):
-            self.console.print(Text(out), soft_wrap=True)     # a table for people
-            return out
-        result = json.loads(out)
-        if isinstance(result, dict) and "id" in result and args[1] == "create":
-            self.say(f"-> id {result['id']}")
-        return result
 
 
 def payloads(images: Path, size: int) -> tuple[str, str]:
@@ -313,7 +243,7 @@ def run(devices: int, size: int, timeout: float, work: Path, console: Console,
             row["full"] = served["full"]
             row["bytes"] = served.get(row.get("kind") or "full", served["full"])
         tour.step("What the platform says, next to what each board's flash says:")
-        summary(rows, console, seconds)
+        summary(rows, console, seconds, NEW)
         tour.say("the platform's own view: fota task show --data platform TASK")
     finally:
         console.print("Shutting down the devices and the platform ...")
@@ -324,60 +254,6 @@ def run(devices: int, size: int, timeout: float, work: Path, console: Console,
     saved = sum(r["full"] - r["bytes"] for r in rows if r["state"] == "succeeded")
     return {"devices": devices, "succeeded": ok, "failed": devices - ok, "seconds": seconds,
             "bytes_saved": saved, "waves": waves}
-
-
-def watch(client: Any, tasks: dict[str, int], fleet: Fleet, deadline: float,
-          console: Console) -> list[dict[str, Any]]:
-    """Live bars from the platform's per-device step until every sub-task is final or
-    time.monotonic() passes the deadline."""
-    boards = {d: dev.board for d, dev in zip(fleet.ids, fleet.devices, strict=True)}
-    with Progress(TextColumn("{task.fields[device]:<9}"), TextColumn("{task.fields[board]:<6}"),
-                  BarColumn(bar_width=20), TextColumn("{task.percentage:>3.0f}%"),
-                  TextColumn("{task.fields[state]}"), TextColumn("{task.fields[desc]}"),
-                  console=console, transient=False) as bars:
-        ids = {d: bars.add_task("", total=100, device=d, board=boards[d],
-                                state=Text("pending   "), desc=Text("")) for d in fleet.ids}
-        while True:
-            rows = [dict(r, task=tid) for tid in tasks.values()
-                    for r in client.get_task(tid)["devices"]]
-            for r in rows:
-                step = r["step"] or 0
-                done = 100 if r["state"] == "succeeded" else max(0, step)
-                colour = {"succeeded": "green", "failed": "red"}.get(r["state"], "yellow")
-                # device text is data: Text, never markup
-                bars.update(ids[r["device"]], completed=done,
-                            state=Text(f"{r['state']:<10}", style=colour),
-                            desc=Text(safe(r["desc"])[:24], style="dim"))
-            if all(r["state"] in TERMINAL for r in rows) or time.monotonic() > deadline:
-                return rows
-            time.sleep(0.2)
-
-
-def summary(rows: list[dict[str, Any]], console: Console, seconds: float) -> None:
-    from rich import box
-
-    table = Table(title=f"Upgrade to {NEW}: {sum(r['ok'] for r in rows)}/{len(rows)} devices "
-                        f"in {seconds}s", box=box.SIMPLE_HEAD, title_justify="left",
-                  pad_edge=False, collapse_padding=True)
-    for col in ("device", "board", "wave", "kind", "bytes", "state", "step", "running", "ok"):
-        table.add_column(col, no_wrap=True, justify="right" if col == "bytes" else "left")
-    for r in sorted(rows, key=lambda r: r["device"]):
-        colour = "green" if r["ok"] else "red"
-        got = f"{r['bytes']:,}" if r["state"] == "succeeded" else "-"
-        table.add_row(r["device"], r["board"], str(r.get("wave") or "-"), r.get("kind") or "-",
-                      got, Text(r["state"], style=colour), str(r["step"]),
-                      str(r["version"]), "yes" if r["confirmed"] else "no")
-    console.print(table)
-    done = [r for r in rows if r["state"] == "succeeded"]
-    got, full = sum(r["bytes"] for r in done), sum(r["full"] for r in done)
-    deltas = sum(r.get("kind") == "delta" for r in done)
-    console.print(Text(f"The upgraded boards downloaded {got:,} bytes; full images for all "
-                       f"would be {full:,}: saved {full - got:,} bytes ({deltas} delta"
-                       f"{'s' if deltas != 1 else ''}).", style="bold"))
-    for r in sorted(rows, key=lambda r: r["device"]):
-        if not r["ok"]:
-            console.print(Text(f"{r['device']}: {r['state']} {r['step']} {safe(r['desc'])}",
-                               style="red"))
 
 
 def _interrupt(signum: int, _frame: Any) -> None:

@@ -107,7 +107,7 @@ def test_ctrl_c_during_the_demo_is_one_line_and_cleans_up() -> None:
 
 
 def test_the_command_lines_break_between_arguments() -> None:
-    from fota_host.sim.demo import command_lines
+    from fota_host.sim.tour import command_lines
 
     words = ["task", "create", "--data", "platform", "--package", "a" * 20, "--name",
              "esp32 to 2.0.0", "--desc", "a description that is rather long too"]
