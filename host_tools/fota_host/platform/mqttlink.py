@@ -1,5 +1,8 @@
 """The platform's MQTT side: the broker address, and the client that subscribes to every
-device's inform and progress and publishes the upgrade notices (paho-mqtt)."""
+device's inform and progress and publishes the upgrade notices (paho-mqtt, MQTT 3.1.1).
+
+With a share group (several instances on one broker) the device topics are subscribed as
+`$share/<group>/...`: see mqttshare.py."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import logging
 import ssl
 import struct
 import threading
+import time
 import urllib.parse
 from collections import deque
 from collections.abc import Callable
@@ -15,8 +19,10 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from . import metrics
 from .core import Platform
 from .lograte import LogRate
+from .mqttshare import ShareGroup, client_name
 from .validate import PlatformError
 
 log = logging.getLogger("fota.platform")
@@ -70,6 +76,7 @@ class _Client(mqtt.Client):
         # (mid, qos) queued by any thread, sent here.
         self.acks: deque[tuple[int, int]] = deque()
         self.on_acks: dict[int, Callable[[], None]] = {}  # notice mid -> its PUBACK callback
+        self.calls: deque[Callable[[], Any]] = deque()  # run by the network thread
         self.last_error: BaseException | None = None
         # Read-ahead (`_sock_recv`): what one recv brought and how much of it paho took.
         self._rbuf = b""
@@ -119,6 +126,8 @@ class _Client(mqtt.Client):
                 self._rpos < len(self._rbuf):
             rc = self.loop_read()
         self._send_acks()
+        while self.calls:
+            self.calls.popleft()()
         while self.outbox:
             item = self.outbox.popleft()
             if item is None:
@@ -134,9 +143,16 @@ class MqttLink:
     """The platform's own MQTT client: subscribes to every device's inform and progress."""
 
     def __init__(self, url: BrokerURL, platform: Platform, client_id: str,
-                 ca: str | None, insecure: bool) -> None:
+                 ca: str | None, insecure: bool, share_group: str | None = None,
+                 instance: str = "") -> None:
         self.platform = platform
         self.url = url
+        self.ca, self.insecure = ca, insecure
+        self.share = ShareGroup(self, share_group) if share_group else None
+        if self.share is not None:  # each member a session of its own
+            client_id = client_name(client_id, instance or metrics.instance())
+        self.client_id = client_id
+        self.last_message = 0.0  # monotonic time of the last device message
         self.connected = threading.Event()
         self.answered = threading.Event()  # the broker answered the first CONNECT
         self.refused: str | None = None  # its reason when it refused the platform
@@ -147,18 +163,15 @@ class MqttLink:
                               clean_session=False, manual_ack=True)
         self.client.max_queued_messages_set(0)
         self.client.max_inflight_messages_set(100)
-        if url.username:
-            self.client.username_pw_set(url.username, url.password)
-        if url.tls:
-            self.client.tls_set(ca_certs=ca)
-            if insecure:
-                log.warning("--insecure: the broker certificate's host name is not checked; "
-                            "whoever holds any certificate from the CA can pose as %s",
-                            url.host)
-                self.client.tls_insecure_set(True)
-        elif url.username and url.host not in ("127.0.0.1", "::1", "localhost"):
+        self.configure(self.client)
+        if url.tls and insecure:
+            log.warning("--insecure: the broker certificate's host name is not checked; "
+                        "whoever holds any certificate from the CA can pose as %s", url.host)
+        elif url.username and not url.tls and url.host not in ("127.0.0.1", "::1", "localhost"):
             log.warning("the platform's broker password travels in clear text (%s); use "
                         "mqtts:// beyond this machine", url.public())
+        if self.share is not None:
+            self.share.will(self.client)
         self.client.reconnect_delay_set(0.2, 5)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -166,6 +179,25 @@ class MqttLink:
         self.client.on_publish = self._on_publish
         self.client.on_connect_fail = self._on_connect_fail
         self.thread = threading.Thread(target=self._run, name="fota-mqtt", daemon=True)
+
+    def new_client(self, client_id: str) -> _Client:
+        """A persistent-session client with this link's login and TLS (a takeover's)."""
+        client = _Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                         clean_session=False, manual_ack=True)
+        self.configure(client)
+        return client
+
+    def connect_args(self) -> tuple[str, int]:
+        return self.url.host, self.url.port
+
+    def configure(self, client: mqtt.Client) -> None:
+        """The broker login and TLS of this link on `client` (also a takeover's client)."""
+        if self.url.username:
+            client.username_pw_set(self.url.username, self.url.password)
+        if self.url.tls:
+            client.tls_set(ca_certs=self.ca)
+            if self.insecure:
+                client.tls_insecure_set(True)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any,
                     props: Any = None) -> None:
@@ -175,10 +207,17 @@ class MqttLink:
             self.answered.set()
             return
         self.refused = None
-        client.subscribe([(t, 1) for t in self.platform.topics.subscriptions()])
+        # Every connect subscribes again: a broker restarted without its sessions forgot them.
+        if self.share is not None:
+            client.subscribe(self.share.subscriptions())
+            self.share.announce(client)
+        else:
+            client.subscribe([(t, 1) for t in self.platform.topics.subscriptions()])
         self.connected.set()
         self.answered.set()
-        log.info("connected to broker %s", self.url.public())
+        log.info("connected to broker %s%s", self.url.public(),
+                 f" (share group {self.share.group}, client id {self.client_id})"
+                 if self.share is not None else "")
 
     def why(self) -> str:
         """The last connection failure in words; a certificate problem named as one."""
@@ -207,12 +246,27 @@ class MqttLink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         acks, mid, qos = self.client.acks, msg.mid, msg.qos
+        if self.share is not None and self.share.is_status(msg.topic):
+            acks.append((mid, qos))
+            self.share.on_status(msg.topic, msg.payload, self.client_id)
+            return
+        self.last_message = time.monotonic()
+        self.count(msg.topic)
         self.platform.on_message(msg.topic, msg.payload, lambda: acks.append((mid, qos)))
+
+    def count(self, topic: str) -> None:
+        parsed = self.platform.topics.parse(topic)
+        metrics.report_received(parsed[1] if parsed else "other")
+
+    def quiet(self, seconds: float) -> bool:
+        """No device message for `seconds`."""
+        return time.monotonic() - self.last_message >= seconds
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, rc: Any = None,
                     props: Any = None) -> None:
         on_ack = self.client.on_acks.pop(mid, None)
         if on_ack is not None:
+            metrics.notice_sent()
             try:
                 on_ack()
             except Exception:
@@ -234,6 +288,8 @@ class MqttLink:
         self.thread.start()
 
     def stop(self) -> None:
+        if self.share is not None and self.connected.is_set():
+            self.share.leave(self.client, self.quiet)
         self.stopping = True
         self.client.outbox.append(None)
         self.thread.join(3)

@@ -21,11 +21,13 @@ from typing import Any
 
 from aiohttp import web
 
+from . import metrics
 from .api import make_app
 from .broker import Identities, Limits, bound_port, start_embedded_broker
 from .core import Platform
 from .lograte import flush_all
 from .mqttlink import BrokerURL, MqttLink, parse_broker_url
+from .mqttshare import check_group
 from .netguard import ConnectionGuard, GuardedSite, caps_for, fd_budget, quiet_loop_errors
 from .options import ServiceOptions
 from .validate import PlatformError, check_public_url
@@ -105,6 +107,14 @@ async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None
     if opts.broker and (opts.broker_auth or opts.allow_anonymous):
         raise PlatformError("--broker-auth and --allow-anonymous are for the embedded broker; "
                             "an external broker has its own logins (mosquitto-config)")
+    share_group = getattr(opts.settings, "share_group", None)
+    if share_group and not opts.broker:
+        raise PlatformError(f"share group {share_group!r}: several instances need an external "
+                            "broker with MQTT shared subscriptions (--broker mqtt://..., e.g. "
+                            "mosquitto or EMQX); the embedded broker has none")
+    if share_group:
+        check_group(share_group)
+    metrics.set_instance(getattr(opts, "instance_id", None))
     os.umask(0o077)  # everything the service writes is the owner's only
     # Opening the platform takes DIR's lock: a second service on DIR is refused here, naming
     # the running one, before any of its files is touched.
@@ -157,11 +167,14 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
             raise PlatformError(f"embedded broker on {opts.host}:{mqtt_port}: {exc}") from None
         url = BrokerURL("mqtt", local, mqtt_port, ids.platform_user, ids.platform_password)
 
-    link = MqttLink(url, platform, opts.client_id, opts.ca, opts.insecure)
+    link = MqttLink(url, platform, opts.client_id, opts.ca, opts.insecure,
+                    share_group=getattr(settings, "share_group", None) or None,
+                    instance=metrics.instance())
     platform.tasks.attach_link(link.publish, link.connected.is_set)
     admin_token = _admin_token(data_dir)
     # a download whose client reads nothing for four idle timeouts (60 s) is reset
     app = make_app(platform, admin_token, stall_timeout=4 * opts.idle_timeout)
+    metrics.add_routes(app, admin_token)  # GET /metrics (Prometheus), download counters
     # keepalive_timeout also closes a connection that never sends a whole request.
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            keepalive_timeout=opts.idle_timeout)
@@ -197,6 +210,8 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
         "file_base": settings.file_base,
         "topic_prefix": settings.topic_prefix,
         "pid": os.getpid(),
+        "instance": metrics.instance(),
+        "mqtt_client_id": link.client_id,
     }
     if opts.tls_cert:
         info["tls_cert"] = str(Path(opts.tls_cert).resolve())
