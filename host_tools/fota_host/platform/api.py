@@ -18,24 +18,19 @@ from typing import Any
 from aiohttp import web
 
 from . import api_rollouts, fileserver
+from .apijson import answer, answer_on, error, json_body, platform
 from .console import auth as console_auth
 from .console import routes as console_routes
 from .core import Platform
 from .fileserver import PLATFORM_KEY, STALL_KEY
 from .openapi import OPENAPI
-from .packages import PackageStore
 from .store import DISK_FULL_ERRNOS
-from .tasks import Tasks
 from .validate import PlatformError
 
 log = logging.getLogger("fota.platform.http")
 
 MAX_UPLOAD = 64 << 20
 TOKEN_KEY = web.AppKey("admin_token", str)
-
-
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
 
 
 @web.middleware
@@ -46,29 +41,19 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
         if not secrets.compare_digest(given.encode(), expected.encode()):
             refused = console_auth.api_refusal(request)  # or the console's session cookie
             if refused is not None:
-                return _error(*refused)
+                return error(*refused)
     try:
         return await handler(request)
     except PlatformError as exc:
-        return _error(exc.status, str(exc))
+        return error(exc.status, str(exc))
     except web.HTTPException:
         raise
     except Exception as exc:
         if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
             log.error("%s %s: disk full: %s", request.method, request.path, exc)
-            return _error(507, f"disk full on the platform: {exc.strerror}")
+            return error(507, f"disk full on the platform: {exc.strerror}")
         log.exception("%s %s failed", request.method, request.path)
-        return _error(500, "internal error (see the platform log)")
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise PlatformError("the request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise PlatformError("the request body must be a JSON object")
-    return body
+        return error(500, "internal error (see the platform log)")
 
 
 def _check_url(url: Any) -> None:
@@ -85,18 +70,6 @@ def _check_url(url: Any) -> None:
         raise PlatformError(f"url must be an http(s) address with a host, got {url!r:.100}")
 
 
-def _platform(request: web.Request) -> Platform:
-    return request.app[PLATFORM_KEY]
-
-
-def _packages(request: web.Request) -> PackageStore:
-    return request.app[PLATFORM_KEY].packages
-
-
-def _tasks(request: web.Request) -> Tasks:
-    return request.app[PLATFORM_KEY].tasks
-
-
 # -- admin API ----------------------------------------------------------------------------
 async def openapi(request: web.Request) -> web.Response:
     return web.json_response(OPENAPI)
@@ -106,23 +79,11 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-async def stats(request: web.Request) -> web.Response:
-    return web.json_response(_platform(request).stats())
-
-
-async def list_packages(request: web.Request) -> web.Response:
-    return web.json_response(_packages(request).list_packages())
-
-
-async def show_package(request: web.Request) -> web.Response:
-    return web.json_response(_packages(request).get_package(request.match_info["id"]))
-
-
 async def create_package(request: web.Request) -> web.Response:
-    packages = _packages(request)
-    require_signed = _platform(request).settings.require_signed
+    packages = platform(request).packages
+    require_signed = platform(request).settings.require_signed
     if request.content_type == "application/json":
-        body = await _json_body(request)
+        body = await json_body(request)
         meta = {k: body.get(k) for k in ("version", "name", "product", "desc", "module")}
         meta["sign"] = body.get("sign", "md5")
         if not body.get("url"):
@@ -153,32 +114,25 @@ async def create_package(request: web.Request) -> web.Response:
 
 
 async def add_variant(request: web.Request) -> web.Response:
-    body = await _json_body(request)
-    variant = await asyncio.to_thread(_packages(request).add_variant, request.match_info["id"],
-                                      body.get("kind"), body.get("from"))
+    body = await json_body(request)
+    variant = await asyncio.to_thread(platform(request).packages.add_variant,
+                                      request.match_info["id"], body.get("kind"),
+                                      body.get("from"))
     return web.json_response(variant, status=201)
 
 
-async def list_tasks(request: web.Request) -> web.Response:
-    return web.json_response(_tasks(request).list_tasks())
-
-
 async def create_task(request: web.Request) -> web.Response:
-    body = await _json_body(request)  # with the rollout options of rollout_spec.SPEC_KEYS
-    task = _platform(request).rollouts.create_task(body)
+    body = await json_body(request)  # with the rollout options of rollout_spec.SPEC_KEYS
+    task = platform(request).rollouts.create_task(body)
     return web.json_response(task, status=201)
 
 
-async def show_task(request: web.Request) -> web.Response:
-    return web.json_response(_platform(request).rollouts.get_task(request.match_info["id"]))
-
-
 async def add_devices(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     devices = body.get("devices")
     if not isinstance(devices, list) or not devices:
         raise PlatformError("devices must be a non-empty list of device ids")
-    return web.json_response(_tasks(request).add_devices(request.match_info["id"], devices))
+    return web.json_response(platform(request).tasks.add_devices(request.match_info["id"], devices))
 
 
 async def import_devices(request: web.Request) -> web.Response:
@@ -187,26 +141,18 @@ async def import_devices(request: web.Request) -> web.Response:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise PlatformError("the device list must be UTF-8 CSV") from None
-    return web.json_response(_tasks(request).import_devices(request.match_info["id"], text))
-
-
-async def start_task(request: web.Request) -> web.Response:
-    return web.json_response(_platform(request).rollouts.start_task(request.match_info["id"]))
+    return web.json_response(platform(request).tasks.import_devices(request.match_info["id"], text))
 
 
 async def cancel(request: web.Request) -> web.Response:
-    body = await _json_body(request)
+    body = await json_body(request)
     if body.get("all") is True:
         devices = None
     else:
         devices = body.get("devices")
         if not isinstance(devices, list) or not devices:
             raise PlatformError('give {"devices": [...]} or {"all": true}')
-    return web.json_response(_tasks(request).cancel(request.match_info["id"], devices))
-
-
-async def list_devices(request: web.Request) -> web.Response:
-    return web.json_response(_platform(request).list_devices())
+    return web.json_response(platform(request).tasks.cancel(request.match_info["id"], devices))
 
 
 def make_app(platform: Platform, admin_token: str,
@@ -220,19 +166,19 @@ def make_app(platform: Platform, admin_token: str,
     console_routes.add_routes(app, admin_token, MAX_UPLOAD)
     r.add_get("/openapi.json", openapi)
     r.add_get("/api/health", health)
-    r.add_get("/api/stats", stats)
-    r.add_get("/api/packages", list_packages)
+    r.add_get("/api/stats", answer(Platform.stats))
+    r.add_get("/api/packages", answer(lambda p: p.packages.list_packages()))
     r.add_post("/api/packages", create_package)
-    r.add_get("/api/packages/{id}", show_package)
+    r.add_get("/api/packages/{id}", answer_on(lambda p, pkg: p.packages.get_package(pkg)))
     r.add_post("/api/packages/{id}/variants", add_variant)
-    r.add_get("/api/tasks", list_tasks)
+    r.add_get("/api/tasks", answer(lambda p: p.tasks.list_tasks()))
     r.add_post("/api/tasks", create_task)
-    r.add_get("/api/tasks/{id}", show_task)
+    r.add_get("/api/tasks/{id}", answer_on(lambda p, task: p.rollouts.get_task(task)))
     r.add_post("/api/tasks/{id}/devices", add_devices)
     r.add_post("/api/tasks/{id}/import", import_devices)
-    r.add_post("/api/tasks/{id}/start", start_task)
+    r.add_post("/api/tasks/{id}/start", answer_on(lambda p, task: p.rollouts.start_task(task)))
     r.add_post("/api/tasks/{id}/cancel", cancel)
-    r.add_get("/api/devices", list_devices)
+    r.add_get("/api/devices", answer(Platform.list_devices))
     api_rollouts.add_routes(app)  # pause/resume/stop/approve, stats, tags, versions
     return app
 

@@ -4,78 +4,31 @@ and show (with waves, state reason, statistics) are api.py's routes, through `Ro
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
-from .fileserver import PLATFORM_KEY
-from .rollouts import Rollouts
+from .apijson import answer, answer_on, json_body, platform
 from .validate import PlatformError
 
 
-def _rollouts(request: web.Request) -> Rollouts:
-    return request.app[PLATFORM_KEY].rollouts
-
-
-async def _body(request: web.Request) -> dict[str, Any]:
-    if not request.can_read_body:
-        return {}
-    try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise PlatformError("the request body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise PlatformError("the request body must be a JSON object")
-    return body
-
-
-async def pause(request: web.Request) -> web.Response:
-    await _body(request)
-    return web.json_response(_rollouts(request).pause(request.match_info["id"]))
-
-
-async def resume(request: web.Request) -> web.Response:
-    await _body(request)
-    return web.json_response(_rollouts(request).resume(request.match_info["id"]))
-
-
-async def stop(request: web.Request) -> web.Response:
-    await _body(request)
-    return web.json_response(_rollouts(request).stop(request.match_info["id"]))
-
-
-async def approve(request: web.Request) -> web.Response:
-    await _body(request)
-    return web.json_response(_rollouts(request).approve(request.match_info["id"]))
-
-
-async def task_stats(request: web.Request) -> web.Response:
-    return web.json_response(_rollouts(request).task_stats(request.match_info["id"]))
-
-
 async def tag_devices(request: web.Request) -> web.Response:
-    body = await _body(request)
+    body = await json_body(request, optional=True)
     if ("add" in body) == ("remove" in body):
         raise PlatformError("give exactly one of add or remove (a group name)")
-    return web.json_response(_rollouts(request).tag(body.get("devices"), body.get("add"),
-                                                    body.get("remove")))
-
-
-async def device_tags(request: web.Request) -> web.Response:
-    return web.json_response(_rollouts(request).device_tags())
-
-
-async def device_versions(request: web.Request) -> web.Response:
-    return web.json_response(_rollouts(request).fleet_versions())
+    return web.json_response(platform(request).rollouts.tag(
+        body.get("devices"), body.get("add"), body.get("remove")))
 
 
 def add_routes(app: web.Application) -> None:
     r = app.router
-    r.add_post("/api/tasks/{id}/pause", pause)
-    r.add_post("/api/tasks/{id}/resume", resume)
-    r.add_post("/api/tasks/{id}/stop", stop)
-    r.add_post("/api/tasks/{id}/approve", approve)
-    r.add_get("/api/tasks/{id}/stats", task_stats)
-    r.add_get("/api/devices/tags", device_tags)
+    r.add_post("/api/tasks/{id}/pause", answer_on(lambda p, task: p.rollouts.pause(task),
+                                                  body=True))
+    r.add_post("/api/tasks/{id}/resume", answer_on(lambda p, task: p.rollouts.resume(task),
+                                                   body=True))
+    r.add_post("/api/tasks/{id}/stop", answer_on(lambda p, task: p.rollouts.stop(task),
+                                                 body=True))
+    r.add_post("/api/tasks/{id}/approve", answer_on(lambda p, task: p.rollouts.approve(task),
+                                                    body=True))
+    r.add_get("/api/tasks/{id}/stats", answer_on(lambda p, task: p.rollouts.task_stats(task)))
+    r.add_get("/api/devices/tags", answer(lambda p: p.rollouts.device_tags()))
     r.add_post("/api/devices/tags", tag_devices)
-    r.add_get("/api/devices/versions", device_versions)
+    r.add_get("/api/devices/versions", answer(lambda p: p.rollouts.fleet_versions()))

@@ -1,0 +1,56 @@
+"""The admin API's one way to read a request and to answer it (`api.py`, `api_rollouts.py`):
+a JSON object as the body, `{"error": message}` with a status, and handlers made from a
+platform call whose result is the JSON answer."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from .core import Platform
+from .fileserver import PLATFORM_KEY
+from .validate import PlatformError
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+async def json_body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
+    """The request's body, which must be a JSON object; `{}` when `optional` and there is
+    no body."""
+    if optional and not request.can_read_body:
+        return {}
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise PlatformError("the request body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise PlatformError("the request body must be a JSON object")
+    return body
+
+
+def platform(request: web.Request) -> Platform:
+    return request.app[PLATFORM_KEY]
+
+
+def answer(call: Callable[[Platform], Any]) -> Handler:
+    """A handler answering what `call(platform)` returns."""
+    async def handle(request: web.Request) -> web.Response:
+        return web.json_response(call(platform(request)))
+    return handle
+
+
+def answer_on(call: Callable[[Platform, str], Any], *, body: bool = False) -> Handler:
+    """A handler answering what `call(platform, id)` returns for the path's `{id}`. With
+    `body`, the request may carry one (ignored) but only a JSON object: an action that
+    takes no options still refuses what it cannot read."""
+    async def handle(request: web.Request) -> web.Response:
+        if body:
+            await json_body(request, optional=True)
+        return web.json_response(call(platform(request), request.match_info["id"]))
+    return handle
