@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fota_host.images.synthetic import digests  # noqa: E402
 from fota_host.sim.imageserver import ImageServer  # noqa: E402
 from helpers import Mosquitto  # noqa: E402
+from pgserver import PgServer  # noqa: E402
 
 
 @pytest.fixture
@@ -39,3 +40,22 @@ def served(tmp_path: Path):
     root.mkdir()
     with ImageServer(root) as server:
         yield Images(root, server)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One real PostgreSQL server for the whole session (tests/pgserver.py); fails (never
+    skips) when PostgreSQL is not installed."""
+    try:
+        server = PgServer()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    with server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> str:
+    """A fresh, empty PostgreSQL database for one test: its URL
+    (postgresql://postgres:PASS@127.0.0.1:PORT/NAME), for `--db` / `Settings(db=...)`."""
+    return pg_server.new_database()

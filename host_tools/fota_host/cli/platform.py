@@ -68,6 +68,17 @@ def platform_group() -> None:
                    "many seconds old (and the platform is connected to the broker).")
 @click.option("--require-signed", is_flag=True,
               help="Refuse packages without a Secure Boot V2 signature (`fota sign`).")
+@click.option("--db", metavar="URL",
+              help="Keep the store in PostgreSQL, postgresql://USER:PASS@HOST[:PORT]/DB, "
+                   "shared by any number of instances (default: DIR/platform.db, SQLite, "
+                   "one instance). The platform creates and migrates the schema.")
+@click.option("--share-group", metavar="GROUP",
+              help="MQTT shared-subscription group ($share/GROUP/...): each device message "
+                   "reaches one instance of the group (default with --db: fota; without: "
+                   "plain subscriptions; '' for plain ones with --db).")
+@click.option("--packages", "packages_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder of the package images (default DIR/packages); instances sharing "
+                   "a --db database must share it.")
 @click.option("--log-level", default="INFO", show_default=True,
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]),
               help="Lowest level of log line written.")
@@ -77,16 +88,19 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
               retries: int, retry_backoff: float, device_timeout: float, token_ttl: float,
               online_window: float, require_signed: bool, log_level: str,
               broker_auth: Path | None = None, allow_anonymous: bool = False,
-              max_per_address: int = 256) -> None:
+              max_per_address: int = 256, db: str | None = None,
+              share_group: str | None = None, packages_dir: Path | None = None) -> None:
     """Run the platform in the foreground until SIGINT/SIGTERM.
 
     Writes DIR/service.json (api, admin_token, broker, file_base, pid) once ready; the
-    package/task/device commands find the service through it.
+    package/task/device commands find the service through it. One instance per DIR; with
+    --db, several instances (each with its own DIR) share one PostgreSQL database.
     """
     from ..platform.ctwing import TopicMap
     from ..platform.mqttlink import parse_broker_url
     from ..platform.options import ServiceOptions, Settings
     from ..platform.service import run_service
+    from ..platform.store_sql import check_db_url
     from ..platform.validate import PlatformError, check_public_url
 
     if bool(tls_cert) != bool(tls_key):
@@ -99,6 +113,10 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
         fail(str(exc))
     try:
         check_public_url(public_url)
+        if db is not None:
+            check_db_url(db)
+        if share_group and any(c in share_group for c in "/+#"):
+            raise PlatformError("--share-group: a name without '/', '+' or '#'")
     except PlatformError as exc:
         fail(str(exc))
     logging.basicConfig(level=log_level, stream=sys.stderr,
@@ -106,7 +124,8 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
     settings = Settings(topic_prefix=topic_prefix, push_rate=push_rate, retries=retries,
                         retry_backoff=retry_backoff, device_timeout=device_timeout,
                         token_ttl=token_ttl, online_window=online_window,
-                        require_signed=require_signed)
+                        require_signed=require_signed, db=db, share_group=share_group,
+                        packages_dir=str(packages_dir) if packages_dir else None)
     opts = ServiceOptions(data_dir=data_dir, broker=broker, host=host, http_port=http_port,
                           mqtt_port=mqtt_port, public_url=public_url, ca=ca, insecure=insecure,
                           client_id=client_id, tls_cert=tls_cert, tls_key=tls_key,

@@ -22,7 +22,7 @@ from .options import Settings
 from .packages import PackageStore
 from .reports import Reports
 from .rollouts import Rollouts
-from .store import StorageError, Store
+from .store import StorageError, Store, is_postgres
 from .tasks import Publish, Tasks
 
 log = logging.getLogger("fota.platform")
@@ -51,14 +51,19 @@ class Platform:
         self.lock = datadir.DataLock(self.data_dir, holder)  # before anything is touched
         try:
             datadir.secure(self.data_dir)
-            datadir.check_store(self.data_dir)
+            if not is_postgres(self.settings.db):  # a PostgreSQL store is checked by its server
+                datadir.check_store(self.data_dir)
             for name in datadir.clean_uploads(self.data_dir):
                 log.info("removed %s, left by an interrupted upload, start or restore", name)
-            self.store = Store(self.data_dir / "platform.db")
+            self.store = Store(self.settings.db if is_postgres(self.settings.db)
+                               else self.data_dir / "platform.db")
         except BaseException:
             self.lock.release()
             raise
-        self.packages = PackageStore(self.store, self.data_dir / "packages")
+        files = Path(self.settings.packages_dir) if self.settings.packages_dir \
+            else self.data_dir / "packages"
+        files.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.packages = PackageStore(self.store, files)
         self.downloads = Downloads(self.store, self.packages)
         self.tasks = Tasks(self.store, self.settings, self.topics, self.downloads, publish)
         self.reports = Reports(self.store, self.topics, self.tasks)
@@ -97,10 +102,11 @@ class Platform:
 
     def tick(self) -> int:
         self._retry_held()
-        try:
-            with self.store.lock:  # the rollout rules hold sub-tasks before notices go out
-                self.rollouts.tick()
-                return self.tasks.tick()
+        try:  # instances sharing a PostgreSQL store take turns (store.clock_turn)
+            with self.store.lock, self.store.clock_turn() as turn:
+                if turn:  # the rollout rules hold sub-tasks before notices go out
+                    self.rollouts.tick()
+                return self.tasks.tick(turn)
         except StorageError as exc:
             self.reports.drop_log("(store)", f"{exc}: task clock held")
             return 0

@@ -1,6 +1,11 @@
 """The download gate: a device's request is checked against its sub-task's token, and the
 downloads being served can be cut off when their sub-task ends (a token only guards the
-start of a request; a cancel must also stop the bytes in flight)."""
+start of a request; a cancel must also stop the bytes in flight).
+
+Tokens live in the store, so with instances sharing a PostgreSQL store any instance serves
+any download. A cancel made through one instance cuts off its own downloads at once
+(`cut_off`); the others find it in the store within `SWEEP_EVERY` seconds (`sweep`, run
+by each tick) and cut off theirs."""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from .packages import PackageStore
 from .store import ACTIVE_STATES, Store
 
 log = logging.getLogger("fota.platform")
+SWEEP_EVERY = 1.0  # seconds between two checks of the downloads in flight (shared store)
+CUT_STATES = ("cancelled", "timed_out")  # a download of a sub-task in these is stopped
 
 
 class Downloads:
@@ -26,6 +33,7 @@ class Downloads:
         # Downloads being served, by (task id, device): how to cut each one off.
         self._live: dict[tuple[int, str], set[Callable[[], None]]] = {}
         self._live_lock = threading.Lock()
+        self._swept = 0.0
 
     def check(self, file_id: str, task_id: str, device: str,
               token: str) -> tuple[int, str | Path]:
@@ -82,3 +90,19 @@ class Downloads:
         if stops:
             log.info("task %d: %d download(s) in flight cut off", task_id, len(stops))
         return len(stops)
+
+    def sweep(self) -> int:
+        """Shared store only: cut off the downloads in flight whose sub-task was cancelled
+        or timed out (or is gone) through another instance. Returns how many."""
+        now = time.monotonic()
+        if not self.store.shared or now - self._swept < SWEEP_EVERY:
+            return 0
+        self._swept = now
+        with self._live_lock:
+            keys = list(self._live)
+        if not keys:
+            return 0
+        with self.store.lock:
+            states = self.store.download_states(keys)
+        ended = [k for k in keys if states.get(k, "cancelled") in CUT_STATES]
+        return sum(self.cut_off(task_id, {device}) for task_id, device in ended)

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .store_sql import is_postgres
+
 
 @dataclass
 class Settings:
@@ -21,6 +23,19 @@ class Settings:
     online_window: float = 120.0  # seconds a message keeps a device "online" (link up too)
     flush_interval: float = 0.2  # seconds between commits of progress updates
     require_signed: bool = False  # refuse packages without a Secure Boot V2 signature
+    # The store: None = DATA/platform.db (SQLite, one instance); a PostgreSQL URL
+    # (postgresql://USER:PASS@HOST[:PORT]/DB) is shared by any number of instances.
+    db: str | None = None
+    # MQTT shared-subscription group ($share/<group>/...): each device message reaches one
+    # instance of the group. Default "fota" with a PostgreSQL store, None (plain
+    # subscriptions) with SQLite; "" forces plain subscriptions.
+    share_group: str | None = None
+    # Package images: None = DATA/packages; instances sharing a database share this folder.
+    packages_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.share_group is None and is_postgres(self.db):
+            self.share_group = "fota"
 
 
 @dataclass

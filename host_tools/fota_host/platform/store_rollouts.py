@@ -3,53 +3,19 @@
 
 A held sub-task (`subtasks.hold = 1`: its wave is not open) or a held task (`tasks.hold =
 1`: not planned yet, or outside its maintenance windows) gets no notice (`due_notices`).
-These are functions over a `Store` (its lock held by the caller); `add_schema` runs when
-the store opens.
+These are functions over a `Store` (its lock held by the caller); the tables are made by
+migration 3 (store_migrations.py).
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 Row = dict[str, Any]
 Store = Any  # store.Store (it imports this module: no import back)
 
-ROLLOUT_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rollouts (
-    task_id INTEGER PRIMARY KEY REFERENCES tasks(id),
-    spec TEXT NOT NULL,
-    planned INTEGER NOT NULL DEFAULT 0,
-    opened INTEGER NOT NULL DEFAULT 0,
-    approved INTEGER NOT NULL DEFAULT 0,
-    accepted INTEGER NOT NULL DEFAULT 0,
-    reason TEXT,
-    waiting TEXT,
-    failed_base INTEGER NOT NULL DEFAULT 0,
-    ended_base INTEGER NOT NULL DEFAULT 0,
-    scanned REAL NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS device_tags (
-    device TEXT NOT NULL,
-    tag TEXT NOT NULL,
-    PRIMARY KEY (device, tag)
-);
-"""
-ROLLOUT_COLUMNS = (
-    ("subtasks", "wave", "INTEGER"),
-    ("subtasks", "hold", "INTEGER NOT NULL DEFAULT 0"),
-    ("tasks", "hold", "INTEGER NOT NULL DEFAULT 0"),
-)
 ENDED = ("succeeded", "failed", "cancelled", "timed_out")
-
-
-def add_schema(db: sqlite3.Connection) -> None:
-    db.executescript(ROLLOUT_SCHEMA)
-    for table, column, decl in ROLLOUT_COLUMNS:
-        have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-        if column not in have:
-            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
 # -- rollouts ---------------------------------------------------------------------------
@@ -76,7 +42,7 @@ def live_rollouts(store: Store) -> list[Row]:
 
 
 def update_rollout(store: Store, task_id: int, **fields: Any) -> None:
-    sets = ", ".join(f"{k} = ?" for k in fields)
+    sets = ", ".join(f'"{k}" = ?' for k in fields)
     store._write(f"UPDATE rollouts SET {sets} WHERE task_id = ?", (*fields.values(), task_id))
 
 
@@ -92,9 +58,8 @@ def set_task_hold(store: Store, task_id: int, hold: bool) -> None:
 
 # -- sub-tasks of a rollout ---------------------------------------------------------------
 def set_wave(store: Store, subtask_ids: list[int], wave: int, hold: bool) -> None:
-    store.begin()
-    store.db.executemany("UPDATE subtasks SET wave=?, hold=? WHERE id=?",
-                         [(wave, int(hold), sid) for sid in subtask_ids])
+    store._many("UPDATE subtasks SET wave=?, hold=? WHERE id=?",
+                [(wave, int(hold), sid) for sid in subtask_ids])
 
 
 def open_wave(store: Store, task_id: int, wave: int, now: float) -> None:
@@ -116,26 +81,27 @@ def unplanned(store: Store, task_id: int) -> list[Row]:
 
 
 def cancel_pending(store: Store, task_id: int, desc: str, now: float) -> int:
-    cur = store._write("UPDATE subtasks SET state='cancelled', desc=?, push_due=NULL,"
+    cur = store._write("UPDATE subtasks SET state='cancelled', \"desc\"=?, push_due=NULL,"
                        " token_expires=0, updated=? WHERE task_id=? AND state='pending'",
                        (desc, now, task_id))
     return cur.rowcount
 
 
 def skip(store: Store, subtask_id: int, desc: str, now: float) -> None:
-    store._write("UPDATE subtasks SET state='cancelled', desc=?, push_due=NULL, updated=?"
+    store._write("UPDATE subtasks SET state='cancelled', \"desc\"=?, push_due=NULL, updated=?"
                  " WHERE id=?", (desc, now, subtask_id))
 
 
 def ended_rows(store: Store, task_id: int) -> list[Row]:
     """The task's sub-tasks (wave, state, desc, notified, updated), for statistics."""
-    return store._all("SELECT id, wave, state, desc, step, notified, updated FROM subtasks"
+    return store._all("SELECT id, wave, state, \"desc\", step, notified, updated FROM subtasks"
                       " WHERE task_id=?", (task_id,))
 
 
 # -- devices: tags, versions, who matches a task ------------------------------------------
 def add_tag(store: Store, device: str, tag: str) -> None:
-    store._write("INSERT OR IGNORE INTO device_tags (device, tag) VALUES (?, ?)", (device, tag))
+    store._write("INSERT INTO device_tags (device, tag) VALUES (?, ?)"
+                 " ON CONFLICT DO NOTHING", (device, tag))
 
 
 def remove_tag(store: Store, device: str, tag: str) -> None:
@@ -156,7 +122,8 @@ def all_tags(store: Store) -> dict[str, list[str]]:
 
 def version_counts(store: Store) -> list[Row]:
     return store._all("SELECT COALESCE(version, '') AS version, COUNT(*) AS devices"
-                      " FROM devices GROUP BY version ORDER BY devices DESC, version")
+                      " FROM devices GROUP BY COALESCE(version, '')"
+                      " ORDER BY devices DESC, version")
 
 
 def candidates(store: Store, task_id: int, groups: list[str], versions: list[str],

@@ -14,7 +14,6 @@ import csv
 import io
 import logging
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -23,6 +22,7 @@ from . import ctwing, variants
 from .downloads import Downloads
 from .options import Settings
 from .store import ACTIVE_STATES, Row, StorageError, Store
+from .tasks_rate import FleetRate, ProgressBatch, PushRate
 from .validate import PlatformError, check_device_id, int_id, parse_time, shown, text
 
 log = logging.getLogger("fota.platform")
@@ -34,62 +34,8 @@ AckedPublish = Callable[[str, bytes, Callable[[], None]], None]
 NOTICE_PUBLISHED = "notice published, no broker acknowledgement yet"
 NOTICE_SENT = "notice sent"
 NOT_SENT = "not sent: no broker connection"
-
-
-class PushRate:
-    """A token bucket: `per_minute` notices, in bursts of ten seconds' worth at most."""
-
-    def __init__(self, per_minute: float) -> None:
-        self.per_minute = per_minute
-        self.tokens = self.cap
-        self.at = time.monotonic()
-
-    @property
-    def cap(self) -> float:
-        return max(1.0, self.per_minute / 6)
-
-    def budget(self) -> int:
-        """Notices that may go out now (each one sent is `spend()`)."""
-        now = time.monotonic()
-        self.tokens = min(self.cap, self.tokens + (now - self.at) * self.per_minute / 60.0)
-        self.at = now
-        return int(self.tokens)
-
-    def spend(self) -> None:
-        self.tokens -= 1
-
-
-class ProgressBatch:
-    """The fast path for the bulk of the traffic, progress of an upgrading sub-task: the
-    report is kept here and written in one batch by the next tick (0.1 s). `hot` maps the
-    sub-tasks known to be upgrading to their device; any other state change removes its
-    entry (or clears it all), and the batch only touches rows still upgrading."""
-
-    def __init__(self) -> None:
-        self.hot: dict[int, str] = {}
-        self._pending: dict[int, list[Any]] = {}
-        self._lock = threading.Lock()
-
-    def offer(self, subtask_id: int, device: str, step: int, desc: str) -> bool:
-        """Keep this report if its sub-task is upgrading on this device; else False."""
-        if self.hot.get(subtask_id) != device:
-            return False
-        now = time.time()
-        with self._lock:
-            entry = self._pending.get(subtask_id)
-            if entry is None:
-                self._pending[subtask_id] = [step, desc, now, 1, device]
-            else:
-                entry[0], entry[1], entry[2] = step, desc, now
-                entry[3] += 1
-        return True
-
-    def write(self, store: Store) -> None:
-        """Write what is kept (store lock held)."""
-        with self._lock:
-            pending, self._pending = self._pending, {}
-        if pending:
-            store.apply_progress(pending, time.time())
+NOTICES_KEPT = 86400.0  # seconds the record of a notice is kept (the push rate needs 60 at most)
+__all__ = ["FleetRate", "ProgressBatch", "PushRate", "Tasks"]
 
 
 class Tasks:
@@ -105,7 +51,10 @@ class Tasks:
         self.acked_publish: AckedPublish | None = None
         self.link_up: Callable[[], bool] = lambda: True
         self._link_was_up = True
-        self.rate = PushRate(settings.push_rate)
+        # one process: a token bucket; instances sharing PostgreSQL: the notices recorded
+        self.rate: PushRate | FleetRate = FleetRate(store, settings.push_rate) \
+            if store.shared else PushRate(settings.push_rate)
+        self._pruned = 0.0
         self.batch = ProgressBatch()
         self._last_flush = time.monotonic()
         self.keeps_running: Callable[[int], bool] = lambda task_id: False  # rollouts.py
@@ -241,7 +190,7 @@ class Tasks:
             self.batch.write(self.store)
             self.batch.hot.clear()
             task = self._task_row(task_id)
-            subs = {s["device"]: s for s in self.store.subtasks(task["id"])}
+            subs = {s["device"]: s for s in self.store.lock_subtasks(task["id"])}
             wanted = list(subs) if devices is None else list(devices)
             try:
                 for dev in wanted:
@@ -272,7 +221,8 @@ class Tasks:
 
     # == the state machine (store lock held) ===========================================
     def _start(self, task: Row) -> None:
-        self.store.set_task_running(task["id"], time.time())
+        if not self.store.set_task_running(task["id"], time.time()):
+            return  # started meanwhile (another instance's clock, or an operator there)
         pkg = self.store.package(task["package_id"])
         n = len(self.store.subtasks(task["id"]))
         self._tell(logging.INFO, "task %d starts: %s to version %s, %d device(s)", task["id"],
@@ -283,7 +233,7 @@ class Tasks:
         """A running task finishes when none of its sub-tasks is active; a task with no
         devices yet keeps running (devices added later get their notices) until its end
         time or a cancel of all (`empty_too`)."""
-        t = self.store.task(task_id)
+        t = self.store.lock_task(task_id)  # PostgreSQL: every other instance's commits seen
         if t is None or t["state"] != "running":
             return
         if self.store.active_count(task_id) == 0 and (empty_too or (
@@ -343,8 +293,10 @@ class Tasks:
             self.store.commit()
             self._last_flush = time.monotonic()
 
-    def tick(self) -> int:
-        """Start scheduled tasks, end expired ones, time out silent devices, push notices.
+    def tick(self, turn: bool = True) -> int:
+        """Start scheduled tasks, end expired ones, time out silent devices, push notices;
+        without the clock's `turn` (another instance sharing the store has it) only write
+        the batched progress and check the downloads in flight.
 
         Returns the number of notices sent.
         """
@@ -352,6 +304,11 @@ class Tasks:
         with self.store.lock:
             try:
                 self.batch.write(self.store)
+                if not turn:
+                    self.store.commit()
+                    self._last_flush = time.monotonic()
+                    self.downloads.sweep()
+                    return 0
                 for t in self.store.tasks_to_start(now):
                     log.info("task %d starts (scheduled)", t["id"])
                     self._start(t)
@@ -367,6 +324,9 @@ class Tasks:
                     self.fail(sub, f"no report for {self.settings.device_timeout:g}s",
                               final_state="timed_out")
                 sent = self._push_due(now)
+                if now - self._pruned >= 60:
+                    self._pruned = now
+                    self.store.prune_notices(now - NOTICES_KEPT)
                 self.store.commit()
                 self._last_flush = time.monotonic()
             except BaseException:
@@ -374,6 +334,7 @@ class Tasks:
                 raise
         for t in ended:
             self.downloads.cut_off(t["id"])
+        self.downloads.sweep()
         return sent
 
     def _push_due(self, now: float) -> int:
@@ -391,6 +352,7 @@ class Tasks:
         if budget <= 0:
             return 0
         due = self.store.due_notices(now, budget)
+        sent = 0
         for sub in due:
             # A repeated notice (the device reconnected) keeps a live token, so a download in
             # flight can still resume; a retry after a failure gets a new one.
@@ -401,11 +363,15 @@ class Tasks:
             acked = self.acked_publish is not None
             try:  # one sub-task's notice failing must not hold back everyone else's
                 with self.store.savepoint():
+                    # claimed first: False when it is no longer pending and due (cancelled
+                    # or notified meanwhile through another instance): no notice then
+                    if not self.store.mark_notified(
+                            sub["id"], token, now + self.settings.token_ttl, now,
+                            NOTICE_PUBLISHED if acked else NOTICE_SENT):
+                        continue
                     offer = variants.served(self.store, sub)  # full, compressed or delta
                     notice = ctwing.notice(sub["id"], self.settings.file_base, offer,
                                            sub["task_id"], token)
-                    self.store.mark_notified(sub["id"], token, now + self.settings.token_ttl,
-                                             now, NOTICE_PUBLISHED if acked else NOTICE_SENT)
             except StorageError:
                 raise
             except Exception as exc:
@@ -421,7 +387,8 @@ class Tasks:
             elif self.publish is not None:
                 self.publish(topic, notice)
             self.rate.spend()
-        return len(due)
+            sent += 1
+        return sent
 
     def notice_acked(self, sub: Row) -> None:
         """The broker acknowledged a notice (QoS 1 PUBACK): now it is "sent"."""

@@ -1,0 +1,96 @@
+"""The task clock's pace: the push rate (`PushRate` in one process, `FleetRate` counted
+from the notices every instance recorded in a shared PostgreSQL store) and the batch of
+progress reports written once per tick (`ProgressBatch`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from .store import Store
+
+
+class PushRate:
+    """A token bucket: `per_minute` notices, in bursts of ten seconds' worth at most."""
+
+    def __init__(self, per_minute: float) -> None:
+        self.per_minute = per_minute
+        self.tokens = self.cap
+        self.at = time.monotonic()
+
+    @property
+    def cap(self) -> float:
+        return max(1.0, self.per_minute / 6)
+
+    def budget(self) -> int:
+        """Notices that may go out now (each one sent is `spend()`)."""
+        now = time.monotonic()
+        self.tokens = min(self.cap, self.tokens + (now - self.at) * self.per_minute / 60.0)
+        self.at = now
+        return int(self.tokens)
+
+    def spend(self) -> None:
+        self.tokens -= 1
+
+
+class FleetRate:
+    """The push rate of every instance sharing the store: at most `per_minute` notices a
+    minute, in bursts of ten seconds' worth, counted from the notices recorded in the
+    store (`notices`) in the last `window` seconds. Read while holding the clock's turn
+    (`Store.clock_turn`), so no other instance sends meanwhile."""
+
+    def __init__(self, store: Store, per_minute: float) -> None:
+        self.store = store
+        self.per_minute = per_minute
+
+    @property
+    def burst(self) -> int:
+        return max(1, int(self.per_minute / 6))
+
+    @property
+    def window(self) -> float:
+        """Seconds in which `burst` notices may go out (ten when `per_minute` >= 6)."""
+        return self.burst * 60.0 / self.per_minute
+
+    def budget(self) -> int:
+        now = time.time()
+        return max(0, self.burst - self.store.notices_between(now - self.window, now))
+
+    def spend(self) -> None:
+        """(the notice's row in the store is what counts)"""
+
+
+class ProgressBatch:
+    """The fast path for the bulk of the traffic, progress of an upgrading sub-task: the
+    report is kept here and written in one batch by the next tick (0.1 s). `hot` maps the
+    sub-tasks known to be upgrading to their device; any other state change removes its
+    entry (or clears it all), and the batch only touches rows still upgrading."""
+
+    def __init__(self) -> None:
+        self.hot: dict[int, str] = {}
+        self._pending: dict[int, list[Any]] = {}
+        self._lock = threading.Lock()
+
+    def offer(self, subtask_id: int, device: str, step: int, desc: str) -> bool:
+        """Keep this report if its sub-task is upgrading on this device; else False."""
+        if self.hot.get(subtask_id) != device:
+            return False
+        now = time.time()
+        with self._lock:
+            entry = self._pending.get(subtask_id)
+            if entry is None:
+                self._pending[subtask_id] = [step, desc, now, 1, device]
+            else:
+                entry[0], entry[1], entry[2] = step, desc, now
+                entry[3] += 1
+        return True
+
+    def write(self, store: Store) -> None:
+        """Write what is kept (store lock held)."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if pending:
+            store.apply_progress(pending, time.time())
+
+
