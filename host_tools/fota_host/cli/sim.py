@@ -373,4 +373,8 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
                "versions": {k: v.get("version") for k, v in states.items()}})
 
 
+from .simswarm import swarm_cmd  # noqa: E402 - `fota sim swarm` (#20)
+
+sim.add_command(swarm_cmd)
+
 COMMANDS: list[click.Command] = [sim]

@@ -1,0 +1,91 @@
+"""What the devices of a swarm share (`swarm.py` runs them, `swarmdevice.py` is one):
+the options, the broker's address, the HTTP session, the connect pacing, the counters."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+STAT_KEYS = ("notices", "duplicate_notices", "bad_notices", "busy_refusals", "downloads",
+             "resumed", "bytes", "failures", "upgraded_informs", "link_errors")
+
+
+@dataclass
+class SwarmOptions:
+    count: int
+    broker: str                          # mqtt://[user:pass@]host[:port], mqtts:// for TLS
+    id_prefix: str = "swarm-"
+    version: str = "1.0.0"               # what every device runs at the start
+    until_version: str | None = None     # done when every device runs it (None: any upgrade)
+    timeout: float = 600.0               # seconds; the run ends then whatever the state
+    fail_rate: float = 0.0               # this fraction of devices corrupts its download (-3)
+    slow_rate: float = 0.0               # this fraction downloads at `slow_bps`
+    slow_bps: int = 32768
+    seed: int = 1                        # which devices fail / are slow
+    username: str | None = None          # one login for all (else the URL's)
+    password: str | None = None
+    credentials: dict[str, str] | None = None   # device id -> password (user = device id)
+    ca: str | None = None                # CA file for mqtts:// and https:// downloads
+    insecure: bool = False               # TLS without verification
+    topic_prefix: str = "devices/{device}"
+    module: str = "MCU"
+    connect_rate: float = 500.0          # new MQTT connections per second
+    connect_threads: int = 32            # threads for paho's blocking connect()
+    http_limit: int = 256                # downloads in flight at once
+    keepalive: int = 60
+    mqtt_timeout: float = 30.0           # CONNACK, SUBACK and PUBACK deadline
+    http_timeout: float = 30.0           # connect and idle deadline of a download
+    progress_step: int = 5               # the device defaults (firmware/fota/config.py)
+    progress_interval: float = 10.0
+    start_delay: float = 0.0             # a random wait of up to this before a download
+    reboot_delay: float = 0.5            # seconds "rebooting" between step 100 and reconnect
+    settle: float = 1.0                  # seconds every device must stay settled to end
+
+
+@dataclass
+class Broker:
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+
+class Shared:
+    """What every device of the swarm shares: options, broker, HTTP session, counters."""
+
+    def __init__(self, opts: SwarmOptions, broker: Broker, session: Any,
+                 tls: ssl.SSLContext | None) -> None:
+        self.opts, self.broker, self.session, self.tls = opts, broker, session, tls
+        self.stats = dict.fromkeys(STAT_KEYS, 0)
+        self.jobs: set[asyncio.Future[Any]] = set()
+        self._next_connect = 0.0
+
+    async def connect_slot(self) -> None:
+        """Wait for this connection's turn: at most `connect_rate` a second."""
+        now = time.monotonic()
+        at = max(now, self._next_connect)
+        self._next_connect = at + 1.0 / self.opts.connect_rate
+        if at > now:
+            await asyncio.sleep(at - now)
+
+    def new_client(self, device_id: str) -> Any:
+        import aiomqtt
+
+        b, opts = self.broker, self.opts
+        user, password = opts.username or b.username, opts.password or b.password
+        if opts.credentials is not None:
+            user, password = device_id, opts.credentials[device_id]
+        return aiomqtt.Client(b.host, b.port, username=user, password=password,
+                              identifier=device_id, clean_session=True,
+                              keepalive=opts.keepalive, timeout=opts.mqtt_timeout,
+                              tls_context=self.tls)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        job = asyncio.ensure_future(coro)
+        self.jobs.add(job)
+        job.add_done_callback(self.jobs.discard)
