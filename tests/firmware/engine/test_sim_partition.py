@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fota_host.images import esp_image
+from fota_host.boards import chips
 from fota_host.sim import mprun
 from fota_host.sim import update as sim
 
@@ -36,14 +36,16 @@ print(json.dumps(out))
 """
 
 
-def test_partition_stand_in_semantics(tmp_path):
+def test_partition_stand_in_semantics(tmp_path, esp32_board):
     flash = tmp_path / "flash"
-    sim.prepare(flash, "esp32", "1.0.0")
+    sim.prepare(flash, esp32_board, "1.0.0")
     proc = mprun.run(["-c", SCRIPT], flash=flash, cwd=flash)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["running"] == "ota_0" and out["next"] == "ota_1"
-    assert out["size"] == esp_image.OTA_SLOT_SIZE == out["blocks"] * out["block_size"]
+    # the slot of MicroPython's OTA table for the board's usual flash (8 MiB on the S3)
+    slot = chips.BOARDS[esp32_board].ota_slot
+    assert out["size"] == slot == out["blocks"] * out["block_size"]
     assert out["block_size"] == 4096
     assert out["and"] == [0xF0, 0x30, 0x30, 0xF0]          # 0xF0 & 0x3C, untouched around
     assert out["erased"] is True
