@@ -42,12 +42,12 @@ def loop(agent, step=None, period_ms=20):
             print("IDLE", gc.mem_alloc(), gc.mem_free())
         was = now
         sleep_ms(period_ms)
-def notice(self, n, f=fa.Agent._notice):
+def release(f=fa.release):
     global was
-    f(self, n)
+    f()
     was = 0
 fa.loop = loop
-fa.Agent._notice = notice
+fa.release = release
 del fa
 import sim_agent
 sim_agent.main()

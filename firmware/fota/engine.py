@@ -126,13 +126,16 @@ def _pump(stream, slot, st, buf, block, last, crc32, have=False):
 
 
 def run(slot, source, size, md5, sha256=None, progress=None, journal=None,
-        task=None, readback=True, trusted=None, lock_heap=False, allow_unsigned=False):
+        task=None, readback=True, trusted=None, lock_heap=False, allow_unsigned=False,
+        downloaded=None):
     """One update; `journal` is a file path enabling resume after power loss;
-    `trusted`: key digests (64 hex) an image must be signed by (None/empty: no check).
+    `trusted`: key digests (64 hex) an image must be signed by (None/empty: no check);
+    `downloaded()`: called once the download is over, before the checks, so the caller
+    can drop what only the download needed (the HTTP client).
     Returns (step, reason) and never raises."""
     try:
         return update(slot, source, size, md5, sha256, progress, journal, task,
-                      readback, trusted, lock_heap, allow_unsigned)
+                      readback, trusted, lock_heap, allow_unsigned, downloaded)
     except UpdateError as exc:
         return exc.step, exc.reason
     except MemoryError:
@@ -142,7 +145,8 @@ def run(slot, source, size, md5, sha256=None, progress=None, journal=None,
 
 
 def update(slot, source, size, md5, sha256=None, progress=None, journal=None,
-           task=None, readback=True, trusted=None, lock_heap=False, allow_unsigned=False):
+           task=None, readback=True, trusted=None, lock_heap=False, allow_unsigned=False,
+           downloaded=None):
     """run() without the safety net: returns (100, "ok"), raises UpdateError for a
     failed update and anything else for a bug (`fota_sim update --trace` shows it).
     The checks after the download (fota.verify) load once its buffers are free."""
@@ -151,6 +155,9 @@ def update(slot, source, size, md5, sha256=None, progress=None, journal=None,
     log = plan[_LOG]
     try:
         _transfer(slot, source, size, plan, progress, journal, trusted, lock_heap, buf)
+        source = None
+        if downloaded is not None:
+            downloaded()
         if log is not None:
             jr.close(log)
             log = None
@@ -297,6 +304,10 @@ def _transfer(slot, source, size, plan, progress, journal, trusted, lock_heap, b
                 have = True
             plan[_HEAD] = None
             plan[_ST] = _state(plan, trusted)
+        target = getattr(stream, "target", None)     # (fota.http's Body has it)
+        if target is not None:
+            target(buf)
+        target = None
         _move(slot, stream, plan[_ST], buf, blocks, plan[_ISIZE], progress, plan[_LOG],
               lock_heap, have)
     finally:
