@@ -10,7 +10,9 @@
 """
 
 
-_RP2_WDT_MAX_MS = 8388     # RP2040 hardware: the rp2 port refuses more (ValueError)
+# The rp2 port refuses a longer WDT timeout (ValueError), ports/rp2/machine_wdt.c
+# WDT_TIMEOUT_MAX: 16777 ms on the RP2350 (Pico 2 W), 8388 ms on the RP2040 (Pico W).
+_RP2_WDT_MAX_MS = (16777, 8388)
 
 
 def watchdog(wdt_s):
@@ -18,29 +20,23 @@ def watchdog(wdt_s):
     above it is clamped, with one line saying so; None (and a line) if the board has
     no usable watchdog. Never raises: a watchdog setting must not stop the app."""
     import machine
-    import sys
 
     ms = int(wdt_s * 1000)
-    if sys.platform == "rp2" and ms > _RP2_WDT_MAX_MS:
-        ms = _clamped(wdt_s)
-    try:
-        return machine.WDT(timeout=ms).feed
-    except ValueError:
-        if ms > _RP2_WDT_MAX_MS:    # the same limit on a port that says it only now
-            try:
-                return machine.WDT(timeout=_clamped(wdt_s)).feed
-            except ValueError:
-                pass
-    except OSError:
-        pass
+    for limit in (0,) + _RP2_WDT_MAX_MS:     # as asked, then each rp2 chip's maximum
+        if limit and ms <= limit:
+            continue
+        try:
+            feed = machine.WDT(timeout=limit or ms).feed
+        except ValueError:
+            continue
+        except OSError:
+            break
+        if limit:
+            print("fota: watchdog: wdt_s %s is above this board's maximum (%d.%03d s): "
+                  "using the maximum" % (wdt_s, limit // 1000, limit % 1000))
+        return feed
     print("fota: watchdog: wdt_s %s is not accepted by this board: no watchdog" % wdt_s)
     return None
-
-
-def _clamped(wdt_s):
-    print("fota: watchdog: wdt_s %s is above this board's maximum (%d.%03d s): using the "
-          "maximum" % (wdt_s, _RP2_WDT_MAX_MS // 1000, _RP2_WDT_MAX_MS % 1000))
-    return _RP2_WDT_MAX_MS
 
 
 def default_slot(cfg):

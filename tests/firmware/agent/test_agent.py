@@ -11,7 +11,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
 from fota_host.images import synthetic as images
 from fota_host.sim import flash as simflash
 from fota_host.sim import mprun
@@ -78,10 +77,10 @@ def test_hostile_notices_are_dropped_and_the_device_keeps_working(peer, devices)
     assert log_of(dev).count("notice dropped") >= len(HOSTILE) - 2
 
 
-def test_md5_mismatch_is_step_minus_3_and_boot_unchanged(peer, devices, served):
-    dev = devices("d1")
+def test_md5_mismatch_is_step_minus_3_and_boot_unchanged(peer, devices, served, esp32_board):
+    dev = devices("d1", esp32_board)
     first_inform(peer)
-    img = served.add("v2.bin", images.sim_image("esp32", "2.0.0", 200_000))
+    img = served.add("v2.bin", images.sim_image(esp32_board, "2.0.0", 200_000))
     payload = payload_for(img, "2.0.0", served.server.notice_url("v2.bin"))
     payload["md5"] = "f" * 32
     peer.notice("d1", 31, payload)
@@ -106,11 +105,9 @@ def dev_model(dev) -> str:
     return (dev.flash / "model").read_text().strip()
 
 
-@pytest.mark.parametrize("board", ["esp32", "pico_w", "esp32s3", "esp32c3", "esp32c6",
-                                   "pico2_w"])
-def test_full_upgrade_through_reboot_and_confirm(peer, devices, served, board):
+def test_full_upgrade_through_reboot_and_confirm(peer, devices, served, any_board):
     # Every board people buy (boards/chips.py): its chip id in the images, its slot size.
-    dev = devices("d1", board)
+    dev = devices("d1", any_board)
     first_inform(peer)
     board = dev.board                   # the family: esp32 or pico_w
     size = 600_000 if board == "esp32" else 200_000
@@ -136,11 +133,10 @@ def test_full_upgrade_through_reboot_and_confirm(peer, devices, served, board):
     assert dev.status()["version"] == "2.0.0"
 
 
-@pytest.mark.parametrize("board", ["esp32", "pico_w"])
-def test_image_failing_health_check_rolls_back_and_reports(peer, devices, served, board):
-    dev = devices("d1", board, max_trials=1, health_deadline_s=6)
+def test_image_failing_health_check_rolls_back_and_reports(peer, devices, served, any_board):
+    dev = devices("d1", any_board, max_trials=1, health_deadline_s=6)
     first_inform(peer)
-    data = images.sim_image(board, "2.0.0", 300_000 if board == "esp32" else None,
+    data = images.sim_image(any_board, "2.0.0", 300_000 if dev.board == "esp32" else None,
                             fail_health=True)
     img = served.add("bad.bin", data)
     peer.notice("d1", 51, payload_for(img, "2.0.0", served.server.notice_url("bad.bin")))

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fota_host.boards import chips
 from fota_host.images import synthetic as images
 from fota_host.sim import mprun
 from fota_host.sim import update as sim
@@ -155,21 +156,30 @@ def test_a_silent_server_ends_in_minus_2_at_the_idle_deadline(peer, devices):
 
 # --- #11.4: board limits and layouts ---------------------------------------------------
 
-def test_pico_w_watchdog_above_its_maximum_is_clamped_and_the_app_runs(peer, devices):
-    """The rp2 port refuses a WDT timeout above 8388 ms (so does the simulated one): the
-    device clamps wdt_s 30, says so in one line, and runs."""
-    dev = devices("p1", "pico_w", wdt_s=30)
+@pytest.mark.parametrize("wdt_s", [12, 30])
+def test_watchdog_above_the_board_maximum_is_clamped_and_the_app_runs(peer, devices, any_board,
+                                                                     wdt_s):
+    """The rp2 port refuses a WDT timeout above 8388 ms on the RP2040 and 16777 ms on the
+    RP2350 (so does the simulated one): the device clamps wdt_s to its board's maximum,
+    says so in one line, and runs; a value the board takes (any on the ESP32s, 12 s on a
+    Pico 2 W) is used as it is."""
+    limit = chips.BOARDS[any_board].wdt_max_s
+    dev = devices("p1", any_board, wdt_s=wdt_s)
     msg = first_inform(peer, "p1")
     assert msg["params"]["version"] == "1.0.0"
     log = log_of(dev)
-    line = "fota: watchdog: wdt_s 30 is above this board's maximum (8.388 s): using the maximum"
-    assert log.count(line) == 1, log
+    if wdt_s > limit:
+        line = (f"fota: watchdog: wdt_s {wdt_s} is above this board's maximum ({limit:.3f} s):"
+                " using the maximum")
+        assert log.count(line) == 1, log
+    else:
+        assert "fota: watchdog:" not in log, log
     assert dev.boots == 1 and "Traceback" not in log
 
 
-def factory_esp32(flash: Path, broker_url: str) -> None:
+def factory_esp32(flash: Path, broker_url: str, board: str = "esp32") -> None:
     """A plain (non-OTA) ESP32 firmware: one `factory` app partition, no otadata."""
-    sim.prepare(flash, "esp32", "1.0.0")
+    sim.prepare(flash, board, "1.0.0")
     (flash / "ota_0").rename(flash / "factory")
     (flash / "ota_1").unlink()
     (flash / "otadata.json").unlink()
@@ -180,9 +190,9 @@ def factory_esp32(flash: Path, broker_url: str) -> None:
 
 
 def test_esp32_without_ota_slots_runs_and_answers_notices_with_minus_1(peer, tmp_path,
-                                                                      mosquitto):
+                                                                      mosquitto, esp32_board):
     flash = tmp_path / "f1"
-    factory_esp32(flash, mosquitto.url)
+    factory_esp32(flash, mosquitto.url, esp32_board)
     proc = mprun.popen(["-m", "fota_sim", "agent"], heap="128K", flash=flash, cwd=flash,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out = Output(proc)
@@ -233,18 +243,18 @@ def _fill(path: Path, leave: int) -> None:
 
 
 def test_pico_w_refuses_an_update_the_filesystem_cannot_hold(peer, devices, served,
-                                                             tmp_path):
+                                                             tmp_path, pico_board):
     """Checked before a byte is downloaded (-4, need and have in KiB); a failed attempt
     gives its space back, so the app can still write."""
     fs = tmp_path / "p1"
     _mount_tmpfs(fs, 1024)
     dev = None
     try:
-        dev = devices("p1", "pico_w")
+        dev = devices("p1", pico_board)
         first_inform(peer, "p1")
         _fill(fs, 400 * 1024)
         before = _free(fs)
-        big = served.add("big.fotb", images.sim_image("pico_w", "2.0.0", 300 * 1024))
+        big = served.add("big.fotb", images.sim_image(pico_board, "2.0.0", 300 * 1024))
         peer.notice("p1", 61, payload_for(big, "2.0.0", served.server.notice_url("big.fotb")))
         fail = failure(peer, 61, "p1")
         assert fail["params"]["step"] == -4
@@ -253,7 +263,7 @@ def test_pico_w_refuses_an_update_the_filesystem_cannot_hold(peer, devices, serv
         assert m and int(m[1]) >= 600 and 390 <= int(m[2]) <= 400, fail
         assert served.server.stats.requests == []           # nothing downloaded
         # One that fits but fails its check: its bundle does not stay behind.
-        small = served.add("s.fotb", images.sim_image("pico_w", "2.0.0", 120 * 1024))
+        small = served.add("s.fotb", images.sim_image(pico_board, "2.0.0", 120 * 1024))
         bad = payload_for(small, "2.0.0", served.server.notice_url("s.fotb"))
         bad["md5"] = "f" * 32
         peer.notice("p1", 62, bad)
@@ -267,17 +277,19 @@ def test_pico_w_refuses_an_update_the_filesystem_cannot_hold(peer, devices, serv
         _umount(fs)
 
 
-def test_esp32_with_a_full_filesystem_reports_minus_4(peer, devices, served, tmp_path):
+def test_esp32_with_a_full_filesystem_reports_minus_4(peer, devices, served, tmp_path,
+                                                      esp32_board):
     """The partitions have their room; the resume journal finds none: a write failure
     (-4), not "internal error: OSError(28)"."""
     fs = tmp_path / "d1"
-    _mount_tmpfs(fs, 3 * 1024 + 256)
+    # room for the board's two OTA slots (its partitions) and 256 KiB of filesystem
+    _mount_tmpfs(fs, 2 * chips.BOARDS[esp32_board].ota_slot // 1024 + 256)
     dev = None
     try:
-        dev = devices("d1")
+        dev = devices("d1", esp32_board)
         first_inform(peer)
         _fill(fs, 0)
-        img = served.add("v2.bin", images.sim_image("esp32", "2.0.0", 200_000))
+        img = served.add("v2.bin", images.sim_image(esp32_board, "2.0.0", 200_000))
         peer.notice("d1", 71, payload_for(img, "2.0.0", served.server.notice_url("v2.bin")))
         fail = failure(peer, 71)
         assert fail["params"]["step"] == -4, fail
@@ -292,15 +304,15 @@ def test_esp32_with_a_full_filesystem_reports_minus_4(peer, devices, served, tmp
 # --- #12.5: damaged device state -------------------------------------------------------
 
 def test_esp32_damaged_trial_record_is_a_failure_and_the_old_image_returns(
-        peer, devices, served, tmp_path):
+        peer, devices, served, tmp_path, esp32_board):
     flash = tmp_path / "d1"
-    sim.prepare(flash, "esp32", "1.0.0")
-    img = served.add("v2.bin", images.sim_image("esp32", "2.0.0", 200_000))
-    assert sim.update(flash, "esp32", img["url"], img["md5"], img["size"], task=81)["ok"]
+    sim.prepare(flash, esp32_board, "1.0.0")
+    img = served.add("v2.bin", images.sim_image(esp32_board, "2.0.0", 200_000))
+    assert sim.update(flash, esp32_board, img["url"], img["md5"], img["size"], task=81)["ok"]
     trial = flash / "fota_trial.json"
     text = trial.read_text()
     trial.write_text(text.replace('"slot": "ota_1"', '"slot": "ota_0"'))   # one flipped value
-    dev = devices("d1")
+    dev = devices("d1", esp32_board)
     fail = failure(peer, 81)
     assert fail["params"]["step"] == -1
     assert "trial record fota_trial.json is damaged (checksum mismatch)" in \
@@ -314,14 +326,15 @@ def test_esp32_damaged_trial_record_is_a_failure_and_the_old_image_returns(
     assert "device state damaged" in log_of(dev)
 
 
-def test_pico_w_damaged_boot_pointer_is_a_failure_and_said(peer, devices, served, tmp_path):
+def test_pico_w_damaged_boot_pointer_is_a_failure_and_said(peer, devices, served, tmp_path,
+                                                           pico_board):
     flash = tmp_path / "p1"
-    sim.prepare(flash, "pico_w", "1.0.0")
-    img = served.add("v2.fotb", images.sim_image("pico_w", "2.0.0", None))
-    assert sim.update(flash, "pico_w", img["url"], img["md5"], img["size"], task=82)["ok"]
+    sim.prepare(flash, pico_board, "1.0.0")
+    img = served.add("v2.fotb", images.sim_image(pico_board, "2.0.0", None))
+    assert sim.update(flash, pico_board, img["url"], img["md5"], img["size"], task=82)["ok"]
     pointer = flash / "fota_boot.json"
     pointer.write_text(pointer.read_text().replace('"trial": 0', '"trial": 7'))
-    devices("p1", "pico_w")
+    devices("p1", pico_board)
     fail = failure(peer, 82, "p1")
     assert fail["params"]["step"] == -1
     assert fail["params"]["desc"] == ("boot pointer fota_boot.json is damaged (checksum "
