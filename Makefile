@@ -54,8 +54,9 @@ lint: setup
 	$(BIN)/ruff check host_tools tests bench
 	$(BIN)/ruff check --config firmware/ruff.toml firmware $(MICROPYTHON_SCRIPTS)
 
-# The README's and docs' command blocks marked <!-- docs-check -->, run as written in a fresh
-# folder laid out like a checkout; every relative link checked. Also part of `make test`.
+# The README's and docs' shell blocks, run as written in a fresh folder laid out like a
+# checkout (each marked to run, run in the background, or skip with the reason: an unmarked
+# one fails; tests/docs_check.py); every relative link checked. Also part of `make test`.
 docs-check: setup
 	$(BIN)/python -m pytest -q tests/host/cli/test_cli_docs.py
 

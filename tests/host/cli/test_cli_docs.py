@@ -1,84 +1,31 @@
 """`make docs-check`: the README's and the docs' commands run as written (#13).
 
-A shell block marked with the line `<!-- docs-check -->` just before its ```sh fence is run
-by bash (`set -euo pipefail`), every marked block of one page in order in one script, in a
-fresh folder laid out like a clone after `make setup` (the checkout's files linked in, so
-`make demo` and `.venv/bin/fota` work there) with `.venv/bin` NOT on the PATH: a page must
-say how `fota` gets there. Background jobs (`fota platform serve ... &`) are stopped at the
-end. Every relative link of every page must name a file that exists.
+The rules and the runner are in tests/docs_check.py: every shell block of README.md and
+docs/*.md is marked to run, to run in the background, or to be skipped with the reason;
+a page's runnable blocks run in order, in a fresh folder laid out like a clone after
+`make setup`, with `.venv/bin` not on the PATH. Every relative link must name a file.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
 import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+import docs_check
 import pytest
-from fota_host import paths
+from docs_check import BACKGROUND, RUN, SKIP
 
-ROOT = paths.repo_root()
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-MARK = "<!-- docs-check -->"
-FENCE = re.compile(r"^```(\w*)\s*$")
-
-
-def marked_blocks(page: Path) -> list[tuple[int, str]]:
-    """(line number, text) of each marked shell block."""
-    lines = page.read_text().splitlines()
-    blocks = []
-    for i, line in enumerate(lines):
-        if line.strip() != MARK:
-            continue
-        fence = FENCE.match(lines[i + 1]) if i + 1 < len(lines) else None
-        assert fence and fence.group(1) in ("sh", "bash"), \
-            f"{page.name}:{i + 1}: {MARK} must be followed by a ```sh block"
-        end = next(j for j in range(i + 2, len(lines)) if lines[j].startswith("```"))
-        blocks.append((i + 3, "\n".join(lines[i + 2:end])))
-    return blocks
+ROOT = docs_check.ROOT
+PAGES = docs_check.pages()
+CHECKER = Path(docs_check.__file__)
 
 
-def checkout(tmp_path: Path) -> Path:
-    """A folder that looks like the repository after `make setup`."""
-    work = tmp_path / "clone"
-    work.mkdir()
-    for entry in ROOT.iterdir():
-        if entry.name not in (".git", ".venv"):
-            (work / entry.name).symlink_to(entry)
-    # .venv: the checkout's, entry by entry, with its own fresh `make setup` stamp, so a
-    # `make` here never reinstalls into the shared venv (pip would write this folder's
-    # path into its scripts)
-    venv = work / ".venv"
-    venv.mkdir()
-    for entry in (ROOT / ".venv").iterdir():
-        if entry.name != ".installed":
-            (venv / entry.name).symlink_to(entry)
-    (venv / ".installed").touch()
-    return work
-
-
-def script(page: Path) -> str:
-    parts = ["set -euo pipefail",
-             "trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true' EXIT"]
-    for line, block in marked_blocks(page):
-        parts.append(f"echo '### {page.name}:{line}' >&2")
-        parts.append(block)
-    return "\n".join(parts) + "\n"
-
-
-def clean_env() -> dict[str, str]:
-    venv_bin = str(ROOT / ".venv" / "bin")
-    path = [p for p in os.environ.get("PATH", "").split(":")
-            if p and Path(p).resolve() != Path(venv_bin).resolve()]
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "MAKEFLAGS", "MAKELEVEL")}
-    return {**env, "PATH": ":".join(path), "COLUMNS": "80"}
-
-
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="module")
 def set_up() -> None:
     """`make setup` in the checkout itself first, so nothing is left for the folder's."""
     proc = subprocess.run(["make", "-C", str(ROOT), "setup"], capture_output=True, text=True,
@@ -86,35 +33,100 @@ def set_up() -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-@pytest.mark.parametrize("page", [p for p in PAGES if marked_blocks(p)], ids=lambda p: p.name)
-def test_the_commands_of_a_page_run_as_written(page: Path, tmp_path: Path) -> None:
-    if "jq" in script(page) and not shutil.which("jq"):
+def runnable(page: Path) -> bool:
+    return any(b.mode in (RUN, BACKGROUND) for b in docs_check.shell_blocks(page))
+
+
+def test_every_shell_block_is_marked_to_run_or_skipped_with_a_reason() -> None:
+    assert docs_check.problems(PAGES) == []
+
+
+RUNNABLE = [p for p in PAGES if runnable(p)]
+
+
+@pytest.fixture(scope="module")
+def page_runs(set_up: None, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[dict[Path, Future[docs_check.Outcome]]]:
+    """Every page at once, each in its own clone: most of a page's time is spent waiting
+    (for a service to be ready, a fleet's `--for`), so together they take about as long
+    as the longest page."""
+    tmp = tmp_path_factory.mktemp("docs")
+    with ThreadPoolExecutor(len(RUNNABLE)) as pool:
+        yield {page: pool.submit(docs_check.run_page, page, tmp / page.stem)
+               for page in RUNNABLE}
+
+
+@pytest.mark.timeout(docs_check.PAGE_TIMEOUT + 120)
+@pytest.mark.parametrize("page", RUNNABLE, ids=lambda p: p.name)
+def test_the_commands_of_a_page_run_as_written(
+        page: Path, page_runs: dict[Path, Future[docs_check.Outcome]]) -> None:
+    if "jq" in docs_check.script(page) and not shutil.which("jq"):
         pytest.fail("the docs use jq: apt-get install jq (.ci/run installs it)")
-    work = checkout(tmp_path)
-    log = tmp_path / "output.txt"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(["bash", "-c", script(page)], cwd=work, env=clean_env(),
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            code = proc.wait(240)
-        except subprocess.TimeoutExpired:
-            code = None
-        finally:
-            try:                         # whatever the page left running
-                os.killpg(proc.pid, signal.SIGKILL if code is None else signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            proc.wait(30)
-    text = log.read_text()
-    where = [x for x in text.splitlines() if x.startswith("### ")]
-    assert code == 0, (f"{where[-1] if where else page.name}: "
-                       f"{'timed out' if code is None else f'exit {code}'}\n{text[-4000:]}")
+    out = page_runs[page].result()
+    stopped = re.findall(r"### stopped before.*", out.output)
+    assert out.code == 0, (f"{out.where}: {'timed out' if out.code is None else f'exit {out.code}'}"
+                           f"\n{chr(10).join(stopped)}\n{out.output[-4000:]}")
+
+
+def write_page(tmp_path: Path, text: str) -> Path:
+    page = tmp_path / "guide.md"
+    page.write_text(text)
+    return page
+
+
+def check(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(CHECKER), *map(str, args)],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_an_unmarked_shell_block_fails_the_check_naming_its_file_and_line(
+        tmp_path: Path) -> None:
+    page = write_page(tmp_path, "# Guide\n\n<!-- docs-check -->\n```sh\necho checked\n```\n\n"
+                                "Then:\n\n```sh\nfota platform serve --data x\n```\n")
+    proc = check(page)
+    assert proc.returncode == 1
+    assert f"{page}:10: ```sh block without a docs-check marker" in proc.stderr
+    assert f"{page}:4" not in proc.stderr          # the marked block is fine
+
+
+def test_skipped_blocks_need_a_reason_and_output_blocks_a_language(tmp_path: Path) -> None:
+    page = write_page(tmp_path, "<!-- docs-check: skip (needs a board on /dev/ttyUSB0) -->\n"
+                                "```bash\nmake deploy PORT=/dev/ttyUSB0\n```\n"
+                                "```text\nfota: sample output\n```\n")
+    assert check(page).returncode == 0
+    assert [(b.mode, b.why) for b in docs_check.shell_blocks(page)] == [
+        (SKIP, "needs a board on /dev/ttyUSB0")]
+
+    bad = write_page(tmp_path, "<!-- docs-check: skip -->\n```sh\nmake flash\n```\n\n"
+                               "```\nfota task start 1\n```\n"
+                               "<!-- docs-check -->\n\n```sh\necho x\n```\n")
+    proc = check(bad)
+    assert proc.returncode == 1
+    assert f"{bad}:1: unknown docs-check marker" in proc.stderr
+    assert f"{bad}:6: fenced block without a language" in proc.stderr
+    assert f"{bad}:9: a docs-check marker must be on the line just before" in proc.stderr
+    assert f"{bad}:11: ```sh block without a docs-check marker" in proc.stderr
+
+
+def test_a_background_service_that_stops_early_fails_the_page(tmp_path: Path) -> None:
+    page = write_page(tmp_path, "<!-- docs-check -->\n```sh\n"
+                                "sh -c 'echo refused >&2; exit 2' &   # a service\n"
+                                "sleep 1\n```\n"
+                                "<!-- docs-check: background -->\n```sh\nsleep 60\n```\n")
+    out = docs_check.run_page(page, tmp_path / "clone", timeout=60)
+    assert out.code == 1
+    assert "### stopped before the page ended (exit 2): guide.md:2: sh -c" in out.output
+    assert "(background block)" not in out.output   # `sleep 60` was still running
+
+    fine = write_page(tmp_path, "<!-- docs-check -->\n```sh\nsleep 60 &\n```\n"
+                                "<!-- docs-check -->\n```sh\ntrue\n```\n")
+    assert docs_check.run_page(fine, tmp_path / "clone2", timeout=60).code == 0
 
 
 def test_every_page_has_checked_commands() -> None:
     for name in ("README.md", "platform.md", "fleet.md", "boards.md"):
         page = ROOT / name if name == "README.md" else ROOT / "docs" / name
-        assert marked_blocks(page), f"{name} has no {MARK} block"
+        assert runnable(page), f"{name} has no <!-- docs-check --> block"
 
 
 def test_relative_links_name_files_that_exist() -> None:
