@@ -42,18 +42,22 @@ def test_every_shell_block_is_marked_to_run_or_skipped_with_a_reason() -> None:
 
 
 RUNNABLE = [p for p in PAGES if runnable(p)]
+RUN_TEST = "test_the_commands_of_a_page_run_as_written"
 
 
 @pytest.fixture(scope="module")
-def page_runs(set_up: None, tmp_path_factory: pytest.TempPathFactory
+def page_runs(set_up: None, tmp_path_factory: pytest.TempPathFactory,
+              request: pytest.FixtureRequest
               ) -> Iterator[dict[Path, Future[docs_check.Outcome]]]:
-    """Every page at once, each in its own clone: most of a page's time is spent waiting
-    (for a service to be ready, a fleet's `--for`), so together they take about as long
-    as the longest page."""
+    """The selected pages at once, each in its own clone: most of a page's time is spent
+    waiting (for a service to be ready, a fleet's `--for`), so together they take about as
+    long as the longest page."""
+    selected = [item.callspec.params["page"] for item in request.session.items
+                if getattr(item, "originalname", "") == RUN_TEST and hasattr(item, "callspec")]
     tmp = tmp_path_factory.mktemp("docs")
-    with ThreadPoolExecutor(len(RUNNABLE)) as pool:
+    with ThreadPoolExecutor(max(1, len(selected))) as pool:
         yield {page: pool.submit(docs_check.run_page, page, tmp / page.stem)
-               for page in RUNNABLE}
+               for page in selected}
 
 
 @pytest.mark.timeout(docs_check.PAGE_TIMEOUT + 120)
