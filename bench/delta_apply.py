@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from fota import container, inflate, patch
+from fota import container, inflate
 
 BLOCK = 4096
 mode, path, base_path, out_path, repeat = sys.argv[1:6]
@@ -52,7 +52,7 @@ def once(trace):
         out.write(part)
         pos += n
         if trace is not None:
-            trace.append(d.feed.pos)
+            trace.append(d.pos)
         if mode != "raw" and pos == BLOCK:
             gc.collect()
             held = gc.mem_alloc() - before
@@ -61,9 +61,8 @@ def once(trace):
     return held
 
 
-if mode == "image-bytecode":   # the fallback loops, for ports without the emitter
-    patch.add, patch.copy = patch._add_bytecode, patch._copy_bytecode
-    inflate._Feed.readinto = inflate._Feed.readinto_bytecode
+if mode == "image-bytecode":   # the fallback loop, for ports without the emitter
+    inflate._run = inflate._loop(False)
 best = None
 held = 0
 for _ in range(int(repeat)):

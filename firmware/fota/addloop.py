@@ -1,50 +1,171 @@
-"""Byte loops as machine code (viper): the delta applier's (~200x bytecode's speed)
-and the inflater's input feed (one call per compressed byte, ~2.5x).
+"""The decoders' byte loop: copy inflated bytes, or add them to base bytes (a delta),
+and read the patch's region headers between them, as machine code (viper).
 
-The viper source is compiled on the device at import (`load()`), so this module
-itself builds with a plain `mpy-cross` (no -march) and freezes on any port; a
-port without the native emitter raises here and inflate.py/patch.py keep their
-bytecode loops, which give the same bytes.
+The source is compiled when the first decoder opens (`load()`), so this module
+itself builds with a plain `mpy-cross` (no -march) and freezes on any port. Where
+the port has no native emitter the same source runs as bytecode (much slower,
+same bytes). The state (array of int32, slots named in fota.inflate) is: next and
+end of the inflated bytes in pb, phase, bytes left in the region, base offset,
+base offset of bb[0], image offset of dst[0], image size, base size, bytes made
+into dst, end of the deflate stream reached.
+
+Phases: 1 diff region, 2 extra region (all of a compressed image); then the number
+being read: 0 the patch's type byte, 3 its image size, 4 its data-format size,
+5 a diff size, 6 an extra size, 7 a base adjustment.
+
+run(st, dst, n, pb, bb, fill, rd) makes bytes into dst until n are made (n = -1:
+reads what closes a delta instead) and returns 0; it calls fill() when pb is used
+up (or holds only part of a number) and rd(offset) to read the base into bb from
+offset. < 0 for a bad patch: -1 ends early, -2 a number too long, -3 writes past
+the image, -4 reads outside the base, -5 not sequential/uncompressed, -6 another
+image size, -7 a data format.
 """
 
 _SRC = """
 @micropython.viper
-def add(dst, at: int, a, b, boff: int, n: int):
+def run(st, dst, n: int, pb, bb, fill, rd) -> int:
+    s = ptr32(st)
     d = ptr8(dst)
-    p = ptr8(a)
-    q = ptr8(b)
-    i = 0
-    while i < n:
-        d[at + i] = p[i] + q[boff + i]
-        i += 1
-
-@micropython.viper
-def copy(dst, at: int, src, n: int):
-    d = ptr8(dst)
-    s = ptr8(src)
-    i = 0
-    while i < n:
-        d[at + i] = s[i]
-        i += 1
-
-@micropython.viper
-def feed(self, b) -> int:
-    st = ptr32(self.st)
-    i = st[0]
-    if i >= st[1]:
-        return int(self.fill(b))
-    p = ptr8(self.buf)
-    q = ptr8(b)
-    q[0] = p[i]
-    st[0] = i + 1
-    return 1
+    p = ptr8(pb)
+    q = ptr8(bb)
+    blen = int(len(bb))
+    pi = s[0]
+    pn = s[1]
+    ph = s[2]
+    rem = s[3]
+    frm = s[4]
+    bat = s[5]
+    size = s[7] - s[6]
+    done = s[9]
+    r = 0
+    while True:
+        if ph == 1 or ph == 2:
+            if rem == 0:
+                ph += 5
+            elif done == n:
+                break
+            else:
+                k = pn - pi
+                if k == 0:
+                    if s[10]:
+                        r = -1
+                        break
+                    s[0] = pi
+                    fill()
+                    pi = s[0]
+                    pn = s[1]
+                    continue
+                if k > rem:
+                    k = rem
+                if k > n - done:
+                    k = n - done
+                i = 0
+                if ph == 1:
+                    o = frm - bat
+                    if o < 0 or o >= blen:
+                        bat = frm
+                        if frm + blen > s[8]:
+                            bat = s[8] - blen
+                        rd(bat)
+                        o = frm - bat
+                    if k > blen - o:
+                        k = blen - o
+                    while i < k:
+                        d[done + i] = (p[pi + i] + q[o + i]) & 0xFF
+                        i += 1
+                    frm += k
+                else:
+                    while i < k:
+                        d[done + i] = p[pi + i]
+                        i += 1
+                pi += k
+                rem -= k
+                done += k
+                continue
+        if done == n or (n < 0 and ph == 5):
+            break
+        if pn - pi < 4 and not s[10]:
+            s[0] = pi
+            fill()
+            pi = s[0]
+            pn = s[1]
+            continue
+        if pi >= pn:
+            r = -1
+            break
+        b = p[pi]
+        pi += 1
+        neg = b & 0x40
+        v = b & 0x3F
+        sh = 6
+        while b & 0x80:
+            if sh > 20:
+                r = -2
+                break
+            if pi >= pn:
+                r = -1
+                break
+            b = p[pi]
+            pi += 1
+            v |= (b & 0x7F) << sh
+            sh += 7
+        if r:
+            break
+        if neg:
+            v = 0 - v
+        if ph == 0:
+            if v:
+                r = -5
+                break
+            ph = 3
+        elif ph == 3:
+            if v != s[7]:
+                r = -6
+                break
+            ph = 4
+        elif ph == 4:
+            if v:
+                r = -7
+                break
+            ph = 5
+        elif ph == 7:
+            frm += v
+            ph = 5
+        else:
+            if v < 0 or v > size - done:
+                r = -3
+                break
+            if ph == 5:
+                if v and (frm < 0 or frm + v > s[8]):
+                    r = -4
+                    break
+                ph = 1
+            else:
+                ph = 2
+            rem = v
+    s[0] = pi
+    s[2] = ph
+    s[3] = rem
+    s[4] = frm
+    s[5] = bat
+    s[9] = done
+    return r
 """
 
 
-def load():
-    """(add, copy, feed): add(dst, at, a, b, boff, n) sets dst[at+i] = (a[i] + b[boff+i])
-    & 0xFF, copy(dst, at, src, n) sets dst[at+i] = src[i], for i < n; feed is
-    inflate._Feed's readinto (one byte from its buffer, `fill` when it is used up)."""
+def _same(x):
+    return x
+
+
+def load(native=True):
+    """run() as machine code; as bytecode where the port has no emitter (or native=False)."""
     g = {}
-    exec(_SRC, g)
-    return g["add"], g["copy"], g["feed"]
+    if native:
+        try:
+            exec(_SRC, g)
+            return g["run"]
+        except SyntaxError:  # no native emitter on this port (MemoryError goes through)
+            pass
+    g["ptr8"] = g["ptr32"] = _same
+    exec(_SRC.replace("@micropython.viper", ""), g)
+    return g["run"]

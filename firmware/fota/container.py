@@ -4,55 +4,21 @@
 written, and returns the decoder the engine reads the target image from:
 inflate.Decoder for a compressed image, patch.Patcher (loaded only then) for a delta.
 Kept apart from inflate.py so the patch applier can build on the inflater without
-an import circle.
+an import circle; patch.py loads only for a delta.
 """
 from micropython import const
 
 _PIECE = const(512)
 
 
-class Prefix:
-    """The stream with the bytes the engine already read put back in front. Nothing
-    here allocates (the engine's steady state may run with the heap locked)."""
-
-    def __init__(self, stream, pre):
-        self.s = stream
-        self.pre = pre
-        self.at = 0
-
-    def readinto(self, b, n=-1):
-        if n < 0:
-            n = len(b)
-        pre = self.pre
-        if pre is None:
-            return self.s.readinto(b, n)
-        at = self.at
-        k = len(pre) - at
-        if k > n:
-            k = n
-        got = self.s.readinto(b, n - k) if n > k else 0
-        i = got
-        while i > 0:                 # what the stream gave goes behind the prefix part
-            i -= 1
-            b[k + i] = b[i]
-        for i in range(k):
-            b[i] = pre[at + i]
-        self.at = at + k
-        if self.at == len(pre):
-            self.pre = None
-        return k + got
-
-    def close(self):
-        self.s.close()
-
-
 def open(stream, base=None, base_sha=None, head=None, start=0, file_size=None,
-         hasher=None, max_wbits=12, scratch=None):
+         hasher=None, max_wbits=12, scratch=None, pre=None):
     """The decoder of a compressed or delta image read from `stream`.
 
-    Fresh: `stream` is the file from offset 0. Resume: pass `head` (the decoder's
-    `head` bytes kept from the first run) and `start` (image offset to go on
-    from); `stream` is the file from `inflate.resume_offset(head, start)`.
+    Fresh: `stream` is the file from offset 0 (from len(pre) when the caller read its
+    first bytes, `pre`, already). Resume: pass `head` (the decoder's `head` bytes kept
+    from the first run) and `start` (image offset to go on from); `stream` is the
+    file from `inflate.resume_offset(head, start)`.
     `base(offset, buf)` reads the running image (deltas); `base_sha` is its SHA-256
     (32 bytes) when the caller knows it cheaply, else the base is read once to
     check it. `file_size`, when known (the notice's size), must match the header.
@@ -63,19 +29,29 @@ def open(stream, base=None, base_sha=None, head=None, start=0, file_size=None,
     """
     from fota import inflate
 
-    feed, head, ent, start = inflate.prepare(stream, head, start, file_size, hasher,
-                                             max_wbits)
-    if head[5] == inflate.KIND_COMPRESSED:
-        return inflate.Decoder(feed, head, ent[1], start)
+    if head is None:
+        head = inflate.header(stream, pre, hasher)
+        start = 0
+    kind, wbits, size, bsize, total, chunk = inflate.parse(head)
+    if wbits > max_wbits:
+        raise inflate._bad("image needs a %d-byte deflate window, more than this device has"
+                           % (1 << wbits))
+    if file_size is not None and file_size != total:
+        raise inflate._bad("image header says %d bytes, the file has %d" % (total, file_size))
+    if not 0 <= start < size:
+        raise inflate._bad("resume point outside the image")
+    entry = inflate._entry(head, start // chunk)
+    if kind == inflate.KIND_COMPRESSED:
+        return inflate.Decoder(stream, head, entry, start, hasher)
     if base is None:
         raise inflate._bad("delta base mismatch (no base image on this device)")
     if base_sha is None:
-        base_sha = base_digest(base, inflate.parse(head)[3], scratch)
+        base_sha = base_digest(base, bsize, scratch)
     if bytes(base_sha) != head[60:92]:
         raise inflate._bad("delta base mismatch")
     from fota.patch import Patcher
 
-    return Patcher(feed, head, ent, start, base)
+    return Patcher(stream, head, entry, start, hasher, base)
 
 
 def base_digest(base, size, buf=None):
@@ -109,9 +85,8 @@ def for_engine(slot, stream, size, head, start, pre=None, journal=None, scratch=
         import hashlib
 
         md5 = hashlib.md5()
-        stream = Prefix(stream, pre)
     dec = open(stream, getattr(slot, "read_base", None), None, head, start, size, md5,
-               scratch=scratch)
+               scratch=scratch, pre=pre)
     if dec.size > slot.capacity:
         from fota.errors import UpdateError
 

@@ -2,9 +2,17 @@
 
 The container (docs/images.md): a 92-byte header, a chunk index, a CRC-32, then
 one raw deflate stream cut by full flushes every `chunk` output bytes, so a fresh
-inflater can start at any chunk's file offset after a power cut. `container.open()` gives a
-decoder with the engine's stream interface: `readinto(buf[, n])` puts the next n
-bytes of the *target image* in buf, `close()` closes the source.
+inflater can start at any chunk's file offset after a power cut. `container.open()`
+gives a decoder with the engine's stream interface: `readinto(buf[, n])` puts the
+next n bytes of the *target image* in buf, `close()` closes the source.
+
+`deflate.DeflateIO` pulls its input one byte per call. Its input here is an
+`io.BytesIO` (C code: no Python call per byte) that this decoder refills from the
+source in pieces, hashing what was downloaded and stopping at the end the header
+declares. Before each inflater call the buffer holds at least what that call can
+consume from a valid stream (2 bytes per output byte, plus block headers), so the
+inflater never waits for input mid-call; reading past what was put in is
+corrupt (or runs past the declared end).
 
 Errors in the file raise UpdateError (fota.errors) with step -3 and a reason; a source
 that fails or ends early surfaces as the engine expects from a download (the
@@ -17,9 +25,12 @@ KIND_COMPRESSED = const(1)
 KIND_DELTA = const(2)
 FIXED = const(92)            # bytes of the fixed header
 _ENTRY = const(20)
-_FEED = const(256)           # source bytes read at a time
 _MAX = const(0x3FFFFFFF)     # sizes stay small ints on 32-bit ports
 _CHUNKS = const(4096)        # most index entries accepted
+_CAP = const(1536)           # compressed bytes held for the inflater
+_PIECE = const(448)          # output bytes per inflater call at most; source read size
+_SLACK = const(640)          # input two deflate block boundaries may take in one call
+_LOW = const(1088)           # refill below this (= _CAP - _PIECE: a refill reads a piece)
 
 
 def _bad(reason, step=-3):
@@ -77,142 +88,174 @@ def resume_offset(head, start):
     return _entry(head, start // parse(head)[5])[0]
 
 
-class _Feed(io.IOBase):
-    """The source as DeflateIO reads it: one byte per call, from a small buffer.
+def _loop(native=True):
+    """The byte loop (fota.addloop: machine code where the port has the emitter, else
+    bytecode; same bytes). Its loader and source text are dropped after."""
+    from fota.addloop import load
 
-    DeflateIO pulls its input a byte at a time; from a socket that would be a
-    system call per byte. Served from here it is faster, stops at the end the
-    header declares, hashes what was downloaded, and keeps network failures
-    (-2) apart from bad data (-3). Nothing here allocates once running.
-    """
-
-    def __init__(self, src, pos, end, hasher):
-        import array
-
-        self.src = src
-        self.buf = bytearray(_FEED)
-        self.st = array.array("i", (0, 0))   # next byte in buf, bytes in buf
-        self.pos = pos           # file offset after the buffered bytes
-        self.hasher = hasher
-        self.err = None          # what the source raised
-        self.cut = False         # the source ended early
-        self.over = False        # wanted past the declared end
-        self.limit(end)
-
-    def limit(self, end):
-        self.end = end
-        left = (end - self.pos) % _FEED
-        self.tail = memoryview(self.buf)[:left] if left else self.buf
-
-    def consumed(self):
-        """File offset of the next byte the inflater will take."""
-        return self.pos - self.st[1] + self.st[0]
-
-    def fill(self, b):
-        """The buffer is used up: read more from the source, then serve one byte."""
-        k = self.end - self.pos
-        if k <= 0:
-            self.over = True
-            return 0
-        if k > _FEED:
-            k = _FEED
-        try:
-            got = self.src.readinto(self.buf, k)
-        except Exception as exc:  # noqa: BLE001 - the decoder reports it as the download's failure
-            self.err = exc
-            return 0
-        if got != k:
-            self.cut = True
-            return 0
-        if self.hasher is not None:
-            self.hasher.update(self.buf if k == _FEED else self.tail)
-        self.pos += k
-        b[0] = self.buf[0]
-        st = self.st
-        st[0] = 1
-        st[1] = k
-        return 1
-
-    def readinto_bytecode(self, b):
-        st = self.st
-        i = st[0]
-        if i >= st[1]:
-            return self.fill(b)
-        b[0] = self.buf[i]
-        st[0] = i + 1
-        return 1
-
-    readinto = readinto_bytecode     # replaced by addloop's machine code where it loads
-
-
-def _loops():
-    """Machine code for the byte loops where the port has the emitter: the feed's
-    readinto, and (add, copy) for patch.py; None where it does not load."""
+    fn = load(native)
     try:
-        from fota.addloop import load
-
-        add, copy, feed = load()
-        del load
-    except Exception:  # noqa: BLE001 - no emitter (SyntaxError), or no room to compile it
-        return None
-    _Feed.readinto = feed
-    try:  # the loader (its source text) is not needed any more: let the GC have it
         import sys
 
         sys.modules.pop("fota.addloop", None)
         delattr(sys.modules["fota"], "addloop")
     except Exception:  # noqa: BLE001 - best effort
         pass
-    return add, copy
+    return fn
 
 
-LOOPS = _loops()
+_run = None                  # the byte loop, loaded with the first decoder
+# Slots of the loop's state (see fota.addloop).
+_PI = const(0)
+_PN = const(1)
+_PH = const(2)
+_REM = const(3)
+_FRM = const(4)
+_BAT = const(5)
+_OUT = const(6)
+_SIZE = const(7)
+_BSIZE = const(8)
+_EOF = const(10)
+_CARRY = const(4)            # pb bytes before the inflated ones: a number cut by a refill
 
 
 class Decoder:
-    """A compressed image: the inflated stream is the image (Patcher: a delta)."""
+    """A compressed image (one region of bytes taken as they are); patch.Patcher
+    reads a delta's regions. `base(offset, buf)` reads the base image (deltas)."""
 
     _short = "compressed data ends before the image does"
 
-    def __init__(self, feed, head, out, start):
-        import deflate
-
-        self.feed = feed
-        self.head = head         # header + index + CRC: keep it to resume
-        self.kind, wbits, self.size, self.base_size, _, self.chunk = parse(head)
+    def __init__(self, src, head, entry, start, hasher=None, base=None):
+        import array
         import binascii
 
-        self.sha256 = binascii.hexlify(head[28:60]).decode()   # the image's, for the engine
-        self.out = out           # image offset of the next byte made
-        self.start = start       # bytes before it are made and dropped (resume)
-        self.one = bytearray(1)
-        self.d = deflate.DeflateIO(feed, deflate.RAW, wbits)
+        import deflate
 
-    def fill(self, buf, n):
-        """Exactly n bytes of the inflated stream into buf[0:n] (n=0: must be at its end)."""
+        global _run
+        if _run is None:
+            _run = _loop()
+        self.src = src
+        self.head = head         # header + index + CRC: keep it to resume
+        self.kind, wbits, self.size, self.base_size, self.end, _ = parse(head)
+        self.sha256 = binascii.hexlify(head[28:60]).decode()   # the image's, for the engine
+        self.pos = entry[0]      # file offset of the next byte from the source
+        self.out = entry[1]      # image offset of the next byte made
+        self.start = start       # bytes before it are made and dropped (resume)
+        self.hasher = hasher
+        self.feed = self         # (the engine reads the file's MD5 from .feed.hasher)
+        self.base = base
+        st = self.st = array.array("i", bytearray(44))
+        st[_PI] = st[_PN] = _CARRY
+        st[_SIZE] = self.size
+        st[_BSIZE] = self.base_size
+        if self.kind == KIND_COMPRESSED:
+            st[_PH] = 2
+            st[_REM] = self.size - self.out
+        else:
+            st[_FRM] = entry[2]
+            st[_REM] = entry[3]
+            st[_PH] = entry[4]
+            st[_BAT] = -(1 << 30)
+        # Inflated bytes go to pb after _CARRY bytes; pb is also the source's read buffer.
+        self.pb = bytearray(_CARRY + _PIECE)
+        self.pv = memoryview(self.pb)[_CARRY:]
+        left = (self.end - self.pos) % _PIECE
+        self.tail = self.pv[:left] if left else self.pv
+        self.bb = self.pb        # the base window (patch.Patcher's own)
+        self.bio = io.BytesIO(_CAP)
+        self.vend = 0            # bytes of bio holding input
+        self.d = deflate.DeflateIO(self.bio, deflate.RAW, wbits)
+        self.fill = self._fill   # bound once: the loop calls them (no allocation then)
+        self.rd = self._read
+
+    def _refill(self, have):
+        """Move the `have` unread input bytes to the front, then read the source."""
+        bio = self.bio
+        pv = self.pv
+        at = self.vend - have
+        i = 0
+        while i < have:
+            n = have - i
+            if n > _PIECE:
+                n = _PIECE
+            bio.seek(at + i)
+            bio.readinto(pv, n)
+            bio.seek(i)
+            bio.write(pv, 0, n)
+            i += n
+        bio.seek(have)
+        src = self.src
+        hasher = self.hasher
+        while have <= _CAP - _PIECE and self.pos < self.end:
+            b = pv if self.end - self.pos >= _PIECE else self.tail
+            if src.readinto(b) != len(b):
+                raise _Cut
+            if hasher is not None:
+                hasher.update(b)
+            bio.write(b)
+            have += len(b)
+            self.pos += len(b)
+        bio.seek(0)
+        self.vend = have
+        return have
+
+    def _take(self, k):
+        """Inflate up to k (> 0) bytes into pb[_CARRY:], no more than the held input
+        surely allows; how many were made (fewer only where the stream ends)."""
+        bio = self.bio
+        have = self.vend - bio.tell()
+        if self.pos < self.end:
+            if have < _LOW:
+                have = self._refill(have)
+            if self.pos < self.end:          # more to come: stay inside the held input
+                have = (have - _SLACK) >> 1
+                if k > have:
+                    k = have
         try:
-            got = self.d.readinto(buf if n else self.one, n or 1)
-        except (OSError, EOFError):   # EOFError: DeflateIO's input ran out
+            got = self.d.readinto(self.pv, k)
+        except OSError:
             got = -1
-        f = self.feed
-        if f.err is not None:
-            raise f.err
-        if f.cut:
-            raise _Cut
-        if f.over:
-            raise _bad("compressed data runs past the size in the header")
+        except EOFError:              # the held input ran out
+            got = -2
+        if got == -2 or bio.tell() > self.vend:
+            raise _bad("compressed data runs past the size in the header"
+                       if self.pos >= self.end else "corrupt deflate stream")
         if got < 0:
             raise _bad("corrupt deflate stream")
-        if n == 0:
-            if got or f.consumed() != f.end:
-                raise _bad("data after the end of the image")
-        elif got != n:
-            raise _bad(self._short)
+        return got
 
-    _make = fill
+    def _fill(self):
+        """pb is used up but for part of a number: keep that before the next piece."""
+        st = self.st
+        pb = self.pb
+        i = st[_PI]
+        left = st[_PN] - i
+        for j in range(left):
+            pb[_CARRY - left + j] = pb[i + j]
+        got = self._take(_PIECE)
+        st[_PI] = _CARRY - left
+        st[_PN] = _CARRY + got
+        if not got:
+            st[_EOF] = 1
 
-    def _end(self):
-        pass
+    def _why(self, r):
+        return self._short
+
+    def _read(self, at):
+        """The base window: bb from base offset `at`."""
+        try:
+            self.base(at, self.bb)
+        except OSError as exc:
+            raise _bad("cannot read the running image: %s" % exc, -4)
+
+    def _make(self, buf, n):
+        """The next n image bytes into buf[0:n] (n = -1: what closes a delta)."""
+        st = self.st
+        st[_OUT] = self.out
+        st[9] = 0
+        r = _run(st, buf, n, self.pb, self.bb, self.fill, self.rd)
+        if r:
+            raise _bad(self._why(r))
 
     def readinto(self, buf, n=-1):
         try:
@@ -230,54 +273,45 @@ class Decoder:
                 self._make(buf, n)
                 self.out += n
                 if self.out == self.size:
-                    self._end()
-                    self.fill(None, 0)    # the stream, and the file, end here
+                    if self.kind == KIND_DELTA:
+                        self._make(buf, -1)
+                    # The stream, and the file, end here.
+                    st = self.st
+                    if (st[_PI] != st[_PN] or self._take(1) or self.pos != self.end
+                            or self.bio.tell() != self.vend):
+                        raise _bad("data after the end of the image")
             return n
         except _Cut:
             return 0
 
     def close(self):
-        self.feed.src.close()
+        self.src.close()
 
 
-def prepare(stream, head=None, start=0, file_size=None, hasher=None, max_wbits=12):
-    """Read and check the header (fresh) or take the kept one (resume); returns
-    (feed, head, index entry of the chunk holding `start`, start). See
-    container.open, which makes the decoder from these."""
-    if head is None:
-        feed = _Feed(stream, 0, FIXED, hasher)
-        try:
-            head = _take(feed, bytearray(FIXED), 0)
+def header(stream, pre, hasher):
+    """Read a file's header + index + CRC (`pre`: its first bytes, read already)."""
+    head = bytearray(FIXED)
+    k = 0
+    if pre:
+        k = len(pre)
+        head[:k] = pre
+    try:
+        want = FIXED
+        while True:
+            if stream.readinto(memoryview(head)[k:], want - k) != want - k:
+                raise _Cut
+            if want > FIXED:
+                break
             if head[:4] != b"FOTZ":
                 raise _bad("not a compressed or delta image")
             count = head[24] | head[25] << 8 | head[26] << 16 | head[27] << 24
             if count > _CHUNKS:
                 raise _bad("image header sizes are inconsistent")
-            feed.limit(FIXED + count * _ENTRY + 4)
-            head = _take(feed, head + bytearray(feed.end - FIXED), FIXED)
-        except _Cut:
-            if feed.over:
-                raise _bad("image header cut short")
-            raise _bad("download ended in the image header", -2)
-        start = 0
-        feed.limit(parse(head)[4])
-    else:
-        feed = _Feed(stream, resume_offset(head, start), parse(head)[4], hasher)
-    _, wbits, size, _, total, chunk = parse(head)
-    if wbits > max_wbits:
-        raise _bad("image needs a %d-byte deflate window, more than this device has" % (
-            1 << wbits))
-    if file_size is not None and file_size != total:
-        raise _bad("image header says %d bytes, the file has %d" % (total, file_size))
-    if not 0 <= start < size:
-        raise _bad("resume point outside the image")
-    return feed, head, _entry(head, start // chunk), start
-
-
-def _take(feed, buf, at):
-    """Fill buf[at:] from the feed (the header: allocating here is fine)."""
-    mv = memoryview(buf)
-    for k in range(at, len(buf)):
-        if not feed.readinto(mv[k:k + 1]):
-            raise _Cut
-    return buf
+            k = FIXED
+            want = FIXED + count * _ENTRY + 4
+            head += bytearray(want - FIXED)
+    except _Cut:
+        raise _bad("download ended in the image header", -2)
+    if hasher is not None:
+        hasher.update(head)
+    return head

@@ -7,7 +7,7 @@ import json
 import sys
 
 import micropython
-from fota import container, inflate, patch
+from fota import container, inflate
 from fota.errors import UpdateError
 
 BLOCK = 4096
@@ -24,11 +24,7 @@ def base_reader(path):
 
 
 def run(case, buf):
-    if case.get("bytecode"):
-        patch.add, patch.copy = patch._add_bytecode, patch._copy_bytecode
-        inflate._Feed.readinto = inflate._Feed.readinto_bytecode
-    else:
-        patch.add, patch.copy, inflate._Feed.readinto = FAST
+    inflate._run = BYTECODE if case.get("bytecode") else FAST
     start = case.get("start", 0)
     head = None
     if case.get("head"):
@@ -79,8 +75,7 @@ def run(case, buf):
         out.close()
         d.close()
     res["done"] = pos
-    res["native"] = (patch.add is not patch._add_bytecode
-                     and inflate._Feed.readinto is not inflate._Feed.readinto_bytecode)
+    res["native"] = inflate._run is FAST
     res["held"] = held
     res["sha_ok"] = pos == size
     if md5 is not None and pos == size:
@@ -89,7 +84,8 @@ def run(case, buf):
     return res
 
 
-FAST = (patch.add, patch.copy, inflate._Feed.readinto)
+FAST = inflate._loop()            # machine code (viper)
+BYTECODE = inflate._loop(False)   # the same loop as bytecode (ports without the emitter)
 buf = memoryview(bytearray(BLOCK))
 with open(sys.argv[1]) as f:
     cases = json.load(f)
