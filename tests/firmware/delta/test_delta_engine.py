@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fota_host.images import bundle, esp_image
+from fota_host.images import bundle, esp_image, releases
 from fota_host.images import delta as D
 from fota_host.sim import flash as simflash
 from fota_host.sim import mprun
@@ -22,7 +22,6 @@ from fota_host.sim import update as sim
 from helpers import wait_for
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_delta_device import RELEASES, _release_binary  # noqa: E402
 
 HEAP = "96K"
 
@@ -30,7 +29,7 @@ HEAP = "96K"
 @pytest.fixture(scope="module")
 def pair() -> tuple[bytes, bytes]:
     """(A, B): ESP32 app images 2.0.0 and 3.0.0 around the two releases' binaries."""
-    old, new = (_release_binary(v) for v in RELEASES)
+    old, new = releases.release_pair()
     return (esp_image.build_sim_image("2.0.0", None, payload=old),
             esp_image.build_sim_image("3.0.0", None, payload=new))
 
