@@ -12,14 +12,14 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as paho
 from fota_host.images import synthetic as images
-from fota_host.sim.device import SimDevice
 from fota_host.sim.imageserver import ImageServer
+
+sys.path.insert(0, str(Path(__file__).parent))
+from heapsearch import smallest_heap, upgrade_ok  # noqa: E402
 
 SIZE = 1_468_000
 WINDOW = 5  # sizes (KiB) above the figure that must pass too
@@ -29,61 +29,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _upgrade_ok(root: Path, port: int, srv: ImageServer, info: dict, heap: str,
-                timeout: float = 60, config: dict | None = None, name: str = "img.bin",
-                flash_setup=None) -> bool:
-    """One device, one notice: True when it informs the new version with the task id."""
-    seen = threading.Event()
-    dev_id = f"h{heap.lower()}"
-
-    def on_message(_c, _u, m):
-        msg = json.loads(m.payload)
-        if msg.get("taskId") == 9 and msg["params"].get("version") == "2.0.0":
-            seen.set()
-
-    def on_connect(c, *_):
-        c.subscribe(f"devices/{dev_id}/ota/inform", 1)
-
-    peer = paho.Client(paho.CallbackAPIVersion.VERSION2)
-    peer.on_message, peer.on_connect = on_message, on_connect
-    peer.connect("127.0.0.1", port)
-    peer.loop_start()
-    shutil.rmtree(root / dev_id, ignore_errors=True)
-    dev = SimDevice(root / dev_id, "esp32", dev_id, f"mqtt://127.0.0.1:{port}",
-                    version="1.0.0", heap=heap,
-                    config={"health_deadline_s": 10, **(config or {})},
-                    log=open(root / f"{dev_id}.log", "w"))  # noqa: SIM115
-    if flash_setup:
-        flash_setup(dev.flash)
-    dev.start()
-    try:
-        time.sleep(1.0)
-        notice = {"taskId": 9, "payload": {
-            "size": info["size"], "version": "2.0.0", "url": srv.notice_url(name),
-            "md5": info["md5"], "token": "t", "module": "MCU"}}
-        deadline = time.monotonic() + timeout
-        # More than 3 boots: crashing (out of memory) rather than upgrading.
-        while not seen.is_set() and time.monotonic() < deadline and dev.boots <= 3:
-            if dev.boots == 1:          # (re)send until the download starts: it may be offline
-                peer.publish(f"devices/{dev_id}/ota/upgrade", json.dumps(notice), qos=1)
-            seen.wait(2)
-        return _confirmed(dev, seen)
-    finally:
-        dev.stop()
-        peer.loop_stop()
-        peer.disconnect()
-
-
-def _confirmed(dev: SimDevice, seen: threading.Event) -> bool:
-    if not seen.is_set():
-        return False
-    try:
-        dev.wait_for(lambda s: not s["pending"] and s["version"] == "2.0.0", timeout=10)
-        return True
-    except TimeoutError:
-        return False
 
 
 # What an upgrading ESP32 agent holds as code: the device modules and the simulation's
@@ -110,32 +55,12 @@ def loaded_code_kib() -> float:
 
 def _min_heap(root: Path, port: int, srv: ImageServer, info: dict, name: str = "img.bin",
               config: dict | None = None, flash_setup=None) -> int | None:
-    """Binary search of the smallest heap (KiB) that upgrades, then the window rule."""
+    """The smallest heap (KiB) that upgrades (heapsearch's window rule)."""
     def holds(h: int) -> bool:
-        return _upgrade_ok(root, port, srv, info, f"{h}K", config=config, name=name,
-                           flash_setup=flash_setup)
+        return upgrade_ok(root, port, f"mqtt://127.0.0.1:{port}", srv.notice_url(name), info,
+                          f"{h}K", config=config, flash_setup=flash_setup)
 
-    low, high = 24, 160            # high must pass; binary search the boundary
-    if not holds(high):
-        return None
-    while high - low > 1:
-        mid = (low + high) // 2
-        ok = holds(mid)
-        print(f"  agent heap ({name}) {mid}K: {'ok' if ok else 'fails'}", file=sys.stderr)
-        if ok:
-            high = mid
-        else:
-            low = mid
-    # Fragmentation makes the boundary ragged (a size can fail just above one that
-    # passes): the figure is the smallest size from which the next WINDOW sizes
-    # pass as well, and which passes twice more (fragmentation differs run to run).
-    while True:
-        bad = next((h for h in range(high + 1, high + WINDOW) if not holds(h)), None)
-        if bad is None and all(holds(high) for _ in range(2)):
-            return high
-        high = (bad or high) + 1
-        print(f"  agent heap: fails at {bad or high - 1}K, trying from {high}K",
-              file=sys.stderr)
+    return smallest_heap(holds, 24, 160, WINDOW, f"agent heap ({name})")
 
 
 def run() -> dict:

@@ -27,6 +27,9 @@ from pathlib import Path
 from fota_host.sim import mprun
 from fota_host.sim.device import SimDevice
 
+sys.path.insert(0, str(Path(__file__).parent))
+from heapsearch import smallest_heap, upgrade_ok  # noqa: E402
+
 # The probe: the board's main loop with a heap reading at each busy -> idle change.
 PROBE = """import gc
 import fota.agent as fa
@@ -190,77 +193,18 @@ def run() -> dict:
         broker.wait()
 
 
-def _tls_upgrade_ok(root: Path, port: int, tls_port: int, srv, info: dict, ca: Path,
-                    heap: str, timeout: float = 90) -> bool:
-    """One device on MQTTS, one notice for an HTTPS image: True once it informs the new
-    version (bench_agent's criterion, through reboot and confirm)."""
-    import paho.mqtt.client as paho
-
-    seen = threading.Event()
-    dev_id = f"t{heap.lower()}"
-
-    def on_message(_c, _u, m):
-        msg = json.loads(m.payload)
-        if msg.get("taskId") == 9 and msg["params"].get("version") == "2.0.0":
-            seen.set()
-
-    peer = paho.Client(paho.CallbackAPIVersion.VERSION2)
-    peer.on_message = on_message
-    peer.on_connect = lambda c, *_: c.subscribe(f"devices/{dev_id}/ota/inform", 1)
-    peer.connect("127.0.0.1", port)
-    peer.loop_start()
-    shutil.rmtree(root / dev_id, ignore_errors=True)
-    dev = SimDevice(root / dev_id, "esp32", dev_id, f"mqtts://localhost:{tls_port}",
-                    version="1.0.0", heap=heap,
-                    config={"health_deadline_s": 15, "broker": {"ca": "ca.pem"},
-                            "download": {"ca": "ca.pem"}},
-                    log=open(root / f"{dev_id}.log", "w"))  # noqa: SIM115
-    shutil.copy(ca, dev.flash / "ca.pem")
-    dev.start()
-    try:
-        time.sleep(1.0)
-        notice = {"taskId": 9, "payload": {
-            "size": info["size"], "version": "2.0.0",
-            "url": f"https://localhost:{srv.port}/file/upgrade/v2.bin/3",
-            "md5": info["md5"], "token": "t", "module": "MCU"}}
-        deadline = time.monotonic() + timeout
-        while not seen.is_set() and time.monotonic() < deadline and dev.boots <= 3:
-            if dev.boots == 1:
-                peer.publish(f"devices/{dev_id}/ota/upgrade", json.dumps(notice), qos=1)
-            seen.wait(3)
-        if not seen.is_set():
-            return False
-        try:
-            dev.wait_for(lambda s: not s["pending"] and s["version"] == "2.0.0", timeout=15)
-            return True
-        except TimeoutError:
-            return False
-    finally:
-        dev.stop()
-        peer.loop_stop()
-        peer.disconnect()
-
-
 def tls_min_heap(root: Path, port: int, tls_port: int, srv, info: dict, ca: Path,
                  window: int = 5) -> int | None:
-    """agent_tls_min_heap_kib with bench_agent's method (binary search, then the next
-    `window` sizes above the figure must pass too, and the figure twice more)."""
-    def holds(h: int) -> bool:
-        return _tls_upgrade_ok(root, port, tls_port, srv, info, ca, f"{h}K")
+    """agent_tls_min_heap_kib with bench_agent's method (heapsearch: binary search, then
+    the next `window` sizes above the figure must pass too, and the figure twice more)."""
+    url = f"https://localhost:{srv.port}/file/upgrade/v2.bin/3"
+    cfg = {"broker": {"ca": "ca.pem"}, "download": {"ca": "ca.pem"}}
 
-    low, high = 48, 320
-    if not holds(high):
-        return None
-    while high - low > 1:
-        mid = (low + high) // 2
-        ok = holds(mid)
-        print(f"  agent TLS heap {mid}K: {'ok' if ok else 'fails'}", file=sys.stderr)
-        low, high = (low, mid) if ok else (mid, high)
-    while True:
-        bad = next((h for h in range(high + 1, high + window) if not holds(h)), None)
-        if bad is None and all(holds(high) for _ in range(2)):
-            return high
-        high = (bad or high) + 1
+    def holds(h: int) -> bool:
+        return upgrade_ok(root, port, f"mqtts://localhost:{tls_port}", url, info, f"{h}K",
+                          cfg, {"ca.pem": ca}, timeout=90, confirm_s=15, dev_id=f"t{h}k")
+
+    return smallest_heap(holds, 48, 320, window, "agent TLS heap")
 
 
 if __name__ == "__main__":

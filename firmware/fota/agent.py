@@ -99,6 +99,7 @@ class Agent:
         self.inform_task = -1
         self.restart_after_report = False
         self.link = None                # made on the first poll()
+        self.tls_off = False            # MQTT closed during downloads (tls_during_download)
         self.off = getattr(slot, "off", None)   # why OTA is off on this board, or None
         from fota import updater
 

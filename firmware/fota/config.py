@@ -31,8 +31,10 @@ _MAX_KEYS = const(3)                # as many as a Secure Boot V2 sector holds
 # start_delay_s: a random wait of up to this before a download (a wave of devices spreads).
 DOWNLOAD = {"ca": None, "allow_insecure": False, "url_as_is": False, "timeout_s": 10,
             "idle_s": 30, "total_s": 3600, "start_delay_s": 5}
+# tls_during_download "close": the MQTT TLS session is closed for the length of a
+# download (boards that cannot hold two TLS sessions; README: RAM).
 BROKER = {"port": None, "user": None, "password": None, "tls": False, "ca": None,
-          "keepalive": 60, "timeout_s": 10, "insecure": False}
+          "keepalive": 60, "timeout_s": 10, "insecure": False, "tls_during_download": "keep"}
 
 
 class ConfigError(ValueError):
@@ -72,6 +74,8 @@ def validate(cfg):
     _need(isinstance(b["port"], int) and 0 < b["port"] < 65536, "broker.port must be 1..65535")
     _need(not b["tls"] or b["ca"] or b["insecure"],
           "broker.tls needs broker.ca (a CA certificate file) or broker.insecure")
+    _need(b["tls_during_download"] in ("keep", "close"),
+          'broker.tls_during_download must be "keep" or "close"')
     out["broker"] = b
     d = out["download"] = _merge(DOWNLOAD, out.get("download"), "download")
     for key in ("timeout_s", "idle_s", "total_s"):

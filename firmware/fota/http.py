@@ -208,7 +208,9 @@ class Body:
                 raise _fail(self.host, _why(exc))
             if got:
                 now = self._last = ticks_ms()
-                self._beat(now)
+                if (ticks_diff(now, self._ticked) >= _SLICE_MS
+                        or ticks_diff(self._end, now) <= 0):
+                    self._beat(now)
                 if got == n:
                     self.done += n
                     return n

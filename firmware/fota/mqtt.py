@@ -402,6 +402,12 @@ class Link:
             self._down(exc)
             return False
 
+    def reopen(self):
+        """After close(): poll() connects again, from its next call on."""
+        self._wanted = True
+        self._failures = 0
+        self._next_try = ticks_ms()
+
     def close(self):
         self._wanted = False
         stream = self._stream

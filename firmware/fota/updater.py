@@ -61,6 +61,8 @@ def attach(a, topic):
     link.on_message = a._on_message
     link.on_connect = a._on_connect
     link.subscribe(topic, 1)
+    # Close the MQTT TLS session while a download runs (its buffers for the HTTPS one).
+    a.tls_off = bool(b["tls"]) and b["tls_during_download"] == "close"
 
 
 def trial_failed(a):
@@ -98,6 +100,8 @@ def notice(a, n):
             step, reason = _update(a, task, p)
         finally:
             a.task = None
+            if a.tls_off:
+                a.link.reopen()     # the report goes out once it is connected again
     if step == 100:
         _finish(a, task)
         return None
@@ -177,6 +181,11 @@ def _attempt(a, task, p):
             return -4, why
     if dl["start_delay_s"]:
         _start_delay(a, dl["start_delay_s"])
+    if a.tls_off:
+        # broker.tls_during_download "close": one TLS session at a time. No progress
+        # and no busy refusals until the download is over (nothing is connected).
+        _log("task", task, "MQTT closed for the download (tls_during_download close)")
+        a.link.close()
 
     def tick():
         _tick(a)
@@ -197,6 +206,8 @@ def _attempt(a, task, p):
         return exc.step, exc.reason
     except ValueError as exc:
         return -2, "bad url: %s" % exc
+    except MemoryError:         # the TLS context: reported, OTA stays on
+        return -1, "out of memory setting up the download"
     http = ca = None
 
     def source(offset, size):
