@@ -23,7 +23,8 @@ from pathlib import Path
 
 # tool -> Debian package
 TOOLS = {"mosquitto": "mosquitto", "mosquitto_pub": "mosquitto-clients",
-         "mosquitto_sub": "mosquitto-clients", "nginx": "nginx", "curl": "curl"}
+         "mosquitto_sub": "mosquitto-clients", "nginx": "nginx", "curl": "curl",
+         "pg_ctlcluster": "postgresql"}  # bench_scaleout: PostgreSQL in a temp folder
 
 
 def _search_path() -> str:
