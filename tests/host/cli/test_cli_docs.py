@@ -116,14 +116,18 @@ def test_a_background_service_that_stops_early_fails_the_page(tmp_path: Path) ->
     page = write_page(tmp_path, "<!-- docs-check -->\n```sh\n"
                                 "sh -c 'echo refused >&2; exit 2' &   # a service\n"
                                 "sleep 1\n```\n"
-                                "<!-- docs-check: background -->\n```sh\nsleep 60\n```\n")
+                                "<!-- docs-check: background -->\n```sh\nsleep 60\n```\n"
+                                "<!-- docs-check: background -->\n```sh\ntrue\n```\n"
+                                "<!-- docs-check -->\n```sh\nsleep 1\n```\n")
     out = docs_check.run_page(page, tmp_path / "clone", timeout=60)
     assert out.code == 1
     assert "### stopped before the page ended (exit 2): guide.md:2: sh -c" in out.output
-    assert "(background block)" not in out.output   # `sleep 60` was still running
+    assert "(exit 0): guide.md:11 (background block)" in out.output
+    assert "guide.md:7 (background block)" not in out.output   # `sleep 60` still ran
 
-    fine = write_page(tmp_path, "<!-- docs-check -->\n```sh\nsleep 60 &\n```\n"
-                                "<!-- docs-check -->\n```sh\ntrue\n```\n")
+    fine = write_page(tmp_path, "<!-- docs-check -->\n```sh\nsleep 60 &\n"
+                                "sh -c 'exit 0' &\nsleep 30 &\nkill $!\n```\n"
+                                "<!-- docs-check -->\n```sh\nsleep 1\n```\n")
     assert docs_check.run_page(fine, tmp_path / "clone2", timeout=60).code == 0
 
 
