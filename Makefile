@@ -58,6 +58,7 @@ lint: setup
 # checkout (each marked to run, run in the background, or skip with the reason: an unmarked
 # one fails; tests/docs_check.py); every relative link checked. Also part of `make test`.
 docs-check: setup
+	$(BIN)/python tests/docs_check.py
 	$(BIN)/python -m pytest -q tests/host/cli/test_cli_docs.py
 
 clean:
