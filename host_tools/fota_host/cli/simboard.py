@@ -8,10 +8,14 @@ import click
 
 from .output import emit_json_line, fail
 
+# Every board of boards/chips.py (tests/host/boards/test_sim_board_kinds.py keeps them equal).
+SIM_BOARDS = ["esp32", "esp32s3", "esp32c3", "esp32c6", "pico_w", "pico2_w"]
+
 
 @click.command("board")
-@click.option("--board", type=click.Choice(["esp32", "pico_w"]), required=True,
-              help="The board the simulation behaves as.")
+@click.option("--board", type=click.Choice(SIM_BOARDS), required=True,
+              help="The board the simulation behaves as: its chip id, OTA slot size "
+                   "and watchdog limit (boards/chips.py).")
 @click.option("--root", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="The board's filesystem (created if missing); on ESP32 the flash "
                    "partitions live beside it in ROOT.flash.")

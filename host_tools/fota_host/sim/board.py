@@ -35,11 +35,15 @@ from typing import IO, Any
 
 from .. import paths
 from ..boards import build as devicebuild
+from ..boards import chips
 from . import flash as simflash
 from . import mprun
 from .device import RESET_EXIT, parse_heap
 from .ptyrelay import SerialLine, console, take_console
 
+# By family (boards/chips.py): an ESP32-S3/C3/C6 runs as the ESP32 does, a Pico 2 W as the
+# Pico W; the board itself is in the flash folder's `model` (its chip id, slot size and
+# watchdog limit).
 PLATFORMS = {"esp32": "esp32", "pico_w": "rp2"}
 STANDINS = {"esp32": ("esp32", "machine", "network", "sim_board"),
             "pico_w": ("machine", "network", "sim_board")}
@@ -57,9 +61,11 @@ class SimBoard:
     def __init__(self, board: str, root: Path, link: Path | None = None,
                  flash: Path | None = None, version: str = "1.0.0", heap: str = "256K",
                  log: IO[str] | None = None, console_log: IO[str] | None = None) -> None:
-        if board not in PLATFORMS:
-            raise simflash.SimError(f"unknown board {board!r}; one of {', '.join(PLATFORMS)}")
+        if board not in chips.BOARDS:
+            raise simflash.SimError(
+                f"unknown board {board!r}; one of {', '.join(chips.BOARDS)}")
         self.board = board
+        self.family = chips.family(board)
         self.root = Path(root).resolve()
         self.flash = Path(flash).resolve() if flash else \
             self.root.parent / f"{self.root.name}.flash"
@@ -71,13 +77,13 @@ class SimBoard:
         self.stopping = False
         self.proc: subprocess.Popen | None = None
         self.root.mkdir(parents=True, exist_ok=True)
-        if simflash.init_flash(self.flash, board) and board == "esp32":
+        if simflash.init_flash(self.flash, board) and self.family == "esp32":
             simflash.seed(self.flash, version)     # the firmware the board shipped with
         devicebuild.ensure_built()
         self._standins = Path(tempfile.mkdtemp(prefix=f"fota-board-{board}-"))
-        for name in STANDINS[board]:       # compiled, as mprun runs them
+        for name in STANDINS[self.family]:       # compiled, as mprun runs them
             (self._standins / f"{name}.mpy").symlink_to(paths.sim_dir() / f"{name}.mpy")
-        for name in FROZEN[board]:
+        for name in FROZEN[self.family]:
             (self._standins / name).symlink_to(paths.device_dir() / name)
         self._wake_r, self._wake_w = os.pipe()
         self.line = SerialLine(link)
@@ -88,7 +94,8 @@ class SimBoard:
 
     def describe(self) -> dict[str, Any]:
         return {"port": self.port, "tty": self.line.tty, "board": self.board,
-                "root": str(self.root), "flash": str(self.flash), "pid": os.getpid()}
+                "family": self.family, "root": str(self.root), "flash": str(self.flash),
+                "pid": os.getpid()}
 
     def _say(self, text: str) -> None:
         if self.log:
@@ -111,7 +118,7 @@ class SimBoard:
                     self.line.write(SOFT_REBOOT)
                 else:
                     self.raw = False
-                    if self.board == "esp32":
+                    if self.family == "esp32":
                         st = simflash.boot(self.flash, full_status=False)
                         self._say(f"{reset} reset: running {st['running']} version "
                                   f"{st['version']}{' (trial)' if st['pending'] else ''}")
@@ -133,7 +140,7 @@ class SimBoard:
     def _start(self) -> int:
         master, slave = console()
         code = (f"import sim_board\nsim_board.start(globals(), "
-                f"{PLATFORMS[self.board]!r}, {self.raw})")
+                f"{PLATFORMS[self.family]!r}, {self.raw})")
         parent = os.getpid()
 
         def preexec() -> None:

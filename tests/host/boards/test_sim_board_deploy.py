@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from fota_host import paths
-from fota_host.boards import hil
+from fota_host.boards import chips, hil
 from fota_host.images import synthetic
 from fota_host.platform.process import start_platform
 from fota_host.sim import flash as simflash
@@ -22,17 +22,18 @@ def deployed(b: Board, cfg: Path) -> None:
     fota = b.root / "lib" / "fota"
     assert (fota / "agent.mpy").is_file() and (fota / "engine.mpy").is_file()
     assert not list(fota.glob("*.py"))
-    board_files = paths.firmware_dir() / "boards" / b.board
+    family = chips.family(b.board)          # an ESP32-S3 gets the ESP32's entry files
+    board_files = paths.firmware_dir() / "boards" / family
     for name in ("boot.py", "main.py"):
         assert (b.root / name).read_text() == (board_files / name).read_text()
     assert json.loads((b.root / "fota_config.json").read_text()) == json.loads(cfg.read_text())
     # Pico W firmware has no umqtt: deploy brings it; ESP32 firmware freezes it
-    assert (b.root / "lib" / "umqtt" / "simple.mpy").is_file() == (b.board == "pico_w")
+    assert (b.root / "lib" / "umqtt" / "simple.mpy").is_file() == (family == "pico_w")
 
 
 def running(b: Board) -> dict:
     """The version the board runs and whether it is confirmed, from its flash."""
-    if b.board == "esp32":
+    if chips.family(b.board) == "esp32":
         st = simflash.status(b.flash)
         return {"version": st["version"], "confirmed": not st["pending"]}
     pointer = json.loads((b.root / "fota_boot.json").read_text())
