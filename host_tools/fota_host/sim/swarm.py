@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import gc
 import random
 import resource
@@ -66,6 +67,8 @@ class SwarmResult:
     pending: int = 0                     # neither upgraded nor failed (at the timeout)
     timed_out: bool = False
     stopped: bool = False
+    connect_seconds: float | None = None     # until every device had informed once
+    cpu_seconds: float = 0.0             # this process's CPU time (user + system)
     kib_per_device: float = 0.0
     rss_mib: float = 0.0
     fd_limit: int = 0
@@ -162,6 +165,22 @@ async def _probe(shared: Shared, device_id: str) -> None:
         raise SwarmError(f"broker {where} unreachable: {exc or type(exc).__name__}") from None
 
 
+def _quiet_stale_writer(stats: dict[str, int]) -> Callable[[Any, dict[str, Any]], None]:
+    """An event loop exception handler that counts (in `loop_errors`) instead of printing
+    aiomqtt's add_writer for a socket paho closed meanwhile (EBADF: a connection that
+    ends right after a write; seen a few times per thousand reboots), the default else."""
+
+    def handle(loop: Any, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno == errno.EBADF and \
+                "add_writer" in repr(context.get("handle")):
+            stats["loop_errors"] += 1
+            return
+        loop.default_exception_handler(context)
+
+    return handle
+
+
 def _pick(rng: random.Random, count: int, rate: float) -> set[int]:
     return set(rng.sample(range(count), round(count * rate)))
 
@@ -188,6 +207,9 @@ async def swarm(opts: SwarmOptions, on_status: Callable[[SwarmResult], None] | N
     connector = aiohttp.TCPConnector(limit=opts.http_limit, ssl=tls if tls else True)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         shared = Shared(opts, broker, session, tls)
+        loop = asyncio.get_running_loop()
+        loop_handler = loop.get_exception_handler()
+        loop.set_exception_handler(_quiet_stale_writer(shared.stats))
         await asyncio.wait_for(_probe(shared, ids[0]), opts.mqtt_timeout + 5)
         rng = random.Random(opts.seed)
         fails, slows = _pick(rng, opts.count, opts.fail_rate), _pick(rng, opts.count,
@@ -196,7 +218,7 @@ async def swarm(opts: SwarmOptions, on_status: Callable[[SwarmResult], None] | N
         gc.collect()
         base_rss = peak_rss = proc.memory_info().rss
         devices = [SwarmDevice(shared, d, i in fails, i in slows) for i, d in enumerate(ids)]
-        start = time.monotonic()
+        start, cpu0 = time.monotonic(), sum(proc.cpu_times()[:2])
         tasks = [asyncio.ensure_future(d.run()) for d in devices]
 
         def snapshot(**extra: Any) -> SwarmResult:
@@ -205,16 +227,21 @@ async def swarm(opts: SwarmOptions, on_status: Callable[[SwarmResult], None] | N
             return SwarmResult(
                 opts.count, upgraded, failed, shared.stats["duplicate_notices"],
                 round(time.monotonic() - start, 2), opts.count - upgraded - failed,
+                connect_seconds=connected_at,
+                cpu_seconds=round(sum(proc.cpu_times()[:2]) - cpu0, 2),
                 kib_per_device=round((peak_rss - base_rss) / 1024 / opts.count, 1),
                 rss_mib=round(peak_rss / 2**20, 1), fd_limit=fd_limit,
                 stats=dict(shared.stats), **extra)
 
         settled_at, shown_at, extra = None, 0.0, {}
+        connected_at: float | None = None
         try:
             while True:
                 await asyncio.sleep(0.2)
                 now = time.monotonic()
                 peak_rss = max(peak_rss, proc.memory_info().rss)
+                if connected_at is None and shared.stats["first_informs"] == opts.count:
+                    connected_at = round(now - start, 2)
                 if on_status is not None and now - shown_at >= 0.5:
                     shown_at = now
                     on_status(snapshot())
@@ -236,6 +263,7 @@ async def swarm(opts: SwarmOptions, on_status: Callable[[SwarmResult], None] | N
                 job.cancel()
             await asyncio.wait_for(asyncio.gather(*tasks, *shared.jobs,
                                                   return_exceptions=True), 60)
+            loop.set_exception_handler(loop_handler)
     return result
 
 

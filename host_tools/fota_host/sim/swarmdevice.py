@@ -119,7 +119,7 @@ class SwarmDevice:
     __slots__ = ("shared", "id", "t_inform", "t_progress", "t_upgrade", "version",
                  "start_version", "fail", "slow", "client", "inform_task", "task", "taken",
                  "partial", "reports", "reboot", "wake", "state", "upgraded_at", "online",
-                 "delivering")
+                 "delivering", "met", "broken")
 
     def __init__(self, shared: Shared, device_id: str, fail: bool, slow: bool) -> None:
         self.shared = shared
@@ -141,6 +141,8 @@ class SwarmDevice:
         self.upgraded_at: float | None = None
         self.online = False             # an inform is due (set on every connect)
         self.delivering = False
+        self.met = False                # informed once (the platform has met it)
+        self.broken = False             # the link lost a QoS 1 message: reconnect
 
     @property
     def settled(self) -> bool:
@@ -159,12 +161,14 @@ class SwarmDevice:
                     self.wake.clear()
                     reader = asyncio.ensure_future(self._read(client))
                     reader.add_done_callback(lambda _f: self.wake.set())
-                    self.client, self.online = client, True
+                    self.client, self.online, self.broken = client, True, False
                     try:
                         await self._deliver()
                         while self.reboot is None or self.reports:
                             await self.wake.wait()
                             self.wake.clear()
+                            if self.broken:     # a QoS 1 publish not acknowledged
+                                raise aiomqtt.MqttError("no PUBACK in time")
                             if reader.done():
                                 reader.result()     # the link broke: MqttError
                                 break
@@ -195,6 +199,11 @@ class SwarmDevice:
         try:
             await client.publish(topic, payload, qos=qos)
         except aiomqtt.MqttError:
+            if qos and client is self.client:
+                # like the agent's link: an unacknowledged QoS 1 message means the link
+                # is down; it reconnects, and informs again
+                self.broken = True
+                self.wake.set()
             return False
         return True
 
@@ -221,6 +230,9 @@ class SwarmDevice:
                     if not await self._publish(self.t_inform, message(
                             task, version=self.version, module=module), 1):
                         return
+                    if not self.met:
+                        self.met = True
+                        self.shared.stats["first_informs"] += 1
                     self.online, self.inform_task = False, -1
                     self._informed()
                 else:

@@ -10,8 +10,11 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+import aiomqtt
+
 STAT_KEYS = ("notices", "duplicate_notices", "bad_notices", "busy_refusals", "downloads",
-             "resumed", "bytes", "failures", "upgraded_informs", "link_errors")
+             "resumed", "bytes", "failures", "upgraded_informs", "link_errors",
+             "first_informs", "loop_errors")
 
 
 @dataclass
@@ -73,19 +76,43 @@ class Shared:
         if at > now:
             await asyncio.sleep(at - now)
 
-    def new_client(self, device_id: str) -> Any:
-        import aiomqtt
-
+    def new_client(self, device_id: str) -> aiomqtt.Client:
         b, opts = self.broker, self.opts
         user, password = opts.username or b.username, opts.password or b.password
         if opts.credentials is not None:
             user, password = device_id, opts.credentials[device_id]
-        return aiomqtt.Client(b.host, b.port, username=user, password=password,
-                              identifier=device_id, clean_session=True,
-                              keepalive=opts.keepalive, timeout=opts.mqtt_timeout,
-                              tls_context=self.tls)
+        return _Client(b.host, b.port, username=user, password=password,
+                       identifier=device_id, clean_session=True,
+                       keepalive=opts.keepalive, timeout=opts.mqtt_timeout,
+                       tls_context=self.tls)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         job = asyncio.ensure_future(coro)
         self.jobs.add(job)
         job.add_done_callback(self.jobs.discard)
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client, with paho's "socket wants writing" hook checked when it runs.
+
+    aiomqtt hands `add_writer(fd)` to the loop with call_soon_threadsafe; when the socket
+    closes before that runs (a device disconnecting right after a publish: its reboot),
+    the fd is gone (EBADF) or, with thousands of connections opening, already another
+    device's socket, whose writer it then replaces: that device's packets stay queued
+    and its publishes time out. Here the writer is added only while the socket is still
+    this client's.
+    """
+
+    def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
+        def write() -> None:
+            try:
+                client.loop_write()
+            except Exception as exc:  # noqa: BLE001 - a broken link ends the session
+                if not self._disconnected.done():
+                    self._disconnected.set_exception(exc)
+
+        def add() -> None:
+            if client.socket() is sock:
+                self._loop.add_writer(sock.fileno(), write)
+
+        self._loop.call_soon_threadsafe(add)

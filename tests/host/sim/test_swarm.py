@@ -19,7 +19,7 @@ import pytest
 from fota_host.platform.process import start_platform
 from fota_host.sim.imageserver import ImageServer
 from fota_host.sim.swarm import SwarmOptions, SwarmResult, device_ids, run_swarm
-from helpers import free_port
+from helpers import free_port, wait_for
 
 KEYS = ["devices", "upgraded", "failed", "duplicate_notices", "seconds"]
 
@@ -27,6 +27,25 @@ KEYS = ["devices", "upgraded", "failed", "duplicate_notices", "seconds"]
 def swarm_cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "fota_host", "sim", "swarm", *args],
                           capture_output=True, text=True, timeout=timeout)
+
+
+def swarm_with_task(platform: Any, tmp_path: Path, ids: list[str], *args: str,
+                    timeout: float = 240) -> tuple[subprocess.CompletedProcess[str], int]:
+    """The swarm started first; once the platform has heard every device, a task to 2.0.0
+    for them (as in the field: devices online, then a rollout, so each gets one notice)."""
+    proc = subprocess.Popen([sys.executable, "-m", "fota_host", "sim", "swarm", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        api = platform.client()
+        wait_for(lambda: {d["id"] for d in api.list_devices()} >= set(ids), timeout,
+                 what="every swarm device informed")
+        task_id = start_task(platform, tmp_path, ids)
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), task_id
 
 
 @pytest.fixture
@@ -64,10 +83,10 @@ def test_device_ids_are_prefix_and_zero_padded_number() -> None:
 def test_swarm_of_50_upgrades_every_device_once(platform: Any, mosquitto: Any,
                                                 tmp_path: Path) -> None:
     ids = device_ids("swarm-", 50)
-    task_id = start_task(platform, tmp_path, ids)
-    run = swarm_cli("--count", "50", "--broker", mosquitto.url, "--version", "1.0.0",
-                    "--until-version", "2.0.0", "--timeout", "180", "--slow-rate", "0.1",
-                    "--slow-bps", "200000")
+    run, task_id = swarm_with_task(
+        platform, tmp_path, ids, "--count", "50", "--broker", mosquitto.url, "--version",
+        "1.0.0", "--until-version", "2.0.0", "--timeout", "180", "--slow-rate", "0.1",
+        "--slow-bps", "200000")
     out = json_line(run)
     assert run.returncode == 0, run.stderr
     assert out["devices"] == 50 and out["upgraded"] == 50
@@ -83,9 +102,9 @@ def test_swarm_of_50_upgrades_every_device_once(platform: Any, mosquitto: Any,
 def test_fail_rate_fails_sub_tasks_and_exit_code(platform: Any, mosquitto: Any,
                                                  tmp_path: Path) -> None:
     ids = device_ids("f-", 20)
-    task_id = start_task(platform, tmp_path, ids)
-    run = swarm_cli("--count", "20", "--broker", mosquitto.url, "--id-prefix", "f-",
-                    "--until-version", "2.0.0", "--fail-rate", "0.25", "--timeout", "180")
+    run, task_id = swarm_with_task(
+        platform, tmp_path, ids, "--count", "20", "--broker", mosquitto.url, "--id-prefix",
+        "f-", "--until-version", "2.0.0", "--fail-rate", "0.25", "--timeout", "180")
     out = json_line(run)
     assert run.returncode == 1, run.stderr
     assert (out["upgraded"], out["failed"], out["duplicate_notices"]) == (15, 5, 0)
