@@ -76,7 +76,8 @@ deploy: setup
 	@case "$(DRY_RUN)" in ""|0|1|no|yes|false|true) ;; *) echo "make deploy: DRY_RUN=$(DRY_RUN): use DRY_RUN=1 (print only) or DRY_RUN=0" >&2; exit 2;; esac
 	$(BIN)/fota deploy --board $(BOARD) --port "$(PORT)" --config $(CONFIG) $(if $(filter 1 yes true,$(DRY_RUN)),--dry-run)
 
-# make hil BOARD=esp32|pico_w PORT=/dev/ttyUSB0 CONFIG=device.json DATA=platform-data IMAGE=new.bin VERSION=V
+# make hil BOARD=esp32|esp32s3|esp32c3|esp32c6|pico_w|pico2_w PORT=/dev/ttyUSB0 CONFIG=device.json DATA=platform-data IMAGE=new.bin VERSION=V
+#          [TABLE=firmware.bin|table.bin|board] [FLASH_SIZE=4M|8M|16M]   (ESP32: the OTA slots the image must fit)
 hil: setup
 	@test -n "$(PORT)" && test -e "$(PORT)" || { echo "make hil: no board at PORT='$(PORT)': connect an ESP32 or Pico W over USB and pass PORT=/dev/ttyUSB0 (see docs/boards.md, 'Hardware in the loop')" >&2; exit 2; }
-	$(BIN)/fota hil --board $(BOARD) --port $(PORT) --config $(CONFIG) --data $(DATA) --image $(IMAGE) --version $(VERSION)
+	$(BIN)/fota hil --board $(BOARD) --port $(PORT) --config $(CONFIG) --data $(DATA) --image $(IMAGE) --version $(VERSION) $(if $(TABLE),--table $(TABLE)) $(if $(FLASH_SIZE),--flash-size $(FLASH_SIZE))

@@ -6,7 +6,10 @@ Preconditions (docs/boards.md, "Hardware in the loop"):
 - `fota platform serve --data DIR --public-url http://<this host's LAN address>:8080`
   runs, reachable from the board;
 - IMAGE is a newer image for that board: an ESP32 app image (micropython.bin) or a Pico W
-  app bundle (`fota pack bundle`).
+  app bundle (`fota pack bundle`). An ESP32 image must fit the board's OTA slots: the
+  layout is read from the board's partition table (`table="board"`, through esptool), from
+  the firmware file flashed on it or a table dump (`table=FILE`), or taken from chips.py
+  for `flash_size` or the board's usual flash (boards/layout.py).
 
 `run()` checks all of that it can, registers the image as a package, creates and starts a
 task for the device, follows it until it succeeds, fails or times out, and returns a
@@ -22,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..platform.validate import PlatformError
-from . import chips, deploy
+from . import chips, deploy, layout
 
 FINAL = ("succeeded", "failed", "timed_out", "cancelled")
 
@@ -59,7 +62,8 @@ def _service(data_dir: Path) -> Any:
 
 def run(board: str, port: str | None, config: Path, data_dir: Path, image: Path,
         version: str, timeout: float = 600.0, poll: float = 2.0,
-        echo: Callable[[str], None] = print, online_wait: float = 60.0) -> dict[str, Any]:
+        echo: Callable[[str], None] = print, online_wait: float = 60.0,
+        table: str | None = None, flash_size: str | None = None) -> dict[str, Any]:
     check_port(port)
     if board not in deploy.MISSING_LIBS:
         raise HilError(f"unknown board {board!r}; one of {', '.join(deploy.MISSING_LIBS)}")
@@ -70,23 +74,46 @@ def run(board: str, port: str | None, config: Path, data_dir: Path, image: Path,
         raise HilError(str(exc)) from None
     if not image.is_file():
         raise HilError(f"no image at {image}")
-    if chip:
-        from ..images import esp32check
-        from ..images.esp_image import ImageError
-
-        try:   # the board's chip, and the OTA slot `fota board prepare` writes for it
-            esp32check.check_image(image.read_bytes(), version, chip)
-        except ImageError as exc:
-            raise HilError(f"{image}: {exc}") from None
+    slots = _check_esp32(board, port, image, version, table, flash_size) if chip else None
+    if not chip and (table or flash_size):
+        raise HilError(f"--table/--flash-size are for ESP32 boards: a {board}'s slots are "
+                       "folders on its filesystem")
     device = cfg["device_id"]
     client = _service(data_dir)
     try:
         _wait_online(client, device, online_wait, poll, echo)
-        return _follow(client, board, device, cfg, image, version, timeout, poll, echo)
+        result = _follow(client, board, device, cfg, image, version, timeout, poll, echo)
+        return {**result, "layout": slots.as_json() if slots else None}
     except PlatformError as exc:
         raise HilError(f"the platform refused: {exc}") from None
     finally:
         client.close()
+
+
+def _check_esp32(board: str, port: str | None, image: Path, version: str,
+                 table: str | None, flash_size: str | None) -> layout.Layout:
+    """The image against the board's chip and OTA slots; the layout it was checked against."""
+    from ..images import esp32check, esp_image
+    from ..images.esp_image import ImageError
+
+    try:
+        slots = layout.resolve(board, port, table, flash_size)
+    except layout.LayoutError as exc:
+        raise HilError(str(exc)) from None
+    data = image.read_bytes()
+    if len(data) > slots.slot_size:
+        raise HilError(
+            f"{image}: {len(data)} bytes does not fit the {slots.slot_size:#x} byte OTA slot "
+            f"of {slots.source} (over by {len(data) - slots.slot_size} bytes)")
+    # the layout name of that slot size, else the largest (the size is checked above)
+    names = {v: k for k, v in esp_image.PARTITION_LAYOUTS.items()}
+    name = names.get(slots.slot_size, max(esp_image.PARTITION_LAYOUTS,
+                                          key=esp_image.PARTITION_LAYOUTS.__getitem__))
+    try:
+        esp32check.check_image(data, version, chips.BOARDS[board].chip or "esp32", name)
+    except ImageError as exc:
+        raise HilError(f"{image}: {exc}") from None
+    return slots
 
 
 def _wait_online(client: Any, device: str, wait: float, poll: float,

@@ -88,14 +88,23 @@ def deploy_cmd(board: str, port: str, config: Path, dry_run: bool) -> None:
 @click.option("--version", "version", required=True, help="Version the new image carries.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
               help="Seconds the update may take before it counts as failed.")
+@click.option("--table", default=None, metavar="FILE|board",
+              help="ESP32: where the OTA slots the image must fit come from: the firmware "
+                   "file flashed on the board or its partition table (esptool read-flash "
+                   "0x8000 0xc00), or `board` to read it from the board over --port "
+                   "(esptool). Default: chips.py, for --flash-size or the board's usual "
+                   "flash.")
+@click.option("--flash-size", type=click.Choice(["4M", "8M", "16M"]), default=None,
+              help="ESP32: the board's flash, for MicroPython's OTA table of that size.")
 def hil_cmd(board: str, port: str, config: Path, data_dir: Path, image: Path, version: str,
-            timeout: float) -> None:
+            timeout: float, table: str | None, flash_size: str | None) -> None:
     """One real update of a connected board through the local platform; JSON result."""
     from ..boards import hil
 
     try:
         result = hil.run(board, port, config, data_dir, image, version, timeout,
-                         echo=lambda s: click.echo(s, err=True))
+                         echo=lambda s: click.echo(s, err=True), table=table,
+                         flash_size=flash_size)
     except hil.HilError as exc:
         fail(str(exc))
     emit_json(result)
