@@ -3,7 +3,8 @@ to its broker and idle, waiting for a notice, deployed as .mpy (64-bit unix port
 agent_idle_after_update_kib: the same after a failed update (the modules an update
 loads must be released again). agent_tls_idle_heap_kib: idle with MQTT over TLS.
 agent_tls_min_heap_kib: the smallest heap in which the agent upgrades with MQTTS and an
-HTTPS download, both verified against the project's dev CA.
+HTTPS download, both verified against the project's dev CA; agent_tls_close_min_heap_kib:
+the same with broker.tls_during_download "close" (one TLS session at a time).
 
 The device runs the simulated board's own main (`fota_sim agent`) with a probe in place
 of the main loop: after every poll it checks whether the agent is idle (connected,
@@ -187,6 +188,9 @@ def run() -> dict:
         with ImageServer(www, tls=ctx) as srv:
             out["agent_tls_min_heap_kib"] = tls_min_heap(root, port, tls_port, srv, info,
                                                          ca.cert)
+            # One TLS session at a time: MQTT closed for the download.
+            out["agent_tls_close_min_heap_kib"] = tls_min_heap(
+                root, port, tls_port, srv, info, ca.cert, during="close")
         return out
     finally:
         broker.terminate()
@@ -194,11 +198,13 @@ def run() -> dict:
 
 
 def tls_min_heap(root: Path, port: int, tls_port: int, srv, info: dict, ca: Path,
-                 window: int = 5) -> int | None:
+                 window: int = 5, during: str = "keep") -> int | None:
     """agent_tls_min_heap_kib with bench_agent's method (heapsearch: binary search, then
-    the next `window` sizes above the figure must pass too, and the figure twice more)."""
+    the next `window` sizes above the figure must pass too, and the figure twice more);
+    `during`: broker.tls_during_download."""
     url = f"https://localhost:{srv.port}/file/upgrade/v2.bin/3"
-    cfg = {"broker": {"ca": "ca.pem"}, "download": {"ca": "ca.pem"}}
+    cfg = {"broker": {"ca": "ca.pem", "tls_during_download": during},
+           "download": {"ca": "ca.pem"}}
 
     def holds(h: int) -> bool:
         return upgrade_ok(root, port, f"mqtts://localhost:{tls_port}", url, info, f"{h}K",

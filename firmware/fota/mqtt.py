@@ -154,6 +154,26 @@ def _cause(exc):
     return exc if isinstance(exc, str) else str(exc) or type(exc).__name__
 
 
+def _context(spec):
+    """The TLS context for one connection, from (CA file, insecure): with a spec instead
+    of a context (broker.tls_during_download "close"), nothing of TLS stays in RAM once
+    the link is closed (the socket holds its context while connected). fota.tls leaves
+    again unless the HTTP client is using it."""
+    import sys
+
+    from fota.tls import context, read_ca
+
+    try:
+        return context(read_ca(spec[0]), spec[1])
+    finally:
+        if "fota.http" not in sys.modules:
+            sys.modules.pop("fota.tls", None)
+            try:
+                del sys.modules["fota"].tls
+            except (AttributeError, KeyError):
+                pass
+
+
 class Link:
     """Use: subscribe() the topics, then call poll() often (every 10-100 ms) from the
     main loop; it connects, reconnects, pings and dispatches. An idle poll()
@@ -163,7 +183,8 @@ class Link:
     publish() returns False (never raises) when the link is down; a QoS 1 publish
     waits about timeout_ms at most for its PUBACK (retries with DUP), then takes the
     link down. Clean sessions: re-publish what matters after on_connect; QoS 1 can
-    deliver duplicates.
+    deliver duplicates. `tls`: an SSLContext, or (CA file, insecure) for a context made
+    at each connection and dropped with it.
     """
 
     def __init__(self, client_id, host, port=1883, user=None, password=None, keepalive=60,
@@ -314,12 +335,16 @@ class Link:
                 raise OSError(_ETIMEDOUT, "no answer in %d s" % (self._timeout_ms // 1000))
             if ready & _POLLERR_HUP:
                 raise OSError(_ECONNREFUSED)
-            if self._tls:
+            tls = self._tls
+            if tls:
+                if isinstance(tls, tuple):
+                    tls = _context(tls)
                 # The handshake runs in CONNECT's first writes, without blocking: the
                 # TLS socket polls in the direction mbedTLS waits for, so the stream's
                 # deadline and tick() (the watchdog) hold through it.
-                stream.attach(self._tls.wrap_socket(sock, server_hostname=self._server_hostname,
-                                                    do_handshake_on_connect=False))
+                stream.attach(tls.wrap_socket(sock, server_hostname=self._server_hostname,
+                                              do_handshake_on_connect=False))
+                tls = None
             codec.write_connect(stream, self._head, *self._login)
             codec.read_connack(stream)
             # The seam into umqtt (its stubs type `sock` as a socket; umqtt only calls

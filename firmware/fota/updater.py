@@ -51,7 +51,12 @@ def attach(a, topic):
 
     b = a.cfg.pop("broker")     # needed only here
     tls = None
-    if b["tls"]:
+    # Close the MQTT TLS session while a download runs (its buffers, socket and
+    # context for the HTTPS one): then the link makes a context for each connection.
+    a.tls_off = bool(b["tls"]) and b["tls_during_download"] == "close"
+    if a.tls_off:
+        tls = (b["ca"], b["insecure"])
+    elif b["tls"]:
         from fota.tls import context, read_ca
 
         tls = context(read_ca(b["ca"]), b["insecure"])
@@ -61,8 +66,6 @@ def attach(a, topic):
     link.on_message = a._on_message
     link.on_connect = a._on_connect
     link.subscribe(topic, 1)
-    # Close the MQTT TLS session while a download runs (its buffers for the HTTPS one).
-    a.tls_off = bool(b["tls"]) and b["tls_during_download"] == "close"
 
 
 def trial_failed(a):
