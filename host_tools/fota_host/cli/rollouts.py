@@ -53,7 +53,8 @@ def task_stats(data_dir: Path, task_id: str, as_json: bool) -> None:
         ["by state", ", ".join(f"{n} {k}" for k, n in stats["counts"].items()) or "-"],
         ["success rate", "-" if rate is None else f"{rate * 100:.1f}%"],
         ["duration median / p95 (s)",
-         f"{stats['duration_median_s']} / {stats['duration_p95_s']}"],
+         " / ".join("-" if stats[k] is None else str(stats[k])
+                    for k in ("duration_median_s", "duration_p95_s"))],
     ], no_wrap=("measure",))
     if stats["waves"]:
         print_table("waves", ("wave", "amount", "size", "state", "succeeded", "failed",

@@ -187,3 +187,18 @@ def test_device_text_is_shown_escaped(capsys) -> None:
     assert "\x1b" not in out and "\u202e" not in out and "\r" not in out and "\x07" not in out
     assert "\\x1b[2J" in out and "\\u202e" in out and "[/bold]" in out
     assert safe("中文 ok") == "中文 ok"
+
+
+def test_task_stats_table_shows_a_dash_for_durations_not_known_yet(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    image = tmp_path / "app.bin"
+    image.write_bytes(b"\x00" * 4096)
+    pkg = fota_json("package", "create", "--data", str(data), "--file", str(image),
+                    "--version", "2.0.0")["id"]
+    tid = str(fota_json("task", "create", "--data", str(data), "--package", pkg,
+                        "--name", "t", "--wave", "1")["id"])
+    fota("task", "add-devices", "--data", str(data), tid, "dev-1")
+    table = fota("task", "stats", "--data", str(data), tid).stdout
+    assert re.search(r"duration median / p95 \(s\)\s+- / -", table), table
+    assert "None" not in table
