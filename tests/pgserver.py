@@ -90,7 +90,7 @@ class PgServer:
         """Start (again, on the same port once it has one)."""
         self.port = self.port or free_port()
         opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                "-c fsync=off -c full_page_writes=off "
                 "-c max_connections=200")
         self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.log), "-w",
                   "-t", "60", "start")

@@ -3,7 +3,8 @@ leftovers of interrupted uploads, the store's integrity at start-up, backup and 
 
 - `DataLock`: `DIR/.lock`, an flock held for as long as a `Platform` is open on DIR; a
   second one is refused with a message naming the holder (pid, and its ports from
-  service.json), before it touches any file.
+  service.json), before it touches any file. (Instances sharing a PostgreSQL store each
+  have their own DIR.)
 - `secure(DIR)`: DIR (and `packages/`) 0700, the files the platform writes 0600.
 - `check_store(DIR)`: refuses a damaged `platform.db` (bad header, 0 bytes or missing while
   `packages/` holds images, `PRAGMA quick_check` errors) with `DamagedStore`, which says
@@ -172,7 +173,9 @@ def backup(data_dir: Path, out: Path) -> dict[str, Any]:
     may be running) and every package image. Returns what it holds."""
     src_path = data_dir / DB_NAME
     if not src_path.is_file():
-        raise PlatformError(f"no {DB_NAME} in {data_dir}")
+        raise PlatformError(f"no {DB_NAME} in {data_dir} (a platform served with --db keeps "
+                            "its store in PostgreSQL: back that up with pg_dump, and the "
+                            "--packages folder with it)")
     out = Path(out)
     with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
         snap = Path(tmp) / DB_NAME

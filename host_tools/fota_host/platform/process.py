@@ -104,9 +104,10 @@ def start_platform(data_dir: str | Path, *, timeout: float = 30.0,
 
     `options` are fields of `ServiceOptions` (broker, host, http_port, mqtt_port,
     public_url, ca, insecure, client_id, tls_cert, tls_key, tick) or of `Settings`
-    (push_rate, retries, retry_backoff, device_timeout, token_ttl, online_window, ...).
-    Ports default to 0 here: a free one is picked (see `.info`, the parsed service.json).
-    """
+    (push_rate, retries, retry_backoff, device_timeout, token_ttl, online_window, ...,
+    db="postgresql://USER:PASS@HOST[:PORT]/DB" for a PostgreSQL store, share_group,
+    packages_dir). Ports default to 0 here: a free one is picked (see `.info`, the parsed
+    service.json)."""
     options.setdefault("http_port", 0)
     options.setdefault("mqtt_port", 0)
     opts = ServiceOptions.build(data_dir, **options)

@@ -79,8 +79,9 @@ class Store(SubtaskQueries):
     # The transaction state is the database's own (`in_transaction`): a full disk can make
     # SQLite roll a transaction back by itself, a lost connection loses it.
     def begin(self) -> None:
-        if not self.db.in_transaction:
-            self.db.execute("BEGIN")
+        with self.lock:  # (a caller should hold it already: a statement is never split)
+            if not self.db.in_transaction:
+                self.db.execute("BEGIN")
 
     def commit(self) -> None:
         if self.db.failed_transaction:  # COMMIT would roll it back without a word
@@ -149,19 +150,23 @@ class Store(SubtaskQueries):
                 self.db.close()
 
     def _one(self, sql: str, args: Sequence[Any] = ()) -> Row | None:
-        row = self.db.execute(sql, args).fetchone()
+        with self.lock:
+            row = self.db.execute(sql, args).fetchone()
         return dict(row) if row is not None else None
 
     def _all(self, sql: str, args: Sequence[Any] = ()) -> list[Row]:
-        return [dict(r) for r in self.db.execute(sql, args).fetchall()]
+        with self.lock:
+            return [dict(r) for r in self.db.execute(sql, args).fetchall()]
 
     def _write(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        self.begin()
-        return self.db.execute(sql, args)
+        with self.lock:
+            self.begin()
+            return self.db.execute(sql, args)
 
     def _many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self.begin()
-        self.db.executemany(sql, rows)
+        with self.lock:
+            self.begin()
+            self.db.executemany(sql, rows)
 
     def _locked(self, sql: str, args: Sequence[Any] = (), table: str = "") -> Row | None:
         """`_one` with the row locked until the transaction ends (PostgreSQL)."""

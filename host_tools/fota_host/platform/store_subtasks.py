@@ -89,16 +89,17 @@ class SubtaskQueries:
             " t.state = 'running' ORDER BY s.id LIMIT 1", (device,), "s")
 
     def apply_progress(self, batch: dict[int, list[Any]], now: float) -> None:
-        """Write batched progress: {subtask id: [step, desc, last_report, reports, device]};
-        only sub-tasks still upgrading change. Reports are added up; the step and desc are
-        only taken from a report newer than the one stored (another instance may have
-        written a later one of the same device first)."""
+        """Write batched progress: {subtask id: [step, desc, last_report, reports, device]}.
+        Reports are counted whatever the state (as one not batched is); the step and desc
+        only change on a sub-task still upgrading and from a report newer than the one
+        stored (another instance may have written a later report, or ended the sub-task,
+        first)."""
+        newer = "COALESCE(last_report, 0) <= ?"
         self._many(
-            'UPDATE subtasks SET step = CASE WHEN COALESCE(last_report, 0) <= ? THEN ?'
-            ' ELSE step END, "desc" = CASE WHEN COALESCE(last_report, 0) <= ? THEN ?'
-            ' ELSE "desc" END, last_report = CASE WHEN COALESCE(last_report, 0) <= ?'
-            " THEN ? ELSE last_report END, updated=?, reports=reports+?"
-            " WHERE id=? AND state='upgrading'",
+            f"UPDATE subtasks SET step = CASE WHEN state = 'upgrading' AND {newer} THEN ?"
+            f' ELSE step END, "desc" = CASE WHEN state = \'upgrading\' AND {newer} THEN ?'
+            f' ELSE "desc" END, last_report = CASE WHEN {newer} THEN ? ELSE last_report'
+            " END, updated = ?, reports = reports + ? WHERE id = ?",
             [(v[2], v[0], v[2], v[1], v[2], v[2], now, v[3], sid)
              for sid, v in sorted(batch.items())])
         self._many("UPDATE devices SET last_seen=? WHERE id=? AND last_seen < ?",

@@ -289,7 +289,10 @@ class Tasks:
 
     # == the clock =====================================================================
     def flush_if_due(self) -> None:
-        if time.monotonic() - self._last_flush >= self.settings.flush_interval:
+        """Commit a message's progress now and then (SQLite); at once on a shared store,
+        where an open transaction's row locks would hold up the other instances."""
+        if self.store.shared or \
+                time.monotonic() - self._last_flush >= self.settings.flush_interval:
             self.store.commit()
             self._last_flush = time.monotonic()
 

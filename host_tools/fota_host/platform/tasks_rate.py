@@ -87,10 +87,30 @@ class ProgressBatch:
         return True
 
     def write(self, store: Store) -> None:
-        """Write what is kept (store lock held)."""
+        """Write what is kept (store lock held); a shared store's batch is committed at
+        once (no row lock is held across messages there: instances would deadlock). When
+        it can't be written the reports are kept for the next try (and it raises)."""
         with self._lock:
             pending, self._pending = self._pending, {}
-        if pending:
+        if not pending:
+            return
+        try:
             store.apply_progress(pending, time.time())
+            if store.shared:
+                store.commit()
+        except BaseException:
+            if store.shared:
+                store.rollback()
+            self._restore(pending)
+            raise
+
+    def _restore(self, pending: dict[int, list[Any]]) -> None:
+        with self._lock:
+            for sid, old in pending.items():
+                entry = self._pending.get(sid)
+                if entry is None:
+                    self._pending[sid] = old
+                else:  # a later report came in meanwhile: it stands, the counts add up
+                    entry[3] += old[3]
 
 

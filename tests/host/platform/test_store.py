@@ -174,8 +174,9 @@ def test_progress_batches_add_up_and_the_newest_report_wins(store: Store) -> Non
     store.commit()
     assert (one["step"], one["desc"], one["reports"], one["last_report"]) == \
         (60, "downloading 60%", 5, now + 2)
-    assert (two["state"], two["step"], two["reports"]) == ("failed", 0, 0)
-    assert store.total_reports() == 5
+    assert (two["state"], two["step"], two["desc"], two["reports"]) == \
+        ("failed", 0, "waiting", 1)  # counted, nothing else changes
+    assert store.total_reports() == 6
     assert store.devices()[0]["last_seen"] == now + 2
 
 
