@@ -149,6 +149,27 @@ def http_get(url: str, headers: dict[str, str] | None = None,
         return exc.code, exc.read(), dict(exc.headers)
 
 
+def make_task(client: Any, firmware: Path, devices: list[str], name: str | None = None, *,
+              version: str = "2.0.0", **package: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A package of `firmware` (`package`: more of create_package's options), a task of it
+    named `name` (default "to VERSION") and `devices` added to it, each accepted."""
+    pkg = client.create_package(file=str(firmware), version=version, **package)
+    task = client.create_task(package=pkg["id"], name=name or f"to {version}")
+    results = client.add_devices(task["id"], devices)
+    assert all(r["ok"] for r in results), results
+    return pkg, task
+
+
+class Recorder:
+    """A platform's `publish` for tests that drive it in-process: what it sent, decoded."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        self.sent.append((topic, json.loads(payload)))
+
+
 def device_row(client: Any, task_id: int, device: str) -> dict[str, Any]:
     task = client.get_task(task_id)
     return next(d for d in task["devices"] if d["device"] == device)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fota_host.platform.validate import PlatformError
-from platform_fakes import Env, FakeDevice, device_row, wait_device_state, wait_for
+from platform_fakes import Env, FakeDevice, device_row, make_task, wait_device_state, wait_for
 
 
 @pytest.fixture
@@ -51,9 +51,7 @@ def test_disk_full_never_acknowledges_what_was_not_stored(small_disk: Path, tmp_
     try:
         proc = env.start(log_path=log_path, device_timeout=600)
         api = env.api
-        pkg = api.create_package(file=str(firmware), version="2.0.0")
-        task = api.create_task(package=pkg["id"], name="full")
-        api.add_devices(task["id"], ["full-1", "full-2"])
+        pkg, task = make_task(api, firmware, ["full-1", "full-2"], "full")
         devs = [FakeDevice(d, env.broker).start() for d in ("full-1", "full-2")]
         api.start_task(task["id"])
         notices = [d.wait_notice() for d in devs]

@@ -7,14 +7,12 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from platform_fakes import FakeDevice, http_get
+from platform_fakes import FakeDevice, http_get, make_task
 
 
 def _setup(embedded, firmware: Path, devices: list[str]):
     api = embedded.api
-    pkg = api.create_package(file=str(firmware), version="2.0.0")
-    task = api.create_task(package=pkg["id"], name="dl")
-    api.add_devices(task["id"], devices)
+    pkg, task = make_task(api, firmware, devices, "dl")
     fakes = [FakeDevice(d, embedded.broker).start() for d in devices]
     api.start_task(task["id"])
     return api, pkg, task, fakes, [f.wait_notice() for f in fakes]

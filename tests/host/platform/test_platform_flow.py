@@ -9,18 +9,9 @@ from pathlib import Path
 
 import pytest
 from fota_host.platform.validate import PlatformError
-from platform_fakes import FakeDevice, device_row, http_get, wait_device_state, wait_for
+from platform_fakes import FakeDevice, device_row, http_get, make_task, wait_device_state, wait_for
 
 FAST = {"device_timeout": 30, "retry_backoff": 0.3}
-
-
-def make_task(api, firmware: Path, devices: list[str], sign: str = "md5",
-              version: str = "2.0.0") -> tuple[dict, dict]:
-    pkg = api.create_package(file=str(firmware), version=version, sign=sign, product="demo")
-    task = api.create_task(package=pkg["id"], name="to " + version)
-    results = api.add_devices(task["id"], devices)
-    assert all(r["ok"] for r in results), results
-    return pkg, task
 
 
 def test_notice_download_and_success(env, firmware: Path) -> None:

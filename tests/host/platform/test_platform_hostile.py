@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from platform_fakes import FakeDevice, device_row, wait_device_state, wait_for
+from platform_fakes import FakeDevice, device_row, make_task, wait_device_state, wait_for
 
 
 def test_hostile_messages_are_dropped(env, firmware: Path) -> None:
     env.start(device_timeout=30)
     api = env.api
-    pkg = api.create_package(file=str(firmware), version="2.0.0")
-    task = api.create_task(package=pkg["id"], name="h")
-    api.add_devices(task["id"], ["victim", "other"])
+    _, task = make_task(api, firmware, ["victim", "other"], "h")
     victim = FakeDevice("victim", env.broker).start()
     other = FakeDevice("other", env.broker).start()
     evil = FakeDevice("evil", env.broker, inform_on_connect=False).start()

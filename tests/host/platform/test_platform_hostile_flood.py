@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from platform_fakes import FakeDevice, wait_device_state, wait_for
+from platform_fakes import FakeDevice, make_task, wait_device_state, wait_for
 
 JUNK = 2000
 SOURCES = 400
@@ -15,9 +15,7 @@ SOURCES = 400
 def test_a_junk_flood_leaves_a_short_log(embedded, firmware: Path) -> None:
     embedded.start()
     api = embedded.api
-    pkg = api.create_package(file=str(firmware), version="2.0.0")
-    task = api.create_task(package=pkg["id"], name="flood")
-    api.add_devices(task["id"], ["good-1"])
+    _, task = make_task(api, firmware, ["good-1"], "flood")
     good = FakeDevice("good-1", embedded.broker).start()
     junk = FakeDevice("junk-1", embedded.broker, inform_on_connect=False).start()
     try:

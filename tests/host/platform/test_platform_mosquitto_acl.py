@@ -17,7 +17,7 @@ from fota_host.platform.mosquitto import generate
 from fota_host.platform.process import start_platform
 from fota_host.platform.validate import PlatformError
 from helpers import free_port, mosquitto_bin, wait_port
-from platform_fakes import FakeDevice, wait_device_state
+from platform_fakes import FakeDevice, make_task, wait_device_state
 
 
 def _client(port: int, user: str, password: str, cid: str):
@@ -105,9 +105,7 @@ def test_platform_upgrade_through_acl_broker(acl_broker, tmp_path: Path,
     proc = start_platform(tmp_path / "data", broker=info["platform_broker"])
     try:
         api = proc.client()
-        pkg = api.create_package(file=str(firmware), version="2.0.0")
-        task = api.create_task(package=pkg["id"], name="acl")
-        api.add_devices(task["id"], ["dev-1"])
+        _, task = make_task(api, firmware, ["dev-1"], "acl")
         dev = FakeDevice("dev-1", f"mqtt://127.0.0.1:{port}", username="dev-1",
                          password=creds["devices"]["dev-1"]).start()
         try:

@@ -14,6 +14,7 @@ from fota_host.platform import windows
 from fota_host.platform.core import Platform
 from fota_host.platform.options import Settings
 from fota_host.platform.validate import PlatformError
+from platform_fakes import Recorder
 
 
 class Clock:
@@ -75,14 +76,6 @@ class Fleet:
 
     def notified(self) -> list[str]:
         return [d for kind, d in self.events if kind == "notice"]
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict]] = []
-
-    def __call__(self, topic: str, payload: bytes) -> None:
-        self.sent.append((topic, json.loads(payload)))
 
 
 @pytest.fixture

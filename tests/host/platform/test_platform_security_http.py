@@ -12,16 +12,14 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from platform_fakes import FakeDevice, http_get, wait_device_state, wait_for
+from platform_fakes import FakeDevice, http_get, make_task, wait_device_state, wait_for
 
 IDLE = 1100
 
 
 def _setup(env, firmware: Path, device: str = "r-1"):
     api = env.api
-    pkg = api.create_package(file=str(firmware), version="2.0.0")
-    task = api.create_task(package=pkg["id"], name="sec")
-    api.add_devices(task["id"], [device])
+    _, task = make_task(api, firmware, [device], "sec")
     dev = FakeDevice(device, env.broker).start()
     api.start_task(task["id"])
     return api, task, dev, dev.wait_notice()

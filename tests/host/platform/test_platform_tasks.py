@@ -10,14 +10,7 @@ import pytest
 from fota_host.platform.core import Platform
 from fota_host.platform.options import Settings
 from fota_host.platform.validate import PlatformError
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, dict]] = []
-
-    def __call__(self, topic: str, payload: bytes) -> None:
-        self.sent.append((topic, json.loads(payload)))
+from platform_fakes import Recorder
 
 
 @pytest.fixture

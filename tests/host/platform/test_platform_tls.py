@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from fota_host.platform.process import start_platform
 from helpers import Mosquitto, free_port, wait_port
-from platform_fakes import FakeDevice, wait_device_state
+from platform_fakes import FakeDevice, make_task, wait_device_state
 
 
 def make_cert(folder: Path) -> tuple[Path, Path]:
@@ -45,9 +45,7 @@ def test_https_downloads_and_api(tmp_path: Path, firmware: Path) -> None:
     try:
         assert proc.api.startswith("https://") and proc.file_base.startswith("https://")
         api = proc.client()  # trusts service.json's tls_cert
-        pkg = api.create_package(file=str(firmware), version="2.0.0")
-        task = api.create_task(package=pkg["id"], name="tls")
-        api.add_devices(task["id"], ["tls-1"])
+        _, task = make_task(api, firmware, ["tls-1"], "tls")
         dev = FakeDevice("tls-1", proc.broker).start()
         try:
             api.start_task(task["id"])
@@ -76,9 +74,7 @@ def test_mqtts_external_broker(tmp_path: Path, firmware: Path) -> None:
                               ca=cert)
         try:
             api = proc.client()
-            pkg = api.create_package(file=str(firmware), version="2.0.0")
-            task = api.create_task(package=pkg["id"], name="mqtts")
-            api.add_devices(task["id"], ["s-1"])
+            _, task = make_task(api, firmware, ["s-1"], "mqtts")
             dev = FakeDevice("s-1", broker.url).start()  # the device on the plain listener
             try:
                 api.start_task(task["id"])

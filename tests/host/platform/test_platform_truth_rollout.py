@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 from fota_host.platform.client import connect
 from fota_host.platform.validate import PlatformError
-from platform_fakes import Env, FakeDevice, device_row, http_get, wait_device_state, wait_for
+from platform_fakes import (
+    Env,
+    FakeDevice,
+    device_row,
+    http_get,
+    make_task,
+    wait_device_state,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -57,9 +65,7 @@ def test_notice_waits_for_the_broker_and_says_so(on_mosquitto, firmware: Path) -
 def test_late_inform_after_cancel_records_what_the_device_runs(embedded, firmware: Path) -> None:
     embedded.start()
     api = embedded.api
-    pkg = api.create_package(file=str(firmware), version="2.0.0")
-    task = api.create_task(package=pkg["id"], name="late")
-    api.add_devices(task["id"], ["late-1"])
+    _, task = make_task(api, firmware, ["late-1"], "late")
     dev = FakeDevice("late-1", embedded.broker).start()
     try:
         api.start_task(task["id"])
@@ -141,9 +147,7 @@ def test_wrong_broker_credentials_fail_fast_with_the_reason(tmp_path: Path) -> N
 def test_the_log_tells_the_story_of_a_rollout(embedded, firmware: Path) -> None:
     embedded.start()
     api = embedded.api
-    pkg = api.create_package(file=str(firmware), version="2.0.0")
-    task = api.create_task(package=pkg["id"], name="story")
-    api.add_devices(task["id"], ["ok-1", "bad-1"])
+    _, task = make_task(api, firmware, ["ok-1", "bad-1"], "story")
     ok = FakeDevice("ok-1", embedded.broker).start()
     bad = FakeDevice("bad-1", embedded.broker).start()
     try:
