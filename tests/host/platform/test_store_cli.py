@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fota_host.platform.process import start_platform
+from fota_host.platform.client import ApiClient, read_service_info
 from helpers import free_port, wait_for
 from platform_fakes import FakeDevice, wait_device_state
 
@@ -80,10 +80,19 @@ def test_a_second_instance_on_one_sqlite_data_folder_is_refused(tmp_path: Path) 
 
 def test_a_device_is_upgraded_with_the_store_in_postgresql(tmp_path: Path, pg_url: str,
                                                            mosquitto, firmware: Path) -> None:
-    with start_platform(tmp_path / "data", db=pg_url, broker=mosquitto.url,
-                        timeout=60) as proc:
-        api = proc.client()
+    """`fota platform serve --db URL --broker URL --share-group g` end to end."""
+    data = tmp_path / "data"
+    log = open(tmp_path / "serve.log", "wb")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from fota_host.cli import main; main()", "platform", "serve",
+         "--data", str(data), "--http-port", "0", "--db", pg_url, "--broker", mosquitto.url,
+         "--share-group", "g", "--packages", str(tmp_path / "images")],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        info = wait_for(lambda: read_service_info(data), timeout=60, what="the service")
+        api = ApiClient(info)
         pkg = api.create_package(file=str(firmware), version="2.0.0")
+        assert (tmp_path / "images" / f"{pkg['id']}.bin").is_file()
         task = api.create_task(package=pkg["id"], name="pg")
         api.add_devices(task["id"], ["pg-1"])
         dev = FakeDevice("pg-1", mosquitto.url).start()
@@ -94,8 +103,12 @@ def test_a_device_is_upgraded_with_the_store_in_postgresql(tmp_path: Path, pg_ur
             wait_device_state(api, task["id"], "pg-1", "succeeded")
         finally:
             dev.stop()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        log.close()
     # the rows are in PostgreSQL, not in the data folder
-    assert not (tmp_path / "data" / "platform.db").exists()
+    assert not (data / "platform.db").exists()
     import psycopg
 
     with psycopg.connect(pg_url) as conn:
