@@ -16,10 +16,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from fota_host.platform.mosquitto import generate
 from fota_host.platform.process import start_platform
 from fota_host.sim.imageserver import ImageServer
 from fota_host.sim.swarm import SwarmOptions, SwarmResult, device_ids, run_swarm
-from helpers import free_port, wait_for
+from helpers import free_port, mosquitto_bin, wait_for, wait_port
 
 KEYS = ["devices", "upgraded", "failed", "duplicate_notices", "seconds"]
 
@@ -222,3 +223,37 @@ def test_one_device_speaks_the_protocol(tmp_path: Path, mosquitto: Any) -> None:
     assert (out["upgraded"], out["failed"], out["duplicate_notices"]) == (1, 0, 1)
     assert out["resumed"] == 1 and out["busy_refusals"] == 1 and out["stopped"]
     assert len(server.stats.requests) == 2
+
+
+@pytest.fixture
+def secured(tmp_path: Path):
+    """mosquitto as `fota platform mosquitto-config` sets it up (logins, ACL per device),
+    and the platform on it."""
+    port = free_port()
+    ids = device_ids("swarm-", 5)
+    run_as = "root" if os.geteuid() == 0 else None
+    info = generate(tmp_path / "mq", ids, port=port, bind="127.0.0.1", run_as=run_as)
+    broker = subprocess.Popen([mosquitto_bin(), "-c", info["config"]],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port)
+    proc = start_platform(tmp_path / "data", broker=info["platform_broker"], push_rate=60000)
+    yield proc, port, ids, info["credentials"]
+    proc.stop()
+    broker.terminate()
+    broker.wait(10)
+
+
+def test_secured_broker_with_per_device_credentials(secured: Any, tmp_path: Path) -> None:
+    platform, port, ids, credentials = secured
+    url = f"mqtt://127.0.0.1:{port}"
+    refused = swarm_cli("--count", "5", "--broker", url, "--username", "swarm-00001",
+                        "--password", "wrong")
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert f"broker {url} refused swarm-00001" in refused.stderr, refused.stderr
+    run, task_id = swarm_with_task(platform, tmp_path, ids, "--count", "5", "--broker", url,
+                                   "--credentials", credentials, "--until-version", "2.0.0")
+    out = json_line(run)
+    assert run.returncode == 0, run.stderr
+    assert (out["upgraded"], out["failed"], out["duplicate_notices"]) == (5, 0, 0)
+    task = platform.client().get_task(task_id)
+    assert Counter(d["state"] for d in task["devices"]) == {"succeeded": 5}
