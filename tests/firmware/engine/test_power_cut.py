@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from fota_host.boards import chips
-from fota_host.images import bundle, esp_image
+from fota_host.images import bundle
 from fota_host.images import synthetic as images
 from fota_host.sim import flash as simflash
 from fota_host.sim import mprun
@@ -68,20 +68,20 @@ def test_random_power_cuts_never_boot_a_partial_image_and_resume(tmp_path, serve
     assert st["version"] == "2.0.0" and st["pending"]
 
 
-def test_cut_right_after_switch_boots_the_new_image_on_trial(tmp_path, served):
+def test_cut_right_after_switch_boots_the_new_image_on_trial(tmp_path, served, esp32_board):
     """Once set_boot returned the switch is complete; a cut then is just a reboot."""
     flash = tmp_path / "flash"
-    sim.prepare(flash, "esp32", "1.0.0")
-    img = served.add("v2.bin", esp_image.build_sim_image("2.0.0", 100_000 - 100_000 % 16))
-    assert sim.update(flash, "esp32", img["url"], img["md5"], img["size"])["ok"]
+    sim.prepare(flash, esp32_board, "1.0.0")
+    img = served.add("v2.bin", images.sim_image(esp32_board, "2.0.0", 100_000 - 100_000 % 16))
+    assert sim.update(flash, esp32_board, img["url"], img["md5"], img["size"])["ok"]
     st = simflash.boot(flash)
     assert (st["version"], st["pending"]) == ("2.0.0", True)
 
 
-def test_bundle_unpack_cut_keeps_old_app(tmp_path, served):
+def test_bundle_unpack_cut_keeps_old_app(tmp_path, served, pico_board):
     """A cut while the slot folder is half unpacked: the pointer still names the old slot."""
     flash = tmp_path / "flash"
-    sim.prepare(flash, "pico_w", "1.0.0")
+    sim.prepare(flash, pico_board, "1.0.0")
     # Simulate the state a cut during unpack leaves: slot b partly written, pointer unchanged.
     (flash / "slots" / "b").mkdir(parents=True)
     (flash / "slots" / "b" / "app.py").write_text("half")
@@ -89,7 +89,7 @@ def test_bundle_unpack_cut_keeps_old_app(tmp_path, served):
     assert (st["running"], st["version"]) == ("a", "1.0.0")
     data = bundle.pack("2.0.0", bundle.sim_app("2.0.0"))
     img = served.add("b.fotb", data)
-    assert sim.update(flash, "pico_w", img["url"], img["md5"], img["size"])["ok"]
+    assert sim.update(flash, pico_board, img["url"], img["md5"], img["size"])["ok"]
     st = simflash.boot(flash)
     assert (st["running"], st["version"], st["pending"]) == ("b", "2.0.0", True)
     assert "def healthy" in (flash / "slots" / "b" / "app.py").read_text()
