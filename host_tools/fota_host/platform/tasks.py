@@ -13,16 +13,15 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import ctwing, variants
+from . import ctwing
 from .downloads import Downloads
 from .options import Settings
 from .store import ACTIVE_STATES, Row, StorageError, Store
-from .tasks_rate import FleetRate, ProgressBatch, PushRate
+from .tasks_rate import FleetRate, ProgressBatch, PushRate, claim_notice
 from .validate import PlatformError, check_device_id, int_id, parse_time, shown, text
 
 log = logging.getLogger("fota.platform")
@@ -357,24 +356,12 @@ class Tasks:
         due = self.store.due_notices(now, budget)
         sent = 0
         for sub in due:
-            # A repeated notice (the device reconnected) keeps a live token, so a download in
-            # flight can still resume; a retry after a failure gets a new one.
-            if sub["token"] and sub["token_expires"] > now:
-                token = sub["token"]
-            else:
-                token = secrets.token_urlsafe(16)
             acked = self.acked_publish is not None
             try:  # one sub-task's notice failing must not hold back everyone else's
-                with self.store.savepoint():
-                    # claimed first: False when it is no longer pending and due (cancelled
-                    # or notified meanwhile through another instance): no notice then
-                    if not self.store.mark_notified(
-                            sub["id"], token, now + self.settings.token_ttl, now,
-                            NOTICE_PUBLISHED if acked else NOTICE_SENT):
-                        continue
-                    offer = variants.served(self.store, sub)  # full, compressed or delta
-                    notice = ctwing.notice(sub["id"], self.settings.file_base, offer,
-                                           sub["task_id"], token)
+                notice = claim_notice(self.store, sub, now, self.settings,
+                                      NOTICE_PUBLISHED if acked else NOTICE_SENT)
+                if notice is None:
+                    continue  # cancelled, or notified through another instance meanwhile
             except StorageError:
                 raise
             except Exception as exc:

@@ -1,14 +1,18 @@
-"""The task clock's pace: the push rate (`PushRate` in one process, `FleetRate` counted
-from the notices every instance recorded in a shared PostgreSQL store) and the batch of
-progress reports written once per tick (`ProgressBatch`)."""
+"""The task clock's parts: the push rate (`PushRate` in one process, `FleetRate` counted
+from the notices every instance recorded in a shared PostgreSQL store), a due notice
+claimed and built (`claim_notice`), and the batch of progress reports written once per
+tick (`ProgressBatch`)."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from typing import Any
 
-from .store import Store
+from . import ctwing, variants
+from .options import Settings
+from .store import Row, Store
 
 
 class PushRate:
@@ -59,6 +63,24 @@ class FleetRate:
 
     def spend(self) -> None:
         """(the notice's row in the store is what counts)"""
+
+
+def claim_notice(store: Store, sub: Row, now: float, settings: Settings,
+                 desc: str) -> bytes | None:
+    """The notice of a due sub-task (`Store.due_notices` row), its token and time recorded
+    first, in a savepoint; None when it is no longer pending and due (cancelled, or
+    notified through another instance meanwhile): no notice must go out then."""
+    # A repeated notice (the device reconnected) keeps a live token, so a download in
+    # flight can still resume; a retry after a failure gets a new one.
+    if sub["token"] and sub["token_expires"] > now:
+        token = sub["token"]
+    else:
+        token = secrets.token_urlsafe(16)
+    with store.savepoint():
+        if not store.mark_notified(sub["id"], token, now + settings.token_ttl, now, desc):
+            return None
+        offer = variants.served(store, sub)  # full, compressed or delta
+        return ctwing.notice(sub["id"], settings.file_base, offer, sub["task_id"], token)
 
 
 class ProgressBatch:
