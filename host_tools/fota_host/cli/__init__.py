@@ -1,5 +1,7 @@
-"""`fota`, the command line: the root group here, one module per command group
-(platform, tasks: package/task/device, sim, pack, boards), `output` for how it answers."""
+"""`fota`, the command line: the root group here, one module per command group (platform;
+tasks: package/task/device; rollouts: task pause/resume/stop/approve/stats, device
+tag/versions; variants: package add-delta/compress; watch: task watch; keys: keys and
+sign; sim, simboard, simswarm; pack; boards), `output` for how it answers."""
 
 from __future__ import annotations
 
