@@ -27,10 +27,10 @@ FIXED = const(92)            # bytes of the fixed header
 _ENTRY = const(20)
 _MAX = const(0x3FFFFFFF)     # sizes stay small ints on 32-bit ports
 _CHUNKS = const(4096)        # most index entries accepted
-_CAP = const(1536)           # compressed bytes held for the inflater
-_PIECE = const(448)          # output bytes per inflater call at most; source read size
+# Inflated bytes per call at most (also the source's read size): 1024 with a window of
+# 2 KiB or less (a delta), 512 with a larger one; 3 times that of compressed input held
+# (a refill reads at least a piece; a call may take 2 bytes per output byte + _SLACK).
 _SLACK = const(640)          # input two deflate block boundaries may take in one call
-_LOW = const(1088)           # refill below this (= _CAP - _PIECE: a refill reads a piece)
 
 
 def _bad(reason, step=-3):
@@ -157,12 +157,13 @@ class Decoder:
             st[_PH] = entry[4]
             st[_BAT] = -(1 << 30)
         # Inflated bytes go to pb after _CARRY bytes; pb is also the source's read buffer.
-        self.pb = bytearray(_CARRY + _PIECE)
+        piece = self.piece = 1024 if wbits <= 11 else 512
+        self.pb = bytearray(_CARRY + piece)
         self.pv = memoryview(self.pb)[_CARRY:]
-        left = (self.end - self.pos) % _PIECE
+        left = (self.end - self.pos) % piece
         self.tail = self.pv[:left] if left else self.pv
         self.bb = self.pb        # the base window (patch.Patcher's own)
-        self.bio = io.BytesIO(_CAP)
+        self.bio = io.BytesIO(3 * piece)
         self.vend = 0            # bytes of bio holding input
         self.d = deflate.DeflateIO(self.bio, deflate.RAW, wbits)
         self.fill = self._fill   # bound once: the loop calls them (no allocation then)
@@ -173,11 +174,12 @@ class Decoder:
         bio = self.bio
         pv = self.pv
         at = self.vend - have
+        piece = self.piece
         i = 0
         while i < have:
             n = have - i
-            if n > _PIECE:
-                n = _PIECE
+            if n > piece:
+                n = piece
             bio.seek(at + i)
             bio.readinto(pv, n)
             bio.seek(i)
@@ -186,8 +188,8 @@ class Decoder:
         bio.seek(have)
         src = self.src
         hasher = self.hasher
-        while have <= _CAP - _PIECE and self.pos < self.end:
-            b = pv if self.end - self.pos >= _PIECE else self.tail
+        while have <= 2 * piece and self.pos < self.end:
+            b = pv if self.end - self.pos >= piece else self.tail
             if src.readinto(b) != len(b):
                 raise _Cut
             if hasher is not None:
@@ -205,7 +207,7 @@ class Decoder:
         bio = self.bio
         have = self.vend - bio.tell()
         if self.pos < self.end:
-            if have < _LOW:
+            if have < 2 * self.piece:
                 have = self._refill(have)
             if self.pos < self.end:          # more to come: stay inside the held input
                 have = (have - _SLACK) >> 1
@@ -232,7 +234,7 @@ class Decoder:
         left = st[_PN] - i
         for j in range(left):
             pb[_CARRY - left + j] = pb[i + j]
-        got = self._take(_PIECE)
+        got = self._take(self.piece)
         st[_PI] = _CARRY - left
         st[_PN] = _CARRY + got
         if not got:

@@ -17,7 +17,7 @@ from micropython import const
 
 from fota.inflate import Decoder
 
-_BASE = const(512)           # base bytes read at a time
+_BASE = const(1024)          # base bytes read at a time
 _WHY = ("truncated patch", "bad number in patch", "patch writes past the end of the image",
         "patch reads outside the base image", "not a sequential uncompressed detools patch",
         "patch and header disagree on the image size", "detools data formats are not supported")
