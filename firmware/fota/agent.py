@@ -98,7 +98,8 @@ class Agent:
         self.trial = None
         self.inform_task = -1
         self.restart_after_report = False
-        self.link = None                # made on the first poll()
+        self.t_upgrade = prefix + b"upgrade"    # None once the link is made (first poll)
+        self.trial_end = 0
         self.tls_off = False            # MQTT closed during downloads (tls_during_download)
         self.off = getattr(slot, "off", None)   # why OTA is off on this board, or None
         from fota import updater
@@ -128,10 +129,11 @@ class Agent:
     def poll(self):
         if self.feed:
             self.feed()
-        if self.link is None:
+        if self.t_upgrade:
             from fota import updater
 
-            updater.attach(self, self.cfg["topic_prefix"].rstrip("/") + "/ota/upgrade")
+            self.link = updater.attach(self, self.t_upgrade)
+            self.t_upgrade = None
             release()
         self.link.poll()
         if self.link.connected:

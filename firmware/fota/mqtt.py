@@ -169,7 +169,7 @@ def _context(spec):
         if "fota.http" not in sys.modules:
             sys.modules.pop("fota.tls", None)
             try:
-                del sys.modules["fota"].tls
+                delattr(sys.modules["fota"], "tls")
             except (AttributeError, KeyError):
                 pass
 

@@ -60,12 +60,13 @@ def attach(a, topic):
         from fota.tls import context, read_ca
 
         tls = context(read_ca(b["ca"]), b["insecure"])
-    link = a.link = Link(a.cfg["device_id"], b["host"], b["port"], b["user"], b["password"],
-                         b["keepalive"], tls, None, int(b["timeout_s"] * 1000),
-                         tick=a.feed)   # connects and slow brokers feed the watchdog too
+    link = Link(a.cfg["device_id"], b["host"], b["port"], b["user"], b["password"],
+                b["keepalive"], tls, None, int(b["timeout_s"] * 1000),
+                tick=a.feed)    # connects and slow brokers feed the watchdog too
     link.on_message = a._on_message
     link.on_connect = a._on_connect
     link.subscribe(topic, 1)
+    return link
 
 
 def trial_failed(a):
@@ -217,7 +218,7 @@ def _attempt(a, task, p):
         return held[0](offset, size)
 
     def downloaded():
-        held[0] = None
+        held.clear()
         _drop_http()
 
     step_pct = cfg["progress_step"]
