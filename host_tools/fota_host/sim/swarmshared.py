@@ -40,7 +40,7 @@ class SwarmOptions:
     connect_threads: int = 32            # threads for paho's blocking connect()
     http_limit: int = 256                # downloads in flight at once
     keepalive: int = 60
-    mqtt_timeout: float = 30.0           # CONNACK, SUBACK and PUBACK deadline
+    mqtt_timeout: float = 60.0           # CONNACK, SUBACK and PUBACK deadline
     http_timeout: float = 30.0           # connect and idle deadline of a download
     progress_step: int = 5               # the device defaults (firmware/fota/config.py)
     progress_interval: float = 10.0
@@ -93,7 +93,8 @@ class Shared:
 
 
 class _Client(aiomqtt.Client):
-    """aiomqtt's client, with paho's "socket wants writing" hook checked when it runs.
+    """aiomqtt's client, with paho's housekeeping every keepalive/4 seconds instead of every
+    second, and paho's "socket wants writing" hook checked when it runs.
 
     aiomqtt hands `add_writer(fd)` to the loop with call_soon_threadsafe; when the socket
     closes before that runs (a device disconnecting right after a publish: its reboot),
@@ -102,6 +103,14 @@ class _Client(aiomqtt.Client):
     and its publishes time out. Here the writer is added only while the socket is still
     this client's.
     """
+
+    async def _misc_loop(self) -> None:
+        # paho's housekeeping (keepalive pings, their answer's deadline): aiomqtt runs it
+        # every second, 10 000 wakeups a second for 10 000 devices, which starved the loop
+        # at 10k; every keepalive/4 as the agent pings (the broker waits 1.5 x keepalive).
+        every = max(1.0, self._keepalive / 4)
+        while self._client.loop_misc() == 0:     # MQTT_ERR_SUCCESS
+            await asyncio.sleep(every)
 
     def _on_socket_register_write(self, client: Any, userdata: Any, sock: Any) -> None:
         def write() -> None:
