@@ -51,7 +51,10 @@ class ImageServer:
         self.scheme = "https" if tls else "http"
         if tls:
             self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        # shutdown() waits for the loop's next poll: 50 ms, not the default half second
+        # (every test that serves an image stops one)
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
 
     def url(self, name: str, host: str = "127.0.0.1") -> str:
         return f"{self.scheme}://{host}:{self.port}/{name}"

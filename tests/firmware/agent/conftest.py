@@ -20,6 +20,7 @@ FAST = {"health_deadline_s": 15, "progress_interval_s": 1,
 def peer(mosquitto):
     p = Peer(mosquitto.port)
     yield p
+    p.client.disconnect()   # first: paho's loop thread then ends at once, not at its 1 s tick
     p.close()
     assert not p.errors, f"messages off the spec: {p.errors}"
 
