@@ -18,7 +18,7 @@ from fota_host.images import synthetic as images
 from fota_host.platform.process import start_platform
 from fota_host.sim.device import SimDevice
 from fota_host.sim.faults import FaultProxy, LinkFaults
-from helpers import Mosquitto, free_port
+from helpers import Mosquitto
 
 OLD, NEW = "1.0.1", "2.0.0"
 SIZE = {"esp32": 128 * 1024, "pico_w": 96 * 1024}
@@ -30,6 +30,10 @@ FAST = {"health_deadline_s": 15, "progress_interval_s": 0.5,
 BOOT_LINE = re.compile(r"^\[sim\] boot \d+: running (\S+) version (\S+)( \(trial\))?", re.M)
 
 
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
 class World:
     def __init__(self, tmp: Path, broker_kind: str) -> None:
         self.tmp = tmp
@@ -39,8 +43,6 @@ class World:
             mq_dir = tmp / "mq"
             mq_dir.mkdir()
             self.mosquitto = Mosquitto(mq_dir).start()
-        self.http_port = free_port()
-        self.mqtt_port = free_port()
         self.platform: Any = None
         self.proxy: FaultProxy | None = None
         self.devices: dict[str, SimDevice] = {}
@@ -49,14 +51,24 @@ class World:
 
     # -- the two servers --
     def start(self, proxy: dict[str, Any] | None = None, **options: Any) -> World:
-        """The platform; with `proxy` (LinkFaults fields), devices download through a FaultProxy."""
+        """The platform; with `proxy` (LinkFaults fields), devices download through a FaultProxy.
+
+        The platform binds free ports itself (0), which a restart keeps: ports picked here
+        and bound later were taken meanwhile by other programs on a busy machine ("Address
+        already in use")."""
         if proxy is not None:
-            self.proxy = FaultProxy(self.http_port, faults=LinkFaults(**proxy))
+            # it listens first (its address is the public URL); its target is known later
+            self.proxy = FaultProxy(0, faults=LinkFaults(**proxy))
             options["public_url"] = self.proxy.url
         options.setdefault("push_rate", 6000)
         self.platform = start_platform(
             self.tmp / "platform", broker=self.mosquitto.url if self.mosquitto else None,
-            http_port=self.http_port, mqtt_port=self.mqtt_port, **options)
+            http_port=0, mqtt_port=0, **options)
+        self.platform.options.http_port = _port(self.platform.api)
+        if not self.mosquitto:
+            self.platform.options.mqtt_port = _port(self.platform.broker)
+        if self.proxy:
+            self.proxy.target = ("127.0.0.1", self.platform.options.http_port)
         self.api = self.platform.client()
         return self
 
