@@ -156,15 +156,9 @@ def test_a_silent_server_ends_in_minus_2_at_the_idle_deadline(peer, devices):
 
 # --- #11.4: board limits and layouts ---------------------------------------------------
 
-@pytest.mark.parametrize("wdt_s", [12, 30])
-def test_watchdog_above_the_board_maximum_is_clamped_and_the_app_runs(peer, devices, any_board,
-                                                                     wdt_s):
-    """The rp2 port refuses a WDT timeout above 8388 ms on the RP2040 and 16777 ms on the
-    RP2350 (so does the simulated one): the device clamps wdt_s to its board's maximum,
-    says so in one line, and runs; a value the board takes (any on the ESP32s, 12 s on a
-    Pico 2 W) is used as it is."""
-    limit = chips.BOARDS[any_board].wdt_max_s
-    dev = devices("p1", any_board, wdt_s=wdt_s)
+def check_watchdog(peer, devices, board: str, wdt_s: float) -> None:
+    limit = chips.BOARDS[board].wdt_max_s
+    dev = devices("p1", board, wdt_s=wdt_s)
     msg = first_inform(peer, "p1")
     assert msg["params"]["version"] == "1.0.0"
     log = log_of(dev)
@@ -175,6 +169,18 @@ def test_watchdog_above_the_board_maximum_is_clamped_and_the_app_runs(peer, devi
     else:
         assert "fota: watchdog:" not in log, log
     assert dev.boots == 1 and "Traceback" not in log
+
+
+def test_watchdog_above_the_board_maximum_is_clamped_and_the_app_runs(peer, devices, any_board):
+    """The rp2 port refuses a WDT timeout above 8388 ms on the RP2040 and 16777 ms on the
+    RP2350 (so does the simulated one): the device clamps wdt_s 30 to its board's maximum,
+    says so in one line, and runs; an ESP32 takes 30 s as it is."""
+    check_watchdog(peer, devices, any_board, 30)
+
+
+def test_a_watchdog_between_the_two_rp2_limits(peer, devices, pico_board):
+    """12 s: clamped on a Pico W (RP2040), taken as it is by a Pico 2 W (RP2350)."""
+    check_watchdog(peer, devices, pico_board, 12)
 
 
 def factory_esp32(flash: Path, broker_url: str, board: str = "esp32") -> None:
