@@ -111,7 +111,8 @@ async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None
     if share_group and not opts.broker:
         raise PlatformError(f"share group {share_group!r}: several instances need an external "
                             "broker with MQTT shared subscriptions (--broker mqtt://..., e.g. "
-                            "mosquitto or EMQX); the embedded broker has none")
+                            "mosquitto or EMQX); the embedded broker has none (one instance on "
+                            "it: --share-group '')")
     if share_group:
         check_group(share_group)
     metrics.set_instance(getattr(opts, "instance_id", None))

@@ -17,7 +17,17 @@ import paho.mqtt.client as mqtt
 import pytest
 from fota_host.platform.options import Settings
 from fota_host.platform.process import start_platform
-from platform_fakes import FakeDevice, Mosquitto, broker_addr, wait_device_state, wait_for
+from fota_host.platform.tasks import NOT_SENT
+from fota_host.sim.faults import FaultProxy
+from platform_fakes import (
+    FakeDevice,
+    Mosquitto,
+    broker_addr,
+    device_row,
+    http_get,
+    wait_device_state,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(not hasattr(Settings, "share_group"),
                                 reason="needs Settings.share_group (PostgreSQL store, #20)")
@@ -97,12 +107,24 @@ def test_a_dead_members_messages_are_taken_over(tmp_path: Path) -> None:
         broker.stop()
 
 
+def broker_up(proc) -> float:
+    """fota_broker_connected of the instance (its /metrics)."""
+    token = (proc.data_dir / "metrics.token").read_text().strip()
+    status, body, _ = http_get(proc.api + "/metrics", {"Authorization": f"Bearer {token}"})
+    assert status == 200
+    line = next(x for x in body.decode().splitlines() if x.startswith("fota_broker_connected{"))
+    return float(line.rsplit(" ", 1)[1])
+
+
 @pytest.mark.parametrize("share_group", ["", "fota"])
 def test_notices_wait_for_the_broker(tmp_path: Path, firmware: Path, share_group: str) -> None:
+    """The platform's link is cut (the devices' is not): the notice of a task started
+    meanwhile waits, and goes out once the platform is connected again."""
     (tmp_path / "mq").mkdir()
     broker = Mosquitto(tmp_path / "mq").start()
-    proc = start_platform(tmp_path / "data", broker=broker.url, share_group=share_group,
-                          http_port=0, timeout=30, device_timeout=60)
+    path = FaultProxy(broker.port)
+    proc = start_platform(tmp_path / "data", broker=f"mqtt://127.0.0.1:{path.port}",
+                          share_group=share_group, http_port=0, timeout=30)
     dev = None
     try:
         api = proc.client()
@@ -111,11 +133,14 @@ def test_notices_wait_for_the_broker(tmp_path: Path, firmware: Path, share_group
         api.add_devices(task["id"], ["dev-r"])
         dev = FakeDevice("dev-r", broker.url).start()
         wait_for(lambda: api.list_devices(), 20, what="the device's inform")
-        dev.inform_on_connect = False  # from now on only the platform's queue can send it
-        broker.stop()
+        dev.inform_on_connect = False
+        path.refuse(600)  # cut, and no new connection until told
+        wait_for(lambda: broker_up(proc) == 0, 30, what="the platform's link down")
         api.start_task(task["id"])
-        time.sleep(1.0)  # the clock runs with the broker down: the notice waits
-        broker.start()
+        wait_for(lambda: device_row(api, task["id"], "dev-r")["desc"] == NOT_SENT, 30,
+                 what="the notice held")
+        assert dev.no_notice(0.5)
+        path.refuse(0)  # the platform may connect again
         notice = dev.wait_notice(timeout=60)
         assert notice["payload"]["version"] == "2.0.0"
         dev.upgrade(notice)
@@ -123,6 +148,42 @@ def test_notices_wait_for_the_broker(tmp_path: Path, firmware: Path, share_group
     finally:
         if dev is not None:
             dev.stop()
+        proc.stop()
+        path.close()
+        broker.stop()
+
+
+def test_a_broker_restart_is_caught_up(tmp_path: Path, firmware: Path) -> None:
+    """mosquitto restarted (without persistence: every session and subscription gone)
+    mid-task: the platform subscribes again and the devices that come back get their
+    notices (a device informs on connect)."""
+    (tmp_path / "mq").mkdir()
+    broker = Mosquitto(tmp_path / "mq").start()
+    proc = start_platform(tmp_path / "data", broker=broker.url, share_group="fota",
+                          http_port=0, timeout=30)
+    devs: list[FakeDevice] = []
+    try:
+        api = proc.client()
+        pkg = api.create_package(file=str(firmware), version="2.0.0", product="demo")
+        task = api.create_task(package=pkg["id"], name="to 2.0.0")
+        api.add_devices(task["id"], ["dev-1", "dev-2"])
+        devs = [FakeDevice(d, broker.url).start() for d in ("dev-1", "dev-2")]
+        api.start_task(task["id"])
+        devs[0].upgrade(devs[0].wait_notice(timeout=60))
+        wait_device_state(api, task["id"], "dev-1", "succeeded", timeout=60)
+        broker.restart(down_seconds=1.0)
+        wait_for(lambda: not devs[1].connected.is_set() or broker_up(proc) == 0, 30,
+                 what="the restart seen")
+        wait_for(devs[1].connected.is_set, 60, what="dev-2 back")
+        notice = devs[1].wait_notice(timeout=60)  # sent before the restart, or again after
+        while (later := devs[1].next_notice(2.0)) is not None:
+            notice = later
+        devs[1].upgrade(notice)
+        wait_device_state(api, task["id"], "dev-2", "succeeded", timeout=60)
+        wait_for(lambda: broker_up(proc) == 1, 30, what="the platform connected")
+    finally:
+        for d in devs:
+            d.stop()
         proc.stop()
         broker.stop()
 
