@@ -34,8 +34,8 @@ def _free_port() -> int:
 # What an upgrading ESP32 agent holds as code: the device modules and the simulation's
 # stand-ins for the ESP32 port's built-in modules.
 AGENT_MODULES = ("umqtt.simple", "fota.mqttcodec", "fota.mqtt", "fota.protocol", "fota.agent",
-                 "fota.engine", "fota.journal", "fota.statefile", "fota.http", "fota.esp32slot",
-                 "fota.esp32trial", "esp32", "machine")
+                 "fota.updater", "fota.engine", "fota.journal", "fota.statefile", "fota.http",
+                 "fota.esp32slot", "fota.esp32trial", "esp32", "machine")
 
 
 def loaded_code_kib() -> float:
