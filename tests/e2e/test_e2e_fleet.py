@@ -79,10 +79,9 @@ def test_fleet_runs_n_devices_and_stops_cleanly(tmp_path):
 def test_fleet_fault_flags_during_an_upgrade(tmp_path):
     """Power cuts, a late device, a frozen one, a broker outage and a slow link, all in one
     upgrade."""
-    http_port, proxy_port = free_port(), free_port()
-    platform = start_platform(tmp_path / "platform", http_port=http_port,
-                              public_url=f"http://127.0.0.1:{proxy_port}", retries=2,
-                              retry_backoff=0.5)
+    proxy_port = free_port()  # the fleet's proxy binds it; the platform picks its own
+    platform = start_platform(tmp_path / "platform", public_url=f"http://127.0.0.1:{proxy_port}",
+                              retries=2, retry_backoff=0.5)
     data = tmp_path / "fleet"
     api = platform.client()
     proc = None
@@ -92,7 +91,7 @@ def test_fleet_fault_flags_during_an_upgrade(tmp_path):
                          "--offline-for", "4", "--mqtt-outage", "3,1", "--seed", "7",
                          "--pause", "1", "--pause-for", "1",
                          "--http-proxy", str(proxy_port), "--http-upstream",
-                         f"http://127.0.0.1:{http_port}", "--http-rate", "65536",
+                         platform.api, "--http-rate", "65536",
                          "--config", json.dumps({"broker": {"keepalive": 4, "timeout_s": 2},
                                                  "progress_interval_s": 0.5}))
         fleet = json.loads(_wait_file(data / "fleet.json"))
