@@ -87,13 +87,22 @@ class PgServer:
         return self
 
     def start(self) -> PgServer:
-        """Start (again, on the same port once it has one)."""
-        self.port = self.port or free_port()
-        opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                "-c fsync=off -c full_page_writes=off "
-                "-c max_connections=200")
-        self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.log), "-w",
-                  "-t", "60", "start")
+        """Start (again, on the same port once it has one). The first start tries a few
+        free ports: another test's process may take the one picked before the server
+        binds it."""
+        for attempt in range(1 if self.port else 3):
+            port = self.port or free_port()
+            opts = (f"-p {port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                    "-c fsync=off -c full_page_writes=off -c max_connections=200")
+            try:
+                self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.log),
+                          "-w", "-t", "60", "start")
+            except RuntimeError:
+                if self.port or attempt == 2:
+                    raise
+                continue
+            self.port = port
+            return self
         return self
 
     def stop(self, mode: str = "fast") -> None:
