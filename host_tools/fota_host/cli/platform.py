@@ -74,8 +74,8 @@ def platform_group() -> None:
                    "one instance). The platform creates and migrates the schema.")
 @click.option("--share-group", metavar="GROUP",
               help="MQTT shared-subscription group ($share/GROUP/...): each device message "
-                   "reaches one instance of the group (default with --db: fota; without: "
-                   "plain subscriptions; '' for plain ones with --db).")
+                   "reaches one instance of the group (default with --db and --broker: "
+                   "fota; else plain subscriptions; '' for plain ones).")
 @click.option("--packages", "packages_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder of the package images (default DIR/packages); instances sharing "
                    "a --db database must share it.")

@@ -10,6 +10,8 @@ from typing import Any
 
 from .store_sql import is_postgres
 
+DEFAULT_SHARE_GROUP = "fota"
+
 
 @dataclass
 class Settings:
@@ -27,15 +29,11 @@ class Settings:
     # (postgresql://USER:PASS@HOST[:PORT]/DB) is shared by any number of instances.
     db: str | None = None
     # MQTT shared-subscription group ($share/<group>/...): each device message reaches one
-    # instance of the group. Default "fota" with a PostgreSQL store, None (plain
-    # subscriptions) with SQLite; "" forces plain subscriptions.
+    # instance of the group. None: "fota" for a service with a PostgreSQL store and an
+    # external broker (ServiceOptions), else plain subscriptions; "" forces plain ones.
     share_group: str | None = None
     # Package images: None = DATA/packages; instances sharing a database share this folder.
     packages_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.share_group is None and is_postgres(self.db):
-            self.share_group = "fota"
 
 
 @dataclass
@@ -60,6 +58,11 @@ class ServiceOptions:
     connect_timeout: float = 10.0  # seconds an MQTT connection may wait for its CONNECT
     max_per_address: int = 256  # open HTTP connections per client address (a NAT: more)
     settings: Settings = field(default_factory=Settings)
+
+    def __post_init__(self) -> None:
+        # instances sharing a PostgreSQL store share the device messages of the broker
+        if self.settings.share_group is None and is_postgres(self.settings.db) and self.broker:
+            self.settings.share_group = DEFAULT_SHARE_GROUP
 
     @classmethod
     def build(cls, data_dir: str | Path, **options: Any) -> ServiceOptions:

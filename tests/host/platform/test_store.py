@@ -7,9 +7,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 from fota_host.platform import store_rollouts as sr
-from fota_host.platform.store import Store
+from fota_host.platform.store import StorageError, Store, storage_errors
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -236,3 +237,20 @@ def test_what_is_committed_survives_reopening(target: Path | str) -> None:
         assert [d["id"] for d in again.devices()] == ["kept"]
     finally:
         again.close()
+
+
+@pytest.mark.parametrize("error,words", [
+    (psycopg.errors.DiskFull("could not extend file"), "disk full"),
+    (psycopg.OperationalError("server closed the connection unexpectedly"), "PostgreSQL"),
+    (psycopg.errors.AdminShutdown("terminating connection"), "PostgreSQL"),
+    (psycopg.errors.DeadlockDetected("deadlock detected"), "PostgreSQL"),
+])
+def test_postgresql_failures_are_storage_errors(error: Exception, words: str) -> None:
+    """A full disk, a lost connection, a deadlock: the message is kept, not dropped."""
+    with pytest.raises(StorageError, match=words), storage_errors():
+        raise error
+
+
+def test_other_postgresql_errors_stay_what_they_are() -> None:
+    with pytest.raises(psycopg.errors.UniqueViolation), storage_errors():
+        raise psycopg.errors.UniqueViolation("duplicate key")

@@ -52,7 +52,7 @@ def test_an_unreachable_or_refused_database_says_what_to_check(tmp_path: Path,
     for url, word in ((nobody, "Connection refused"),
                       (wrong_password, "password authentication failed"),
                       (no_database, '"no_such_database" does not exist')):
-        line = _one_clear_line(serve(tmp_path / "data", "--db", url, "--share-group", ""),
+        line = _one_clear_line(serve(tmp_path / "data", "--db", url),
                                "cannot open the PostgreSQL store", word,
                                "check that the server runs")
         assert "not-the-password" not in line and pg_server.password not in line
