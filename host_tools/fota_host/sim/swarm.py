@@ -204,7 +204,10 @@ async def swarm(opts: SwarmOptions, on_status: Callable[[SwarmResult], None] | N
     tls = _tls(opts) if broker.tls or opts.ca or opts.insecure else None
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=opts.http_timeout,
                                     sock_read=opts.http_timeout)
-    connector = aiohttp.TCPConnector(limit=opts.http_limit, ssl=tls if tls else True)
+    # One connection per download, closed after it (the device sends Connection: close):
+    # no pooled connection that the server has meanwhile closed ("Server disconnected").
+    connector = aiohttp.TCPConnector(limit=opts.http_limit, ssl=tls if tls else True,
+                                     force_close=True)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         shared = Shared(opts, broker, session, tls)
         loop = asyncio.get_running_loop()
