@@ -304,10 +304,6 @@ def _transfer(slot, source, size, plan, progress, journal, trusted, lock_heap, b
                 have = True
             plan[_HEAD] = None
             plan[_ST] = _state(plan, trusted)
-        target = getattr(stream, "target", None)     # (fota.http's Body has it)
-        if target is not None:
-            target(buf)
-        target = None
         _move(slot, stream, plan[_ST], buf, blocks, plan[_ISIZE], progress, plan[_LOG],
               lock_heap, have)
     finally:

@@ -18,8 +18,6 @@ TOTAL_MS = const(3600000)    # one download attempt, redirects included
 _SLICE_MS = const(1000)      # longest wait between two tick() calls
 _LINE = const(16384)         # longest response head (presigned Locations run to 2 KiB)
 _BITS = const(7)             # 128-byte scratch for reads into the middle of a buffer
-_STEP_BITS = const(9)        # target(): a view of the buffer every 512 bytes
-_STEP = const(512)
 _IN = const(1)               # select.POLLIN, POLLOUT, POLLERR|POLLHUP on every port
 _OUT = const(4)
 _BAD = const(24)
@@ -118,17 +116,6 @@ class Body:
         self.done = 0            # body bytes handed out
         self._one = bytearray(1)
         self._chunk = None       # fota.httpchunk.next_chunk for a chunked body
-        self._into = None        # the buffer target() prepared views of
-        self._views = None       # views of it from 512, 1024, ... bytes on
-
-    def target(self, buf):
-        """Prepare for reads into `buf` at any offset (the engine's block buffer, before
-        its loop): views of it from every 512 bytes, made once, so a short read is
-        continued in one more call instead of many 128-byte scratch reads (CPU)."""
-        if buf is not self._into and len(buf) > _STEP:
-            mv = memoryview(buf)
-            self._views = [mv[i:] for i in range(_STEP, len(buf), _STEP)]
-            self._into = buf
 
     def fail(self, cause, step=-2):
         """The UpdateError for `cause` at this host (fota.httpchunk and httpredirect
@@ -164,13 +151,7 @@ class Body:
         0 at the end of the stream."""
         while True:
             try:
-                if off and buf is self._into and not off & (_STEP - 1):
-                    r = self.s.readinto(self._views[(off >> _STEP_BITS) - 1], k)
-                elif off:
-                    if buf is self._into:        # up to the next view only
-                        j = _STEP - (off & (_STEP - 1))
-                        if j < k:
-                            k = j
+                if off:
                     i = _BITS                    # the largest scratch view <= k
                     while (1 << i) > k:
                         i -= 1
@@ -199,21 +180,6 @@ class Body:
         if n < 0 or n > len(buf):
             n = len(buf)
         got = 0
-        if self._left < 0:
-            # Not chunked: what the socket already holds, in one call (the steady
-            # state of a fast download: a whole block at once, no Python per read).
-            try:
-                got = self.s.readinto(buf, n) or 0
-            except OSError as exc:
-                raise _fail(self.host, _why(exc))
-            if got:
-                now = self._last = ticks_ms()
-                if (ticks_diff(now, self._ticked) >= _SLICE_MS
-                        or ticks_diff(self._end, now) <= 0):
-                    self._beat(now)
-                if got == n:
-                    self.done += n
-                    return n
         while got < n:
             k = n - got
             if self._left >= 0:                      # chunked
