@@ -43,9 +43,11 @@ from .store_sql import (
     Db,
     StorageError,
     is_postgres,
+    shown_url,
     storage_errors,
 )
 from .store_subtasks import ACTIVE_STATES, SubtaskQueries
+from .validate import PlatformError
 
 __all__ = ["ACTIVE_STATES", "DISK_FULL_ERRNOS", "SCHEMA", "Row", "StorageError", "Store",
            "is_postgres", "storage_errors"]
@@ -69,6 +71,17 @@ class Store(SubtaskQueries):
         self.path = None if self.shared else Path(target)
         try:
             migrate(self.db)
+        except PlatformError:
+            self.db.close()
+            raise
+        except Exception as exc:  # no right to create tables, a read-only file...
+            self.db.close()
+            where = shown_url(str(target)) if self.shared else str(target)
+            why = (str(exc).strip().splitlines() or [repr(exc)])[0]
+            raise PlatformError(f"cannot prepare the platform store's tables in {where} "
+                                f"({why}): the store must be writable "
+                                "(with --db: a user that may create tables in that database)",
+                                503) from None
         except BaseException:
             self.db.close()
             raise

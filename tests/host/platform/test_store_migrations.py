@@ -125,3 +125,19 @@ def test_the_sqlite_file_is_an_ordinary_sqlite_database(tmp_path: Path) -> None:
             (sm.LATEST,)
     finally:
         db.close()
+
+
+def test_a_database_user_that_may_not_create_tables_is_told_so(pg_server, pg_url: str) -> None:
+    import secrets
+
+    import psycopg
+
+    role = f"weak_{secrets.token_hex(4)}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'weakpw'")
+        conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+    url = pg_server.url(pg_url.rsplit("/", 1)[1], password="weakpw", user=role)
+    with pytest.raises(PlatformError) as err:
+        Store(url)
+    assert "permission denied" in str(err.value) and "may create tables" in str(err.value)
+    assert "weakpw" not in str(err.value)
