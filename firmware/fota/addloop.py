@@ -22,171 +22,172 @@ early, -2 a number too long, -3 writes past the image, -4 reads outside the base
 """
 
 # Two sources, compiled one after the other: the compiler's working memory is that of
-# the larger alone (a few KiB less at the update's peak than one function).
+# the larger alone (a few KiB less at the update's peak than one function). One-space
+# indents: the text is held in RAM while it compiles.
 _RUN = """
 @micropython.viper
 def run(st, dst, n: int, pb, bb, fill, rd) -> int:
-    s = ptr32(st)
-    d = ptr8(dst)
-    p = ptr8(pb)
-    q = ptr8(bb)
-    blen = int(len(bb))
-    pi = s[0]
-    pn = s[1]
-    ph = s[2]
-    rem = s[3]
-    frm = s[4]
-    bat = s[5]
-    done = s[9]
-    r = 0
-    while True:
-        if rem == 0 or (ph != 1 and ph != 2):
-            if done == n:
-                break
-            s[0] = pi
-            s[2] = ph
-            s[3] = rem
-            s[4] = frm
-            s[9] = done
-            r = int(hdr(st, pb, n, fill))
-            pi = s[0]
-            pn = s[1]
-            ph = s[2]
-            rem = s[3]
-            frm = s[4]
-            if r or n < 0:
-                break
-            continue
-        if done == n:
-            break
-        k = pn - pi
-        if k == 0:
-            if s[10]:
-                r = -1
-                break
-            s[0] = pi
-            fill()
-            pi = s[0]
-            pn = s[1]
-            continue
-        if k > rem:
-            k = rem
-        if k > n - done:
-            k = n - done
-        i = 0
-        if ph == 1:
-            o = frm - bat
-            if o < 0 or o >= blen:
-                bat = frm
-                if frm + blen > s[8]:
-                    bat = s[8] - blen
-                rd(bat)
-                o = frm - bat
-            if k > blen - o:
-                k = blen - o
-            while i < k:
-                d[done + i] = (p[pi + i] + q[o + i]) & 0xFF
-                i += 1
-            frm += k
-        else:
-            while i < k:
-                d[done + i] = p[pi + i]
-                i += 1
-        pi += k
-        rem -= k
-        done += k
-    s[0] = pi
-    s[2] = ph
-    s[3] = rem
-    s[4] = frm
-    s[5] = bat
-    s[9] = done
-    return r
+ s = ptr32(st)
+ d = ptr8(dst)
+ p = ptr8(pb)
+ q = ptr8(bb)
+ blen = int(len(bb))
+ pi = s[0]
+ pn = s[1]
+ ph = s[2]
+ rem = s[3]
+ frm = s[4]
+ bat = s[5]
+ done = s[9]
+ r = 0
+ while True:
+  if rem == 0 or (ph != 1 and ph != 2):
+   if done == n:
+    break
+   s[0] = pi
+   s[2] = ph
+   s[3] = rem
+   s[4] = frm
+   s[9] = done
+   r = int(hdr(st, pb, n, fill))
+   pi = s[0]
+   pn = s[1]
+   ph = s[2]
+   rem = s[3]
+   frm = s[4]
+   if r or n < 0:
+    break
+   continue
+  if done == n:
+   break
+  k = pn - pi
+  if k == 0:
+   if s[10]:
+    r = -1
+    break
+   s[0] = pi
+   fill()
+   pi = s[0]
+   pn = s[1]
+   continue
+  if k > rem:
+   k = rem
+  if k > n - done:
+   k = n - done
+  i = 0
+  if ph == 1:
+   o = frm - bat
+   if o < 0 or o >= blen:
+    bat = frm
+    if frm + blen > s[8]:
+     bat = s[8] - blen
+    rd(bat)
+    o = frm - bat
+   if k > blen - o:
+    k = blen - o
+   while i < k:
+    d[done + i] = (p[pi + i] + q[o + i]) & 0xFF
+    i += 1
+   frm += k
+  else:
+   while i < k:
+    d[done + i] = p[pi + i]
+    i += 1
+  pi += k
+  rem -= k
+  done += k
+ s[0] = pi
+ s[2] = ph
+ s[3] = rem
+ s[4] = frm
+ s[5] = bat
+ s[9] = done
+ return r
 """
 
 _HDR = """
 @micropython.viper
 def hdr(st, pb, n: int, fill) -> int:
-    s = ptr32(st)
-    p = ptr8(pb)
-    pi = s[0]
-    pn = s[1]
-    ph = s[2]
-    rem = s[3]
-    frm = s[4]
-    size = s[7] - s[6] - s[9]
-    r = 0
-    while True:
-        if ph == 1 or ph == 2:
-            if rem:
-                break
-            ph += 5
-        if n < 0 and ph == 5:
-            break
-        if pn - pi < 4 and not s[10]:
-            s[0] = pi
-            fill()
-            pi = s[0]
-            pn = s[1]
-            continue
-        if pi >= pn:
-            r = -1
-            break
-        b = p[pi]
-        pi += 1
-        neg = b & 0x40
-        v = b & 0x3F
-        sh = 6
-        while b & 0x80:
-            if sh > 20:
-                r = -2
-                break
-            if pi >= pn:
-                r = -1
-                break
-            b = p[pi]
-            pi += 1
-            v |= (b & 0x7F) << sh
-            sh += 7
-        if r:
-            break
-        if neg:
-            v = 0 - v
-        if ph == 0:
-            if v:
-                r = -5
-                break
-            ph = 3
-        elif ph == 3:
-            if v != s[7]:
-                r = -6
-                break
-            ph = 4
-        elif ph == 4:
-            if v:
-                r = -7
-                break
-            ph = 5
-        elif ph == 7:
-            frm += v
-            ph = 5
-        else:
-            if v < 0 or v > size:
-                r = -3
-                break
-            if ph == 5:
-                if v and (frm < 0 or frm + v > s[8]):
-                    r = -4
-                    break
-                ph = 1
-            else:
-                ph = 2
-            rem = v
-    s[0] = pi
-    s[2] = ph
-    s[3] = rem
-    s[4] = frm
-    return r
+ s = ptr32(st)
+ p = ptr8(pb)
+ pi = s[0]
+ pn = s[1]
+ ph = s[2]
+ rem = s[3]
+ frm = s[4]
+ size = s[7] - s[6] - s[9]
+ r = 0
+ while True:
+  if ph == 1 or ph == 2:
+   if rem:
+    break
+   ph += 5
+  if n < 0 and ph == 5:
+   break
+  if pn - pi < 4 and not s[10]:
+   s[0] = pi
+   fill()
+   pi = s[0]
+   pn = s[1]
+   continue
+  if pi >= pn:
+   r = -1
+   break
+  b = p[pi]
+  pi += 1
+  neg = b & 0x40
+  v = b & 0x3F
+  sh = 6
+  while b & 0x80:
+   if sh > 20:
+    r = -2
+    break
+   if pi >= pn:
+    r = -1
+    break
+   b = p[pi]
+   pi += 1
+   v |= (b & 0x7F) << sh
+   sh += 7
+  if r:
+   break
+  if neg:
+   v = 0 - v
+  if ph == 0:
+   if v:
+    r = -5
+    break
+   ph = 3
+  elif ph == 3:
+   if v != s[7]:
+    r = -6
+    break
+   ph = 4
+  elif ph == 4:
+   if v:
+    r = -7
+    break
+   ph = 5
+  elif ph == 7:
+   frm += v
+   ph = 5
+  else:
+   if v < 0 or v > size:
+    r = -3
+    break
+   if ph == 5:
+    if v and (frm < 0 or frm + v > s[8]):
+     r = -4
+     break
+    ph = 1
+   else:
+    ph = 2
+   rem = v
+ s[0] = pi
+ s[2] = ph
+ s[3] = rem
+ s[4] = frm
+ return r
 """
 
 

@@ -41,6 +41,7 @@ def open(stream, base=None, base_sha=None, head=None, start=0, file_size=None,
     if not 0 <= start < size:
         raise inflate._bad("resume point outside the image")
     entry = inflate._entry(head, start // chunk)
+    inflate.ready()
     if kind == inflate.KIND_COMPRESSED:
         return inflate.Decoder(stream, head, entry, start, hasher)
     if base is None:

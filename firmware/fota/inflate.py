@@ -105,6 +105,16 @@ def _loop(native=True):
 
 
 _run = None                  # the byte loop, loaded with the first decoder
+
+
+def ready():
+    """Compile the byte loop if not yet done (container.open calls it early, while
+    less of the heap is taken: before the base check and the patch module)."""
+    global _run
+    if _run is None:
+        _run = _loop()
+
+
 # Slots of the loop's state (see fota.addloop).
 _PI = const(0)
 _PN = const(1)
@@ -131,9 +141,7 @@ class Decoder:
 
         import deflate
 
-        global _run
-        if _run is None:
-            _run = _loop()
+        ready()
         self.src = src
         self.head = head         # header + index + CRC: keep it to resume
         self.kind, wbits, self.size, self.base_size, self.end, _ = parse(head)
