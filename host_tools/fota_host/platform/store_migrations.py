@@ -188,6 +188,8 @@ MIGRATIONS: tuple[Migration, ...] = (
         Column("tasks", "hold", "INTEGER NOT NULL DEFAULT 0"),
     )),
     Migration(4, "notices published (fleet-wide push rate)", _script(NOTICES_SCHEMA)),
+    Migration(5, "sub-tasks indexed by task and state (counts of large tasks)", (
+        "CREATE INDEX IF NOT EXISTS subtasks_task_state ON subtasks(task_id, state)",)),
 )
 LATEST = MIGRATIONS[-1].version
 
