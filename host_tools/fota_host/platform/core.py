@@ -23,6 +23,7 @@ from .packages import PackageStore
 from .reports import Reports
 from .rollouts import Rollouts
 from .store import StorageError, Store, is_postgres
+from .store_sql import shown_url
 from .tasks import Publish, Tasks
 
 log = logging.getLogger("fota.platform")
@@ -53,6 +54,8 @@ class Platform:
             datadir.secure(self.data_dir)
             if not is_postgres(self.settings.db):  # a PostgreSQL store is checked by its server
                 datadir.check_store(self.data_dir)
+            else:
+                datadir.note_store(self.data_dir, shown_url(str(self.settings.db)))
             for name in datadir.clean_uploads(self.data_dir):
                 log.info("removed %s, left by an interrupted upload, start or restore", name)
             self.store = Store(self.settings.db if is_postgres(self.settings.db)

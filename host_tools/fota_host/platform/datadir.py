@@ -30,8 +30,9 @@ from .validate import PlatformError
 
 DB_NAME = "platform.db"
 SQLITE_HEADER = b"SQLite format 3\x00"
+STORE_NOTE = "store.json"  # {"db": URL without its password}: DIR's store is in PostgreSQL
 PRIVATE_FILES = ("platform.db", "platform.db-wal", "platform.db-shm", "service.json",
-                 "admin.token", "platform.log", ".lock")
+                 "admin.token", "platform.log", ".lock", STORE_NOTE)
 
 
 class DamagedStore(PlatformError):
@@ -131,8 +132,27 @@ def _images(data_dir: Path) -> list[Path]:
     return sorted(folder.glob("*.bin")) if folder.is_dir() else []
 
 
+def note_store(data_dir: Path, shown_db: str) -> None:
+    """DIR is served with a PostgreSQL store: say so in DIR/store.json, so a command that
+    opens DIR itself (no service running) does not start an empty SQLite store there."""
+    path = data_dir / STORE_NOTE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"db": shown_db}, f)
+
+
 def check_store(data_dir: Path) -> None:
-    """`DamagedStore` unless `platform.db` is absent-with-no-images or a sound database."""
+    """`DamagedStore` unless `platform.db` is absent-with-no-images or a sound database;
+    `PlatformError` when DIR's store is in PostgreSQL (DIR/store.json)."""
+    try:
+        shown_db = json.loads((data_dir / STORE_NOTE).read_text()).get("db")
+    except (OSError, ValueError, AttributeError):
+        shown_db = None
+    if shown_db:
+        raise PlatformError(
+            f"{data_dir} is served with its store in PostgreSQL ({shown_db}): start "
+            f"`fota platform serve --data {data_dir} --db URL` and the fota commands talk to "
+            f"it (remove {data_dir / STORE_NOTE} to start an SQLite store here instead)", 409)
     path = data_dir / DB_NAME
     images = len(_images(data_dir))
     if not path.exists():

@@ -114,3 +114,17 @@ def test_a_device_is_upgraded_with_the_store_in_postgresql(tmp_path: Path, pg_ur
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT state FROM subtasks").fetchall() == [("succeeded",)]
         assert conn.execute("SELECT COUNT(*) FROM notices").fetchone() == (1,)
+
+
+def test_a_command_on_a_postgresql_data_folder_without_its_service_says_so(
+        tmp_path: Path, pg_url: str) -> None:
+    """No empty SQLite store is started beside a PostgreSQL one."""
+    from fota_host.platform.core import Platform
+    from fota_host.platform.options import Settings
+
+    data = tmp_path / "data"
+    Platform(data, Settings(db=pg_url)).close()
+    proc = fota("task", "list", "--data", str(data))
+    _one_clear_line(proc, "store in PostgreSQL", "--db URL")
+    assert not (data / "platform.db").exists()
+    assert pg_url.split("@")[0].split(":")[-1] not in proc.stderr  # the password
