@@ -46,7 +46,10 @@ from .output import emit_json_line, fail
 @click.option("--topic-prefix", default="devices/{device}", show_default=True,
               help="Each device's topic prefix ({device}: its id).")
 @click.option("--connect-rate", type=click.FloatRange(min=0, min_open=True), default=500.0,
-              show_default=True, help="New MQTT connections a second.")
+              show_default=True, help="New MQTT connections a second, at most.")
+@click.option("--connect-window", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Connects under way at once (CONNECT to the first inform acknowledged): "
+                   "on a busy machine they slow down instead of timing out.")
 @click.option("--http-limit", type=click.IntRange(min=1), default=256, show_default=True,
               help="Downloads in flight at once (one shared HTTP session).")
 @click.option("--start-delay", type=click.FloatRange(min=0), default=0.0, show_default=True,
@@ -59,7 +62,8 @@ def swarm_cmd(count: int, broker: str, id_prefix: str, version: str,
               until_version: str | None, timeout: float, fail_rate: float, slow_rate: float,
               slow_bps: int, seed: int, username: str | None, password: str | None,
               credentials_file: Path | None, ca: str | None, insecure: bool,
-              topic_prefix: str, connect_rate: float, http_limit: int, start_delay: float,
+              topic_prefix: str, connect_rate: float, connect_window: int, http_limit: int,
+              start_delay: float,
               reboot_delay: float, quiet: bool) -> None:
     """COUNT lightweight devices in one process (asyncio, CPython) for scale tests.
 
@@ -104,7 +108,8 @@ def swarm_cmd(count: int, broker: str, id_prefix: str, version: str,
         until_version=until_version, timeout=timeout, fail_rate=fail_rate,
         slow_rate=slow_rate, slow_bps=slow_bps, seed=seed, username=username,
         password=password, credentials=credentials, ca=ca, insecure=insecure,
-        topic_prefix=topic_prefix, connect_rate=connect_rate, http_limit=http_limit,
+        topic_prefix=topic_prefix, connect_rate=connect_rate, connect_window=connect_window,
+        http_limit=http_limit,
         start_delay=start_delay, reboot_delay=reboot_delay)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

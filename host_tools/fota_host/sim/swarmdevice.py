@@ -154,6 +154,9 @@ class SwarmDevice:
         backoff = 0.5
         while True:
             await self.shared.connect_slot()
+            handshake = self.shared.handshakes     # connects under way, bounded
+            await handshake.acquire()
+            held = True
             try:
                 async with self.shared.new_client(self.id) as client:
                     backoff = 0.5
@@ -164,6 +167,8 @@ class SwarmDevice:
                     self.client, self.online, self.broken = client, True, False
                     try:
                         await self._deliver()
+                        handshake.release()
+                        held = False
                         while self.reboot is None or self.reports:
                             await self.wake.wait()
                             self.wake.clear()
@@ -181,6 +186,9 @@ class SwarmDevice:
                 await asyncio.sleep(backoff * random.uniform(0.5, 1.0))
                 backoff = min(backoff * 2, 30.0)
                 continue
+            finally:
+                if held:
+                    handshake.release()
             if self.reboot is not None and not self.reports:    # disconnected: "reboot"
                 task, version = self.reboot
                 self.reboot = None

@@ -4,6 +4,7 @@ the options, the broker's address, the HTTP session, the connect pacing, the cou
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections.abc import Coroutine
@@ -11,6 +12,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
+
+# aiomqtt's and paho's log lines (a broken pipe, a forced disconnect: each device's link
+# trouble is counted in link_errors instead); warnings and worse of the swarm's own logger
+MQTT_LOG = logging.getLogger("fota_host.sim.swarm.mqtt")
+MQTT_LOG.setLevel(logging.ERROR)
 
 STAT_KEYS = ("notices", "duplicate_notices", "bad_notices", "busy_refusals", "downloads",
              "resumed", "bytes", "failures", "upgraded_informs", "link_errors",
@@ -36,7 +42,9 @@ class SwarmOptions:
     insecure: bool = False               # TLS without verification
     topic_prefix: str = "devices/{device}"
     module: str = "MCU"
-    connect_rate: float = 500.0          # new MQTT connections per second
+    connect_rate: float = 500.0          # new MQTT connections per second, at most
+    connect_window: int = 100            # connects under way at once (CONNECT to the
+                                         # first inform's PUBACK): a busy machine slows them
     connect_threads: int = 32            # threads for paho's blocking connect()
     http_limit: int = 256                # downloads in flight at once
     keepalive: int = 60
@@ -67,6 +75,7 @@ class Shared:
         self.stats = dict.fromkeys(STAT_KEYS, 0)
         self.jobs: set[asyncio.Future[Any]] = set()
         self._next_connect = 0.0
+        self.handshakes = asyncio.Semaphore(opts.connect_window)
 
     async def connect_slot(self) -> None:
         """Wait for this connection's turn: at most `connect_rate` a second."""
@@ -81,7 +90,7 @@ class Shared:
         user, password = opts.username or b.username, opts.password or b.password
         if opts.credentials is not None:
             user, password = device_id, opts.credentials[device_id]
-        return _Client(b.host, b.port, username=user, password=password,
+        return _Client(b.host, b.port, username=user, password=password, logger=MQTT_LOG,
                        identifier=device_id, clean_session=True,
                        keepalive=opts.keepalive, timeout=opts.mqtt_timeout,
                        tls_context=self.tls)
