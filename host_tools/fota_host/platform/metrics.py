@@ -163,7 +163,7 @@ async def count_downloads(request: web.Request,
                           handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
                           ) -> web.StreamResponse:
     if request.path != _DOWNLOAD_PATH:
-        return await handler(request)
+        return await handler(request)  # (aiohttp passes it by this name)
     resp = await handler(request)
     me = instance()
     if resp.status in (200, 206):

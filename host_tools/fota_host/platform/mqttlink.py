@@ -27,6 +27,7 @@ from .validate import PlatformError
 
 log = logging.getLogger("fota.platform")
 _PUBACK = 0x40
+DRAIN = 1.0  # seconds of read-ahead reports handled in one pass of the network loop
 _rate = LogRate(log, burst=3, window=60)
 
 
@@ -122,8 +123,11 @@ class _Client(mqtt.Client):
     def _loop(self, timeout: float = 1.0) -> mqtt.MQTTErrorCode:
         rc = super()._loop(timeout)
         # Reports already read ahead wait in our buffer, where select() cannot see them.
+        # At most DRAIN seconds of them a pass: the acknowledgements and keepalive pings go
+        # out in between (a slow store must not make the broker drop the platform).
+        deadline = time.monotonic() + DRAIN
         while not rc and self._sock is not None and self._rsock is self._sock and \
-                self._rpos < len(self._rbuf):
+                self._rpos < len(self._rbuf) and time.monotonic() < deadline:
             rc = self.loop_read()
         self._send_acks()
         while self.calls:
@@ -171,7 +175,7 @@ class MqttLink:
             log.warning("the platform's broker password travels in clear text (%s); use "
                         "mqtts:// beyond this machine", url.public())
         if self.share is not None:
-            self.share.will(self.client)
+            self.share.will(self.client, client_id)
         self.client.reconnect_delay_set(0.2, 5)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -210,7 +214,7 @@ class MqttLink:
         # Every connect subscribes again: a broker restarted without its sessions forgot them.
         if self.share is not None:
             client.subscribe(self.share.subscriptions())
-            self.share.announce(client)
+            self.share.announce(client, self.client_id)
         else:
             client.subscribe([(t, 1) for t in self.platform.topics.subscriptions()])
         self.connected.set()
@@ -289,7 +293,7 @@ class MqttLink:
 
     def stop(self) -> None:
         if self.share is not None and self.connected.is_set():
-            self.share.leave(self.client, self.quiet)
+            self.share.leave(self.client, self.client_id, self.quiet)
         self.stopping = True
         self.client.outbox.append(None)
         self.thread.join(3)

@@ -45,12 +45,15 @@ class Link(Protocol):
 
     def new_client(self, client_id: str) -> Any:
         """A paho client with the link's broker login and TLS, acks sent by its loop."""
+        ...
 
     def connect_args(self) -> tuple[str, int]:
         """The broker's host and port."""
+        ...
 
     def count(self, topic: str) -> None:
         """Count a device message for /metrics."""
+        ...
 
 
 def check_group(group: str) -> str:
@@ -85,22 +88,22 @@ class ShareGroup:
     def status_topic(self, client_id: str) -> str:
         return self.status_base + client_id
 
-    def will(self, client: mqtt.Client) -> None:
-        client.will_set(self.status_topic(client._client_id.decode()),
+    def will(self, client: mqtt.Client, client_id: str) -> None:
+        client.will_set(self.status_topic(client_id),
                         json.dumps({"state": "lost"}), qos=1, retain=True)
 
     def subscriptions(self) -> list[tuple[str, int]]:
         return [(f, 1) for f in self.filters] + [(self.status_base + "+", 1)]
 
-    def announce(self, client: mqtt.Client) -> None:
+    def announce(self, client: mqtt.Client, client_id: str) -> None:
         """On each connect: this member is up (retained; its will says otherwise)."""
-        client.publish(self.status_topic(client._client_id.decode()),
+        client.publish(self.status_topic(client_id),
                        json.dumps({"state": "up", "at": time.time()}), qos=1, retain=True)
 
     def is_status(self, topic: str) -> bool:
         return topic.startswith(self.status_base)
 
-    def on_status(self, topic: str, payload: bytes, me: str) -> None:
+    def on_status(self, topic: str, payload: bytes | bytearray, me: str) -> None:
         """A member's status changed (or a retained one arrived on subscribe)."""
         who = topic[len(self.status_base):]
         try:
@@ -136,13 +139,13 @@ class ShareGroup:
             with self._lock:
                 self.taking.discard(dead)
 
-    def leave(self, client: Any, quiet: Callable[[float], bool]) -> None:
+    def leave(self, client: Any, client_id: str, quiet: Callable[[float], bool]) -> None:
         """A clean stop: out of the group, what was queued handled, status cleared."""
         client.calls.append(lambda: client.unsubscribe(self.filters + [self.status_base + "+"]))
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not quiet(0.5):
             time.sleep(0.1)
-        topic = self.status_topic(client._client_id.decode())
+        topic = self.status_topic(client_id)
         client.calls.append(lambda: client.publish(topic, b"", qos=1, retain=True))
 
 
