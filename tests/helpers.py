@@ -65,7 +65,10 @@ class Output:
         return "".join(self.lines)
 
 
-def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
+def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
+    """Wait until something accepts on host:port (a broker or server just started).
+
+    Generous by default: a busy 2-core machine can take many seconds to start one."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
