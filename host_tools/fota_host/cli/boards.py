@@ -129,10 +129,10 @@ def hil_cmd(board: str, port: str, config: Path, data_dir: Path, image: Path, ve
 @click.option("--wifi-ssid", help="Wi-Fi network.")
 @click.option("--wifi-password", help="Wi-Fi password.")
 @click.option("--wdt", "wdt_s", type=click.FloatRange(min=0),
-              help="Watchdog seconds (0: off); at most 8.388 on a Pico W.")
+              help="Watchdog seconds (0: off); at most 8.388 on a Pico W, 16.777 on a Pico 2 W.")
 @click.option("--board", type=BOARDS,
               help="The board this config is for: its limits are checked (a --wdt above "
-                   "8.388 s needs --board esp32).")
+                   "8.388 s needs an ESP32 board or pico2_w).")
 @click.option("--health-deadline", "health_deadline_s", type=click.FloatRange(min=1),
               help="Seconds a new image has to prove itself healthy.")
 @click.option("--trust", "trust", multiple=True, metavar="DIGEST|KEY.pem",
