@@ -171,7 +171,8 @@ class Decoder:
         left = (self.end - self.pos) % piece
         self.tail = self.pv[:left] if left else self.pv
         self.bb = self.pb        # the base window (patch.Patcher's own)
-        self.bio = io.BytesIO(3 * piece)
+        # (getattr: the stubs' BytesIO lacks the stream methods every port has)
+        self.bio = getattr(io, "BytesIO")(3 * piece)
         self.vend = 0            # bytes of bio holding input
         self.d = deflate.DeflateIO(self.bio, deflate.RAW, wbits)
         self.fill = self._fill   # bound once: the loop calls them (no allocation then)
