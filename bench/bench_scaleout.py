@@ -87,7 +87,8 @@ class _Run:
         self.mosquitto = mosquitto
         opts = {"broker": mosquitto.url, "db": self.db, "http_port": 0,
                 "packages_dir": str(work / "packages"), "push_rate": PUSH_RATE,
-                "device_timeout": 600, "token_ttl": 7200, "timeout": 120}
+                "device_timeout": 600, "token_ttl": 7200, "timeout": 120,
+                "max_per_address": 2048}  # the whole swarm comes from 127.0.0.1
         self.procs = [start_platform(work / f"i{k}", **opts) for k in range(instances)]
         self.cpu = _Cpu(self.procs)
         self.swarm_result: Any = None
