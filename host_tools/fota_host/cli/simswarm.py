@@ -57,14 +57,16 @@ from .output import emit_json_line, fail
                    "(the device's download.start_delay_s).")
 @click.option("--reboot-delay", type=click.FloatRange(min=0), default=0.5, show_default=True,
               help="Seconds a device stays offline 'rebooting' after step 100.")
+@click.option("--keepalive", type=click.IntRange(min=5), default=300, show_default=True,
+              help="MQTT keepalive in seconds (the agent's default is 60; longer keeps the "
+                   "broker from dropping devices while a busy machine lags).")
 @click.option("--quiet", is_flag=True, help="No progress bar on stderr.")
 def swarm_cmd(count: int, broker: str, id_prefix: str, version: str,
               until_version: str | None, timeout: float, fail_rate: float, slow_rate: float,
               slow_bps: int, seed: int, username: str | None, password: str | None,
               credentials_file: Path | None, ca: str | None, insecure: bool,
               topic_prefix: str, connect_rate: float, connect_window: int, http_limit: int,
-              start_delay: float,
-              reboot_delay: float, quiet: bool) -> None:
+              start_delay: float, reboot_delay: float, keepalive: int, quiet: bool) -> None:
     """COUNT lightweight devices in one process (asyncio, CPython) for scale tests.
 
     Each device speaks the CTWing protocol as the MicroPython agent does: it informs its
@@ -110,7 +112,7 @@ def swarm_cmd(count: int, broker: str, id_prefix: str, version: str,
         password=password, credentials=credentials, ca=ca, insecure=insecure,
         topic_prefix=topic_prefix, connect_rate=connect_rate, connect_window=connect_window,
         http_limit=http_limit,
-        start_delay=start_delay, reboot_delay=reboot_delay)
+        start_delay=start_delay, reboot_delay=reboot_delay, keepalive=keepalive)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_a: stop.set())

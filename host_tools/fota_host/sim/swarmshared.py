@@ -14,9 +14,9 @@ from typing import Any
 import aiomqtt
 
 # aiomqtt's and paho's log lines (a broken pipe, a forced disconnect: each device's link
-# trouble is counted in link_errors instead); warnings and worse of the swarm's own logger
+# trouble is counted in link_errors instead), on a logger of their own, kept quiet
 MQTT_LOG = logging.getLogger("fota_host.sim.swarm.mqtt")
-MQTT_LOG.setLevel(logging.ERROR)
+MQTT_LOG.setLevel(logging.CRITICAL)
 
 STAT_KEYS = ("notices", "duplicate_notices", "bad_notices", "busy_refusals", "downloads",
              "resumed", "bytes", "failures", "upgraded_informs", "link_errors",
@@ -47,7 +47,8 @@ class SwarmOptions:
                                          # first inform's PUBACK): a busy machine slows them
     connect_threads: int = 32            # threads for paho's blocking connect()
     http_limit: int = 256                # downloads in flight at once
-    keepalive: int = 60
+    keepalive: int = 300                 # seconds; the agent's default is 60, but a swarm on
+                                         # a busy machine can lag: the broker allows 1.5x
     mqtt_timeout: float = 60.0           # CONNACK, SUBACK and PUBACK deadline
     http_timeout: float = 30.0           # connect and idle deadline of a download
     progress_step: int = 5               # the device defaults (firmware/fota/config.py)
@@ -116,8 +117,8 @@ class _Client(aiomqtt.Client):
     async def _misc_loop(self) -> None:
         # paho's housekeeping (keepalive pings, their answer's deadline): aiomqtt runs it
         # every second, 10 000 wakeups a second for 10 000 devices, which starved the loop
-        # at 10k; every keepalive/4 as the agent pings (the broker waits 1.5 x keepalive).
-        every = max(1.0, self._keepalive / 4)
+        # at 10k; every keepalive/4 up to 30 s (the broker waits 1.5 x keepalive).
+        every = min(max(1.0, self._keepalive / 4), 30.0)
         while self._client.loop_misc() == 0:     # MQTT_ERR_SUCCESS
             await asyncio.sleep(every)
 

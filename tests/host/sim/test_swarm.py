@@ -51,7 +51,8 @@ def swarm_with_task(platform: Any, tmp_path: Path, ids: list[str], *args: str,
 
 @pytest.fixture
 def platform(tmp_path: Path, mosquitto: Any):
-    proc = start_platform(tmp_path / "data", broker=mosquitto.url, push_rate=60000)
+    proc = start_platform(tmp_path / "data", broker=mosquitto.url, push_rate=60000,
+                          timeout=90)
     yield proc
     proc.stop()
 
@@ -236,7 +237,8 @@ def secured(tmp_path: Path):
     broker = subprocess.Popen([mosquitto_bin(), "-c", info["config"]],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(port)
-    proc = start_platform(tmp_path / "data", broker=info["platform_broker"], push_rate=60000)
+    proc = start_platform(tmp_path / "data", broker=info["platform_broker"], push_rate=60000,
+                          timeout=90)
     yield proc, port, ids, info["credentials"]
     proc.stop()
     broker.terminate()
