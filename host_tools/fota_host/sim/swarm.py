@@ -17,7 +17,11 @@ Interface (used by the CLI, the tests and bench/bench_scaleout.py):
     result.ok         # every device upgraded
 
 `run_swarm` blocks (it runs its own event loop; call it from a thread to do other work
-meanwhile, and set the `stop` event to end it early). It raises `SwarmError` with a clear
+meanwhile, and set the `stop` event to end it early). `on_status(snapshot)` gets a
+`SwarmResult` about twice a second; `snapshot.connect_seconds` is set once every device
+has informed (its PUBACK came). Start the task only once the *platform* has handled those
+informs (every id in its device list): an inform handled after the notice went out makes
+the platform notify again, counted in `duplicate_notices`. It raises `SwarmError` with a clear
 message for bad options, an unreachable broker, a refused login or too few file
 descriptors. Device ids are `id_prefix` + the number zero-padded to at least 5 digits
 (`swarm-00001`).
