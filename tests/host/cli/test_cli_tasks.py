@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import pytest
-from fota_host.platform.process import start_platform
 from helpers import Output, wait_for
 
 FOTA = [sys.executable, "-m", "fota_host"]
@@ -63,13 +61,6 @@ class Device:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@pytest.fixture
-def platform(tmp_path: Path):
-    proc = start_platform(tmp_path / "plat", device_timeout=120)
-    yield proc
-    proc.stop()
 
 
 def test_a_rollout_through_the_cli_tables_json_watch(platform, tmp_path: Path) -> None:

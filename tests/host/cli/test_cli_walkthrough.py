@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fota_host.platform.process import start_platform
 from helpers import wait_for
 from test_cli_tasks import Device
 
@@ -72,13 +71,6 @@ def test_help_names_ctwing_and_says_what_sign_is() -> None:
     sign = " ".join(fota("package", "create", "--help").stdout.split())
     assert "Signature method" not in sign
     assert "MD5 always; sha256 adds SHA-256" in sign and "fota sign" in sign
-
-
-@pytest.fixture
-def platform(tmp_path: Path):
-    proc = start_platform(tmp_path / "plat", device_timeout=120)
-    yield proc
-    proc.stop()
 
 
 def test_tables_at_80_columns_last_report_and_a_reset_step(platform, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from fota_host.platform.validate import PlatformError
-from platform_fakes import Env, FakeDevice, device_row, wait_device_state, wait_for
+from platform_fakes import Env, FakeDevice, device_row, make_task, wait_device_state, wait_for
 
 
 @pytest.fixture
@@ -69,9 +69,7 @@ def test_platform_survives_broker_restart(tmp_path: Path, firmware: Path) -> Non
     try:
         env.start(device_timeout=30)
         api = env.api
-        pkg = api.create_package(file=str(firmware), version="2.0.0")
-        task = api.create_task(package=pkg["id"], name="blip")
-        api.add_devices(task["id"], ["blip-1"])
+        _, task = make_task(api, firmware, ["blip-1"], "blip")
         dev = FakeDevice("blip-1", env.broker).start()
         try:
             api.start_task(task["id"])

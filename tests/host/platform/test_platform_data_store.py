@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from fota_host.platform.process import start_platform
-from platform_fakes import FakeDevice, wait_device_state
+from platform_fakes import FakeDevice, make_task, wait_device_state
 
 
 def fota(*args: str) -> subprocess.CompletedProcess:
@@ -26,9 +26,7 @@ def _fill(embedded, firmware: Path) -> tuple[dict, dict]:
     """A store worth keeping: a package, a task with a device that succeeded."""
     proc = embedded.start()
     api = embedded.api
-    pkg = api.create_package(file=str(firmware), version="2.0.0")
-    task = api.create_task(package=pkg["id"], name="kept")
-    api.add_devices(task["id"], ["keep-1"])
+    pkg, task = make_task(api, firmware, ["keep-1"], "kept")
     dev = FakeDevice("keep-1", proc.broker).start()
     try:
         api.start_task(task["id"])
