@@ -50,8 +50,10 @@ from .output import emit_json_line, fail
 @click.option("--connect-window", type=click.IntRange(min=1), default=100, show_default=True,
               help="Connects under way at once (CONNECT to the first inform acknowledged): "
                    "on a busy machine they slow down instead of timing out.")
-@click.option("--http-limit", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Downloads in flight at once (one shared HTTP session).")
+@click.option("--http-limit", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Downloads in flight at once (one shared HTTP session; the whole swarm "
+                   "is one client address: keep it under the platform's max_per_address, "
+                   "256 by default).")
 @click.option("--start-delay", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="A random wait of up to this many seconds before each download "
                    "(the device's download.start_delay_s).")

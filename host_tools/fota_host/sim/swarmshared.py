@@ -46,7 +46,8 @@ class SwarmOptions:
     connect_window: int = 100            # connects under way at once (CONNECT to the
                                          # first inform's PUBACK): a busy machine slows them
     connect_threads: int = 32            # threads for paho's blocking connect()
-    http_limit: int = 256                # downloads in flight at once
+    http_limit: int = 200                # downloads in flight at once (under the platform's
+                                         # default 256 connections per client address)
     keepalive: int = 300                 # seconds; the agent's default is 60, but a swarm on
                                          # a busy machine can lag: the broker allows 1.5x
     mqtt_timeout: float = 60.0           # CONNACK, SUBACK and PUBACK deadline
