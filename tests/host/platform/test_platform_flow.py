@@ -124,6 +124,10 @@ def test_retry_with_backoff_then_success(embedded, firmware: Path) -> None:
     _, task = make_task(api, firmware, ["flaky"])
     dev = FakeDevice("flaky", embedded.broker).start()
     try:
+        # the connect-time inform handled first: an inform arriving after the task started
+        # rightly brings a fresh notice, which this test would take for the retry
+        wait_for(lambda: any(d["id"] == "flaky" and d["version"] == "1.0.0"
+                             for d in api.list_devices()), what="the device's inform")
         api.start_task(task["id"])
         first = dev.wait_notice()
         failed_at = time.monotonic()
