@@ -92,28 +92,52 @@ class Mosquitto:
     """A real mosquitto on a free loopback port, restartable on the same port."""
 
     def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
-        self.port = port or free_port()
+        self.picked = port is None  # a port of our choosing may be changed once if taken
         self.workdir = workdir
         self.conf = workdir / "mosquitto.conf"
+        self.extra_conf = extra_conf
+        self._configure(port or free_port())
+        self.proc: subprocess.Popen | None = None
+
+    def _configure(self, port: int) -> None:
+        self.port = port
         # As root, mosquitto drops to its own user, who can't read pytest's folders
         # (certificates, the log): keep root for these throw-away brokers.
         user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
             f"{user}listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            f"log_dest file {workdir / 'mosquitto.log'}\n{extra_conf}"
+            f"log_dest file {self.workdir / 'mosquitto.log'}\n{self.extra_conf}"
         )
-        self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self) -> Mosquitto:
-        self.proc = subprocess.Popen(
-            [mosquitto_bin(), "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_port(self.port)
+        """Start it and wait until it listens. On its first start a port picked by
+        free_port() may have been taken meanwhile by another program (a busy machine):
+        mosquitto then exits at once, and it is started again on a fresh port."""
+        for attempt in range(3):
+            self.proc = subprocess.Popen(
+                [mosquitto_bin(), "-c", str(self.conf)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            deadline = time.monotonic() + 30
+            while self.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                        pass
+                except OSError:
+                    time.sleep(0.05)
+                    continue
+                time.sleep(0.1)
+                if self.proc.poll() is None:  # (a listener that was not ours: it exited)
+                    self.picked = False  # restarts keep this port: clients know it
+                    return self
+            if self.proc.poll() is None or not self.picked or attempt == 2:
+                break
+            self._configure(free_port())
+        wait_port(self.port, timeout=0.1)  # raises, saying what does not listen
         return self
 
     def stop(self) -> None:

@@ -412,8 +412,10 @@ def test_garbage_from_broker_does_not_crash_the_loop(devices):
 # The heap of the echo test: the link, umqtt.simple and the echo loop need 24 KiB on
 # the unix port (64-bit: twice a board's cost per object; the connection-state log lines,
 # the watchdog tick and the read-before-judging ping rule added 3); 1 KiB more for the
-# burst, and 1 for the burst's log line.
-LINK_HEAP = "26K"
+# burst, 1 for the burst's log line, and 1 for the whole burst waiting at once: on a
+# quiet machine all ten messages arrive before the loop echoes one, and in 26K the echo
+# program died of MemoryError after 8 of them, every time (no message was lost or late).
+LINK_HEAP = "27K"
 
 
 def test_link_alone_runs_in_a_tight_heap(mosquitto):
