@@ -47,11 +47,22 @@ def _raise_fd_limit(need: int) -> None:
         raise RuntimeError(f"the bench needs {need} file descriptors (ulimit -Hn is {hard})")
 
 
+_conns: dict[str, Any] = {}
+
+
 def _sql(db: str, query: str, *args: Any) -> list[tuple]:
+    """One query on a connection kept per database (a busy server is slow to accept new
+    ones); a failed connection is opened again next time."""
     import psycopg
 
-    with psycopg.connect(db, connect_timeout=10) as conn:
+    conn = _conns.get(db)
+    if conn is None or conn.closed:
+        conn = _conns[db] = psycopg.connect(db, connect_timeout=60, autocommit=True)
+    try:
         return conn.execute(query, args).fetchall()
+    except psycopg.OperationalError:
+        conn.close()
+        raise
 
 
 class _Cpu:
@@ -122,17 +133,27 @@ class _Run:
         self.swarm.start()
 
     def wait(self, predicate: Any, timeout: float, what: str) -> None:
+        import psycopg
+
         deadline = time.monotonic() + timeout
-        while not predicate():
+        while True:
+            try:
+                if predicate():
+                    return
+            except psycopg.OperationalError as exc:  # asked again at the next poll
+                _log(f"polling the store: {exc}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out waiting for {what}")
             self.cpu.sample()
-            time.sleep(0.5)
+            time.sleep(1.0)
 
     def devices_known(self) -> int:
         return _sql(self.db, "SELECT COUNT(*) FROM devices")[0][0]
 
     def stop(self) -> None:
+        conn = _conns.pop(self.db, None)
+        if conn is not None:
+            conn.close()
         for p in self.procs:
             p.stop()
 
