@@ -70,12 +70,13 @@ def platform_group() -> None:
               help="Refuse packages without a Secure Boot V2 signature (`fota sign`).")
 @click.option("--db", metavar="URL",
               help="Keep the store in PostgreSQL, postgresql://USER:PASS@HOST[:PORT]/DB, "
-                   "shared by any number of instances (default: DIR/platform.db, SQLite, "
-                   "one instance). The platform creates and migrates the schema.")
+                   "shared by any number of instances, which need one external --broker "
+                   "(default: DIR/platform.db, SQLite, one instance). The platform creates "
+                   "and migrates the schema.")
 @click.option("--share-group", metavar="GROUP",
               help="MQTT shared-subscription group ($share/GROUP/...): each device message "
-                   "reaches one instance of the group (default with --db and --broker: "
-                   "fota; else plain subscriptions; '' for plain ones).")
+                   "reaches one instance of the group (needs --db; default with --db: "
+                   "fota; '' for plain subscriptions).")
 @click.option("--packages", "packages_dir", type=click.Path(file_okay=False, path_type=Path),
               help="Folder of the package images (default DIR/packages); instances sharing "
                    "a --db database must share it.")
@@ -100,7 +101,7 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
     from ..platform.mqttlink import parse_broker_url
     from ..platform.options import ServiceOptions, Settings
     from ..platform.service import run_service
-    from ..platform.store_sql import check_db_url
+    from ..platform.store_sql import check_db_url, is_postgres
     from ..platform.validate import PlatformError, check_public_url
 
     if bool(tls_cert) != bool(tls_key):
@@ -117,6 +118,13 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
             check_db_url(db)
         if share_group and any(c in share_group for c in "/+#"):
             raise PlatformError("--share-group: a name without '/', '+' or '#'")
+        if share_group and not is_postgres(db):
+            raise PlatformError("--share-group needs the shared PostgreSQL store (--db "
+                                "postgresql://...): instances sharing device messages must "
+                                "share one database")
+        if is_postgres(db) and not broker:
+            raise PlatformError("a PostgreSQL store is for several instances, which must share "
+                                "one external broker: add --broker mqtt://HOST:PORT")
     except PlatformError as exc:
         fail(str(exc))
     logging.basicConfig(level=log_level, stream=sys.stderr,

@@ -52,10 +52,28 @@ def test_an_unreachable_or_refused_database_says_what_to_check(tmp_path: Path,
     for url, word in ((nobody, "Connection refused"),
                       (wrong_password, "password authentication failed"),
                       (no_database, '"no_such_database" does not exist')):
-        line = _one_clear_line(serve(tmp_path / "data", "--db", url),
+        line = _one_clear_line(serve(tmp_path / "data", "--db", url, "--broker",
+                                     f"mqtt://127.0.0.1:{free_port()}"),
                                "cannot open the PostgreSQL store", word,
                                "check that the server runs")
         assert "not-the-password" not in line and pg_server.password not in line
+
+
+def test_a_share_group_without_the_postgresql_store_is_refused(tmp_path: Path) -> None:
+    """A SQLite instance would take part of the cluster's device messages into its file."""
+    data = tmp_path / "data"
+    proc = serve(data, "--broker", f"mqtt://127.0.0.1:{free_port()}", "--share-group", "fota")
+    assert proc.returncode == 2
+    _one_clear_line(proc, "--share-group needs the shared PostgreSQL store",
+                    "must share one database")
+    assert not (data / "platform.db").exists()
+
+
+def test_a_postgresql_store_without_an_external_broker_is_refused(tmp_path: Path) -> None:
+    """Instances each on an embedded broker of their own would never reach the devices."""
+    proc = serve(tmp_path / "data", "--db", "postgresql://u:p@127.0.0.1:5432/fota")
+    assert proc.returncode == 2
+    _one_clear_line(proc, "must share one external broker", "--broker mqtt://HOST:PORT")
 
 
 def test_a_second_instance_on_one_sqlite_data_folder_is_refused(tmp_path: Path) -> None:
