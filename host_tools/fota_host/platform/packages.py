@@ -50,6 +50,21 @@ class PackageStore:
         path = self.files_dir / f"{package_id}.bin"
         return path if path.is_file() else None
 
+    def check_shared_folder(self) -> None:
+        """`PlatformError` unless this folder holds every package file (images and their
+        compressed/delta variants) the store lists: instances sharing a database serve
+        each other's packages, so they must share one folder."""
+        with self.store.lock:
+            rows = self.store.packages()
+            ids = [r["id"] for r in rows]
+            ids += [v["id"] for r in rows for v in self.store.variants(r["id"])]
+        missing = [i for i in ids if not (self.files_dir / f"{i}.bin").is_file()]
+        if missing:
+            raise PlatformError(
+                f"the packages folder {self.files_dir} lacks {len(missing)} of the {len(ids)} "
+                f"package files the database lists (first: {missing[0]}.bin): all instances "
+                "on one database must share one folder (--packages DIR)")
+
     def new_upload_path(self) -> Path:
         return self.files_dir / f".upload-{secrets.token_hex(8)}"
 

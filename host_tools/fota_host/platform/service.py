@@ -30,6 +30,7 @@ from .mqttlink import BrokerURL, MqttLink, parse_broker_url
 from .mqttshare import check_group
 from .netguard import ConnectionGuard, GuardedSite, caps_for, fd_budget, quiet_loop_errors
 from .options import ServiceOptions
+from .store_sql import is_postgres
 from .validate import PlatformError, check_public_url
 
 log = logging.getLogger("fota.platform")
@@ -123,6 +124,8 @@ async def serve(opts: ServiceOptions, stop: asyncio.Event | None = None) -> None
     info_path = data_dir / "service.json"
     info_path.unlink(missing_ok=True)  # left by a service that was killed: we hold the lock
     try:
+        if is_postgres(opts.settings.db):  # instances serve each other's packages
+            platform.packages.check_shared_folder()
         await _serve(opts, stop, platform, data_dir, info_path)
     finally:
         platform.close()

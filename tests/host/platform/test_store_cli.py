@@ -76,6 +76,26 @@ def test_a_postgresql_store_without_an_external_broker_is_refused(tmp_path: Path
     _one_clear_line(proc, "must share one external broker", "--broker mqtt://HOST:PORT")
 
 
+def test_an_instance_without_the_shared_package_folder_is_refused(
+        tmp_path: Path, pg_url: str, firmware: Path) -> None:
+    """Its notices would name files it does not hold (404 for the devices)."""
+    from fota_host.platform.core import Platform
+    from fota_host.platform.options import Settings
+
+    first = Platform(tmp_path / "node1", Settings(db=pg_url, packages_dir=str(tmp_path / "shared")))
+    try:
+        first.packages.add_package_file(firmware, version="2.0.0")
+    finally:
+        first.close()
+    other = tmp_path / "elsewhere"
+    proc = serve(tmp_path / "node2", "--db", pg_url, "--broker",
+                 f"mqtt://127.0.0.1:{free_port()}", "--packages", str(other))
+    assert proc.returncode == 2
+    _one_clear_line(proc, f"packages folder {other}", "lacks 1 of the 1 package files",
+                    "must share one folder (--packages")
+    assert not (tmp_path / "node2" / "service.json").exists()
+
+
 def test_a_second_instance_on_one_sqlite_data_folder_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "data"
     first = subprocess.Popen(
