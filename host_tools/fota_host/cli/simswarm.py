@@ -17,7 +17,9 @@ from .output import emit_json_line, fail
 @click.option("--broker", required=True,
               help="mqtt://[USER:PASS@]HOST:PORT the devices connect to (mqtts:// for TLS).")
 @click.option("--id-prefix", default="swarm-", show_default=True,
-              help="Device ids (= MQTT client ids) are PREFIX00001, PREFIX00002, ...")
+              help="Device ids (= MQTT client ids) are PREFIX00001, PREFIX00002, ...; "
+                   "PREFIX: 1-32 characters, a letter or digit first, then letters, digits, "
+                   "'_', '.', ':' or '-' (no '/', '+', '#').")
 @click.option("--version", "version", default="1.0.0", show_default=True,
               help="The version every device runs at the start.")
 @click.option("--until-version", default=None,
@@ -59,7 +61,7 @@ from .output import emit_json_line, fail
                    "(the device's download.start_delay_s).")
 @click.option("--reboot-delay", type=click.FloatRange(min=0), default=0.5, show_default=True,
               help="Seconds a device stays offline 'rebooting' after step 100.")
-@click.option("--keepalive", type=click.IntRange(min=5), default=300, show_default=True,
+@click.option("--keepalive", type=click.IntRange(5, 65535), default=300, show_default=True,
               help="MQTT keepalive in seconds (the agent's default is 60; longer keeps the "
                    "broker from dropping devices while a busy machine lags).")
 @click.option("--quiet", is_flag=True, help="No progress bar on stderr.")
@@ -70,6 +72,8 @@ def swarm_cmd(count: int, broker: str, id_prefix: str, version: str,
               topic_prefix: str, connect_rate: float, connect_window: int, http_limit: int,
               start_delay: float, reboot_delay: float, keepalive: int, quiet: bool) -> None:
     """COUNT lightweight devices in one process (asyncio, CPython) for scale tests.
+
+    Numbers must be finite (nan and inf are refused).
 
     Each device speaks the CTWing protocol as the MicroPython agent does: it informs its
     version on connect, takes the notice on /ota/upgrade, downloads from the guide's

@@ -40,7 +40,9 @@ import asyncio
 import dataclasses
 import errno
 import gc
+import math
 import random
+import re
 import resource
 import ssl
 import threading
@@ -55,6 +57,12 @@ from .swarmshared import Broker, Shared, SwarmOptions
 __all__ = ["SwarmError", "SwarmOptions", "SwarmResult", "device_ids", "run_swarm", "swarm"]
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
+# device ids are MQTT client ids and topic levels, and the platform's device ids
+ID_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,31}\Z")
+ID_PREFIX_RULE = ("1-32 characters: a letter or digit first, then letters, digits, '_', '.', "
+                  "':' or '-' (no '/', '+', '#': device ids are MQTT client ids and topic levels)")
+FLOAT_OPTIONS = ("timeout", "fail_rate", "slow_rate", "connect_rate", "start_delay",
+                 "reboot_delay")
 FD_RESERVE = 64          # files, the event loop, the executor, pipes...
 
 
@@ -115,6 +123,14 @@ def device_ids(prefix: str, count: int) -> list[str]:
 def check_options(opts: SwarmOptions) -> Broker:
     if opts.count < 1:
         raise SwarmError(f"--count must be at least 1 (got {opts.count})")
+    for name in FLOAT_OPTIONS:
+        if not math.isfinite(getattr(opts, name)):
+            raise SwarmError(f"--{name.replace('_', '-')} must be a finite number "
+                             f"(got {getattr(opts, name)})")
+    if not 1 <= opts.keepalive <= 65535:
+        raise SwarmError(f"--keepalive must be 1 to 65535 seconds (got {opts.keepalive})")
+    if not ID_PREFIX_RE.match(opts.id_prefix):
+        raise SwarmError(f"--id-prefix {opts.id_prefix!r}: {ID_PREFIX_RULE}")
     for name in ("fail_rate", "slow_rate"):
         if not 0.0 <= getattr(opts, name) <= 1.0:
             raise SwarmError(f"--{name.replace('_', '-')} must be a fraction from 0 to 1")
