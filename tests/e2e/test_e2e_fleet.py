@@ -136,7 +136,7 @@ def test_fleet_fault_flags_during_an_upgrade(tmp_path):
         assert set(booted) <= {OLD, NEW} and booted[-1] == version, booted
 
 
-def _wait_file(path: Path, timeout: float = 20) -> str:
+def _wait_file(path: Path, timeout: float = 90) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
