@@ -118,11 +118,23 @@ class Limits:
     max_pending_per_address: int = 256  # connections without CONNECT yet, per address
 
 
+class _Subscriptions(dict):
+    """amqtt's topic filter -> subscribers table, iterated over a snapshot.
+
+    Workaround: amqtt 0.12.1's `Broker._run_broadcast` loops over `_subscriptions.items()`
+    and awaits inside the loop; a client subscribing meanwhile raised "dictionary changed
+    size during iteration" and the message skipped the later subscribers."""
+
+    def items(self):  # type: ignore[override]
+        return list(super().items())
+
+
 class FotaBroker(Broker):
     """amqtt's broker with identities bound to client ids and connection limits."""
 
     def __init__(self, config: dict[str, Any], identities: Identities, limits: Limits) -> None:
         super().__init__(config)
+        self._subscriptions = _Subscriptions(self._subscriptions)
         self.identities = identities
         self.limits = limits
         self.open = 0
