@@ -91,12 +91,30 @@ class Rollouts:
             if row is not None and task["state"] == "not_started":
                 self._add_matching(task["id"], row["spec"], 0.0, self.clock())
                 self.store.commit()
+                if not self.store.subtasks(task["id"]) and row["spec"]["groups"] and \
+                        not row["spec"]["continuous"]:
+                    self._no_members(task, row["spec"])
                 if row["spec"]["continuous"] and not self.store.subtasks(task["id"]):
                     self.tasks._start(task)  # a continuous task may start with no device
                     self.store.commit()
                     return self.get_task(task["id"])
         self.tasks.start_task(task_id)
         return self.get_task(task_id)
+
+    def _no_members(self, task: Row, spec: dict[str, Any]) -> None:
+        """The 409 of a group task nobody joined: which group is empty, or why none did."""
+        sizes = sr.group_sizes(self.store, spec["groups"])
+        empty = [g for g, n in sizes.items() if n == 0]
+        if len(empty) == len(sizes):
+            raise PlatformError(
+                f"task {task['id']} has no devices: group {', '.join(empty)} has no devices"
+                f" (tag them: fota device tag DEVICE... --add {empty[0]}) and none were"
+                " added by id (fota task add-devices)", 409)
+        raise PlatformError(
+            f"task {task['id']} has no devices: none of the {sum(sizes.values())} device(s)"
+            f" of group {', '.join(g for g, n in sizes.items() if n)} can join (each already"
+            " runs the package's version, runs no --from-version, or has an active sub-task"
+            " in another task)", 409)
 
     def pause(self, task_id: Any, reason: str = "paused by the operator") -> dict[str, Any]:
         with self.store.lock:
@@ -358,7 +376,11 @@ class Rollouts:
         pkg = self.store.package(task["package_id"]) if task else None
         now = time.time()
         due = now if task and task["state"] == "running" else None
-        for dev in sr.candidates(self.store, tid, spec["groups"], spec["from_versions"], since):
+        devs = sr.candidates(self.store, tid, spec["groups"], spec["from_versions"], since)
+        if spec["groups"] and not since:  # at the start: members never heard from join too
+            devs = sorted(devs + sr.tagged_unseen(self.store, tid, spec["groups"]),
+                          key=lambda d: d["id"])
+        for dev in devs:
             if pkg and dev["version"] == pkg["version"]:
                 continue
             self.store.insert_subtask(tid, dev["id"], due, now)

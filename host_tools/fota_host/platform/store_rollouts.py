@@ -144,6 +144,26 @@ def candidates(store: Store, task_id: int, groups: list[str], versions: list[str
     return store._all(sql + " ORDER BY d.id", tuple(args))
 
 
+def tagged_unseen(store: Store, task_id: int, groups: list[str]) -> list[Row]:
+    """Devices tagged with one of `groups` the platform never heard from (version not
+    known), not in the task, with an active sub-task nowhere."""
+    return store._all(
+        "SELECT DISTINCT g.device AS id, NULL AS version FROM device_tags g WHERE g.tag IN"
+        f" ({','.join('?' * len(groups))})"
+        " AND NOT EXISTS (SELECT 1 FROM devices d WHERE d.id = g.device)"
+        " AND NOT EXISTS (SELECT 1 FROM subtasks s WHERE s.device = g.device AND"
+        " (s.task_id = ? OR s.state IN ('pending','upgrading'))) ORDER BY 1",
+        (*groups, task_id))
+
+
+def group_sizes(store: Store, groups: list[str]) -> dict[str, int]:
+    """How many devices each of `groups` has (0 for a group nobody is tagged with)."""
+    rows = store._all("SELECT tag, COUNT(*) AS n FROM device_tags WHERE tag IN"
+                      f" ({','.join('?' * len(groups))}) GROUP BY tag", tuple(groups))
+    counts = {r["tag"]: int(r["n"]) for r in rows}
+    return {g: counts.get(g, 0) for g in groups}
+
+
 def product_versions(store: Store, package_id: str) -> list[str]:
     """Versions of the other packages of the same product and module."""
     return [r["version"] for r in store._all(
