@@ -34,6 +34,9 @@ NOTICE_PUBLISHED = "notice published, no broker acknowledgement yet"
 NOTICE_SENT = "notice sent"
 NOT_SENT = "not sent: no broker connection"
 NOTICES_KEPT = 86400.0  # seconds the record of a notice is kept (the push rate needs 60 at most)
+# a tick pushes at most this many (the rest next tick): it holds store.lock, which the MQTT
+# thread needs for reports and acks (a burst of thousands starved paho's keepalive)
+NOTICES_PER_TICK = 100
 __all__ = ["FleetRate", "ProgressBatch", "PushRate", "Tasks"]
 
 
@@ -350,7 +353,7 @@ class Tasks:
         if not up:
             self.store.mark_unsent(self.store.due_notices(now, 1000), NOT_SENT)
             return 0
-        budget = self.rate.budget()
+        budget = min(self.rate.budget(), NOTICES_PER_TICK)
         if budget <= 0:
             return 0
         due = self.store.due_notices(now, budget)

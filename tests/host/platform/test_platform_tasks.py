@@ -41,6 +41,28 @@ def test_push_rate_limits_notices(plat: Platform, firmware: Path) -> None:
     assert [t for t, _ in plat.rec.sent][-1] == "devices/p2/ota/upgrade"
 
 
+def test_a_big_burst_goes_out_over_several_ticks(plat: Platform, firmware: Path) -> None:
+    """A burst of 250 due notices (the push rate allows them all) goes out 100 a tick, each
+    once: between ticks the store lock is free, and a report that arrives meanwhile is
+    applied while the rest of the burst still waits (the whole burst under the lock kept
+    the MQTT thread waiting for minutes with 10k devices: the broker dropped the platform)."""
+    plat.tasks.rate.per_minute = 6000  # a burst of 1000 allowed
+    plat.tasks.rate.tokens = 1000
+    devices = [f"b{i:03d}" for i in range(250)]
+    task = _task(plat, firmware, devices)
+    plat.tasks.start_task(task["id"])
+    assert plat.tick() == 100
+    topic, notice = plat.rec.sent[0]
+    device = topic.split("/")[1]
+    plat.on_message(f"devices/{device}/ota/progress", json.dumps(
+        {"taskId": notice["taskId"], "params": {"step": 5, "desc": "downloading"}}).encode())
+    rows = {d["device"]: d for d in plat.tasks.get_task(task["id"])["devices"]}
+    assert (rows[device]["state"], rows[device]["step"]) == ("upgrading", 5)
+    assert sum(1 for d in rows.values() if d["pushes"] == 0) == 150  # still waiting
+    assert [plat.tick(), plat.tick(), plat.tick()] == [100, 50, 0]
+    assert sorted(t.split("/")[1] for t, _ in plat.rec.sent) == devices
+
+
 def test_end_time_times_out_active_subtasks(plat: Platform, firmware: Path) -> None:
     end = time.time() + 2
     task = _task(plat, firmware, ["e1"], end=end)
