@@ -125,6 +125,10 @@ class Reports:
             self.tasks.batch.hot.pop(sub["id"], None)
             if version == sub["target"]:
                 self.tasks.finish(sub, "succeeded", 100, f"already on {version}")
+            elif sub["push_due"] is None and self._stale(sub):
+                log.info("inform of %s from %s within %gs of its notice (sub-task %d):"
+                         " older than the notice, not sent again", shown(version),
+                         shown(device), self.tasks.settings.retry_backoff, sub["id"])
             elif sub["push_due"] is None:
                 # (Re)connected without an upgrade in hand (taskId -1): send the notice
                 # (again). A retry waiting for its backoff keeps its time.
@@ -142,6 +146,17 @@ class Reports:
             self.tasks.finish(sub, "succeeded", 100, f"upgraded to {version}")
         else:
             self.tasks.fail(sub, f"device reports version {version}, expected {sub['target']}")
+
+    def _stale(self, sub: Row) -> bool:
+        """A connect-time inform handled within the grace (the retry backoff) after the
+        notice went out, with no report since: most likely published before the notice
+        reached the device (informs waiting in a backlog), so a notice again would be a
+        duplicate. A device that really rebooted and lost the notice gets it on its
+        next inform after the grace. Once the device reported progress, an inform -1
+        comes after the notice: it rebooted mid-download and gets the notice again."""
+        notified = sub.get("notified")
+        return (sub["state"] == "pending" and notified is not None
+                and time.time() - notified < self.tasks.settings.retry_backoff)
 
     def _late_inform(self, sub: Row, version: str) -> None:
         """An inform for a sub-task already ended: what the device runs is recorded. The
