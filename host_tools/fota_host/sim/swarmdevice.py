@@ -213,6 +213,8 @@ class SwarmDevice:
                 self.broken = True
                 self.wake.set()
             return False
+        if topic == self.t_progress:
+            self.shared.stats["progress_sent"] += 1     # QoS 0 and 1, once each when out
         return True
 
     async def _deliver(self) -> None:

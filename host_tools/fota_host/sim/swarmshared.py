@@ -20,7 +20,7 @@ MQTT_LOG.setLevel(logging.CRITICAL)
 
 STAT_KEYS = ("notices", "duplicate_notices", "bad_notices", "busy_refusals", "downloads",
              "resumed", "bytes", "failures", "upgraded_informs", "link_errors",
-             "first_informs", "loop_errors")
+             "first_informs", "loop_errors", "progress_sent")
 
 
 @dataclass

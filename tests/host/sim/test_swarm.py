@@ -99,6 +99,13 @@ def test_swarm_of_50_upgrades_every_device_once(platform: Any, mosquitto: Any,
     assert Counter(d["state"] for d in task["devices"]) == {"succeeded": 50}
     versions = {d["id"]: d["version"] for d in platform.client().list_devices()}
     assert all(versions[d] == "2.0.0" for d in ids)
+    # every progress message published (QoS 0 downloading steps, QoS 1 step 100) is counted
+    # once, and the platform applied exactly those (bench_scaleout's "reports applied twice")
+    assert list(out)[-1] == "progress_sent" and out["progress_sent"] >= 2 * 50
+    api = platform.client()
+    counted = wait_for(lambda: (n := api.call("GET", "/api/stats")["reports"])
+                       >= out["progress_sent"] and n, 30, what="every progress report counted")
+    assert counted == out["progress_sent"]
 
 
 def test_fail_rate_fails_sub_tasks_and_exit_code(platform: Any, mosquitto: Any,
