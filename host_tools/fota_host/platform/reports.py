@@ -126,9 +126,13 @@ class Reports:
             if version == sub["target"]:
                 self.tasks.finish(sub, "succeeded", 100, f"already on {version}")
             elif sub["push_due"] is None and self._stale(sub):
+                # not now, but once the grace has passed with no report: a device that
+                # really lost the notice still gets it (a report meanwhile clears this)
+                grace = self.tasks.settings.retry_backoff
+                self.store.update_subtask(sub["id"], push_due=sub["notified"] + grace)
                 log.info("inform of %s from %s within %gs of its notice (sub-task %d):"
-                         " older than the notice, not sent again", shown(version),
-                         shown(device), self.tasks.settings.retry_backoff, sub["id"])
+                         " older than the notice, sent again only if no report comes by"
+                         " then", shown(version), shown(device), grace, sub["id"])
             elif sub["push_due"] is None:
                 # (Re)connected without an upgrade in hand (taskId -1): send the notice
                 # (again). A retry waiting for its backoff keeps its time.
@@ -151,8 +155,8 @@ class Reports:
         """A connect-time inform handled within the grace (the retry backoff) after the
         notice went out, with no report since: most likely published before the notice
         reached the device (informs waiting in a backlog), so a notice again would be a
-        duplicate. A device that really rebooted and lost the notice gets it on its
-        next inform after the grace. Once the device reported progress, an inform -1
+        duplicate. A device that really rebooted and lost the notice gets it when the
+        grace has passed with no report from it. Once the device reported progress, an inform -1
         comes after the notice: it rebooted mid-download and gets the notice again."""
         notified = sub.get("notified")
         return (sub["state"] == "pending" and notified is not None
