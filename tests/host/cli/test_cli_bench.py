@@ -30,13 +30,23 @@ def test_missing_tools_stop_the_bench_with_one_line(tmp_path: Path) -> None:
 
 
 def test_only_the_missing_tool_is_named(tmp_path: Path) -> None:
-    for tool in ("mosquitto", "mosquitto_pub", "mosquitto_sub", "curl"):
+    for tool in ("mosquitto", "mosquitto_pub", "mosquitto_sub", "curl", "pg_ctlcluster"):
         found = shutil.which(tool, path=os.environ["PATH"] + ":/usr/sbin:/sbin")
         assert found, f"{tool} is needed by this test"
         (tmp_path / tool).symlink_to(found)
     proc = bench(tmp_path, "bench_platform")
     assert proc.returncode == 2
     assert "needs nginx:" in proc.stderr and "apt-get install nginx`" in proc.stderr
+
+
+def test_postgresql_is_named_for_the_scale_out_figures(tmp_path: Path) -> None:
+    for tool in ("mosquitto", "mosquitto_pub", "mosquitto_sub", "curl", "nginx"):
+        found = shutil.which(tool, path=os.environ["PATH"] + ":/usr/sbin:/sbin")
+        assert found, f"{tool} is needed by this test"
+        (tmp_path / tool).symlink_to(found)
+    proc = bench(tmp_path, "bench_scaleout")
+    assert proc.returncode == 2
+    assert "needs pg_ctlcluster:" in proc.stderr and "apt-get install postgresql`" in proc.stderr
 
 
 def test_with_every_tool_the_bench_runs() -> None:
