@@ -164,6 +164,11 @@ class FotaBroker(Broker):
         except Exception as exc:  # a hostile client must not print a traceback
             _rate.log(logging.WARNING, addr, "MQTT connection from %s failed: %r", addr, exc)
             writer.transport.abort()
+        except asyncio.CancelledError:
+            # Shutdown cancels the connection tasks. Python 3.11's asyncio.streams callback
+            # calls task.exception() on a cancelled client_connected_cb task, which raises
+            # and logs a traceback per open connection (fixed in 3.12): end it plainly.
+            writer.transport.abort()
         finally:
             self.open -= 1
             self._connected(key)

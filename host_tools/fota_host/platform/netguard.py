@@ -162,7 +162,10 @@ def quiet_loop_errors(loop: asyncio.AbstractEventLoop) -> None:
         # asyncio retries a listener that ran out of descriptors a second later; a retry
         # that fires after the listener closed fails on fd -1 (Python 3.11)
         closed = isinstance(exc, ValueError) and "file descriptor" in str(exc)
-        if isinstance(exc, (OSError, EOFError)) or exc is None or closed:
+        # a task cancelled at shutdown is not an error (Python 3.11's streams callback
+        # reports a cancelled connection task as one)
+        cancelled = isinstance(exc, asyncio.CancelledError)
+        if isinstance(exc, (OSError, EOFError)) or exc is None or closed or cancelled:
             _rate.log(logging.WARNING, message[:40], "%s: %r", message, exc)
         elif _rate.log(logging.ERROR, message[:40], "%s (traceback follows)", message):
             loop.default_exception_handler(context)

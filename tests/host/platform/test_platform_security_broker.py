@@ -307,3 +307,25 @@ def test_generated_mosquitto_cuts_off_oversized_packets(tmp_path: Path) -> None:
     finally:
         mosq.terminate()
         mosq.wait(5)
+
+
+def test_connections_open_at_shutdown_leave_no_traceback(tmp_path: Path) -> None:
+    """Stopping the platform while MQTT connections are open (silent ones that never sent
+    CONNECT, one stopped half-way through its CONNECT, logged-in devices) is a clean stop:
+    each used to log a traceback (Python 3.11 reports a cancelled connection task)."""
+    plat = start_platform(tmp_path / "data")
+    port = int(plat.broker.rsplit(":", 1)[1])
+    silent = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(5)]
+    half = socket.create_connection(("127.0.0.1", port), timeout=10)
+    half.sendall(b"\x10\x20\x00\x04MQ")
+    devices = [FakeDevice(f"open-{i}", plat.broker).start() for i in range(3)]
+    try:
+        plat.stop()
+        assert plat.proc is None  # stopped on SIGTERM, not killed
+    finally:
+        for s in [*silent, half]:
+            s.close()
+        for dev in devices:
+            dev.stop()
+    log = (tmp_path / "data" / "platform.log").read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log[-2000:]
