@@ -30,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from .core import Platform
 from .fileserver import PLATFORM_KEY
+from .store import StorageError
 
 _TOKEN_KEY = web.AppKey("metrics_token", str)
 _ADMIN_KEY = web.AppKey("metrics_admin_token", str)
@@ -103,9 +104,18 @@ class _StoreCollector(Collector):
         states = GaugeMetricFamily("fota_subtasks", "Sub-tasks per task and state (read from "
                                    "the store: every instance on one database shows the same).",
                                    labels=["instance", "task", "state"])
-        with p.store.lock:
-            counts = [(t["id"], p.store.state_counts(t["id"])) for t in p.store.tasks()]
-        for task_id, by_state in counts:
+        up = GaugeMetricFamily("fota_store_up", "1 when this instance read the store for this "
+                               "scrape, 0 while it can't (database down or restarting: the "
+                               "sub-task gauges are left out until it is back).",
+                               labels=["instance"])
+        try:
+            with p.store.lock:
+                counts = [(t["id"], p.store.state_counts(t["id"])) for t in p.store.tasks()]
+        except StorageError:  # the counters above still tell what this instance did
+            counts = None
+        up.add_metric([me], 0.0 if counts is None else 1.0)
+        yield up
+        for task_id, by_state in counts or []:
             for state, n in sorted(by_state.items()):
                 states.add_metric([me, str(task_id), state], n)
         yield states

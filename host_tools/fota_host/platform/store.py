@@ -100,7 +100,7 @@ class Store(SubtaskQueries):
         if self.db.failed_transaction:  # COMMIT would roll it back without a word
             self.rollback()
             raise StorageError("a statement of the transaction failed: nothing of it was "
-                               "stored")
+                               "stored", 503)
         if self.db.in_transaction:
             self.db.execute("COMMIT")
         after, self._after = self._after, []

@@ -40,10 +40,12 @@ RECONNECT_PAUSE = 1.0  # seconds between two tries to reach a PostgreSQL that is
 class StorageError(PlatformError):
     """The store could not be written (disk full, I/O error, the database unreachable):
     nothing of the change was stored, and nothing may be acknowledged as if it were.
-    HTTP 507."""
+    HTTP 507 (Insufficient Storage, RFC 4918 §11.5) when the disk is full, 503 (Service
+    Unavailable, RFC 9110 §15.6.4) when the database is down, restarting or out of
+    connections: the same request succeeds once it is back."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message, 507)
+    def __init__(self, message: str, status: int = 507) -> None:
+        super().__init__(message, status)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -73,12 +75,15 @@ def storage_errors() -> Iterator[None]:
         if pg is None or not isinstance(exc, pg.Error):
             raise
         state = getattr(exc, "sqlstate", None) or ""
-        if state.startswith("53"):  # disk full, out of memory, too many connections
+        if state == "53100":  # disk_full
             raise StorageError(f"disk full: PostgreSQL cannot write the platform store "
                                f"({_one_line(exc)})") from exc
+        if state.startswith("53"):  # out of memory, too many connections, ...
+            raise StorageError(f"PostgreSQL is out of resources: {_one_line(exc)} (tried "
+                               "again on the next call)", 503) from exc
         if isinstance(exc, (pg.OperationalError, pg.InterfaceError)):
             raise StorageError(f"PostgreSQL: {_one_line(exc)} (tried again on the next "
-                               "call)") from exc
+                               "call)", 503) from exc
         raise
 
 
@@ -163,7 +168,7 @@ class Db:
         url = str(self.target)
         if not first and time.monotonic() - self._down_since < RECONNECT_PAUSE:
             raise StorageError(f"PostgreSQL at {shown_url(url)} unreachable (tried again "
-                               "in a moment)")
+                               "in a moment)", 503)
         try:
             self.conn = psycopg.connect(
                 url, autocommit=True, row_factory=dict_row, connect_timeout=5,
@@ -178,7 +183,8 @@ class Db:
                     f"cannot open the PostgreSQL store {shown_url(url)} ({why.rstrip('?.')})"
                     f": check that the server runs and that --db ({DB_URL_FORM}) names the "
                     "right host, port, user, password and an existing database", 503) from None
-            raise StorageError(f"PostgreSQL at {shown_url(url)} unreachable: {why}") from exc
+            raise StorageError(f"PostgreSQL at {shown_url(url)} unreachable: {why}",
+                               503) from exc
         self._down_since = 0.0
 
     def _pg_conn(self) -> Any:

@@ -257,3 +257,36 @@ def test_any_instance_serves_and_cuts_off_a_download(cluster_factory, tmp_path: 
         assert status == 403
     finally:
         dev.stop()
+
+
+def _metrics(proc: PlatformProcess) -> tuple[int, str]:
+    token = (proc.data_dir / "metrics.token").read_text().strip()
+    status, body, _ = http_get(proc.api + "/metrics", {"Authorization": f"Bearer {token}"})
+    return status, body.decode()
+
+
+def test_database_down_is_503_and_metrics_still_answer(cluster_factory, pg_server) -> None:
+    """While PostgreSQL is down the API says the service is unavailable (503, naming the
+    database; not "disk full"), /metrics still answers with fota_store_up 0, and both
+    recover by themselves once the database is back."""
+    cluster = cluster_factory(1)
+    proc = cluster.procs[0]
+    token = proc.info["admin_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    assert http_get(proc.api + "/api/tasks", auth)[0] == 200
+    pg_server.stop()
+    try:
+        status, body, _ = http_get(proc.api + "/api/tasks", auth)
+        assert status == 503, (status, body)
+        assert b"PostgreSQL" in body and b"disk full" not in body
+        status, text = _metrics(proc)
+        assert status == 200 and 'fota_store_up{instance=' in text
+        assert any(line.startswith("fota_store_up{") and line.endswith(" 0.0")
+                   for line in text.splitlines()), text
+    finally:
+        pg_server.start()
+    wait_for(lambda: http_get(proc.api + "/api/tasks", auth)[0] == 200, 60, 0.5,
+             what="the API answering again once PostgreSQL is back")
+    status, text = _metrics(proc)
+    assert any(line.startswith("fota_store_up{") and line.endswith(" 1.0")
+               for line in text.splitlines()), text
