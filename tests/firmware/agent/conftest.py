@@ -47,3 +47,49 @@ def devices(tmp_path, mosquitto):
     for dev in started:
         dev.stop()
         dev.logfile.close()
+
+
+import ssl  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from fota_host.boards import certs  # noqa: E402
+from fota_host.images import synthetic as images  # noqa: E402
+from helpers import Mosquitto, free_port  # noqa: E402
+
+
+@dataclass
+class TlsBroker:
+    """A mosquitto with a TLS listener (`url`, verified against `ca`) beside its plain one
+    (where `peer`, the platform side, is connected), and a TLS context for an HTTPS image
+    server with the same CA; `www` holds v2.bin (esp32 2.0.0), whose digests are `info`."""
+
+    ca: certs.Issued
+    url: str
+    peer: Peer
+    context: ssl.SSLContext
+    www: Path
+    info: dict
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path):
+    pki = tmp_path / "pki"
+    ca = certs.make_ca(pki)
+    server = certs.issue_server(ca, pki, ["localhost", "127.0.0.1"])
+    tls_port = free_port()
+    broker = Mosquitto(tmp_path, extra_conf=(
+        f"listener {tls_port} 127.0.0.1\ncafile {ca.cert}\ncertfile {server.cert}\n"
+        f"keyfile {server.key}\n")).start()
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(server.cert, server.key)
+    www = tmp_path / "www"
+    www.mkdir()
+    img = images.sim_image("esp32", "2.0.0", 300_000)
+    (www / "v2.bin").write_bytes(img)
+    peer = Peer(broker.port)
+    try:
+        yield TlsBroker(ca, f"mqtts://localhost:{tls_port}", peer, ctx, www,
+                        images.digests(img))
+    finally:
+        peer.close()
+        broker.stop()

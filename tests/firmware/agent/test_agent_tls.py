@@ -9,42 +9,27 @@ from fota_host.boards import certs
 from fota_host.images import synthetic as images
 from fota_host.sim.device import SimDevice
 from fota_host.sim.imageserver import ImageServer
-from helpers import Mosquitto, free_port
 from peer import Peer, payload_for
 
 
-def test_upgrade_over_mqtts_and_https_with_verified_servers(tmp_path):
-    pki = tmp_path / "pki"
-    ca = certs.make_ca(pki)
-    server = certs.issue_server(ca, pki, ["localhost", "127.0.0.1"])
-    tls_port = free_port()
-    broker = Mosquitto(tmp_path, extra_conf=(
-        f"listener {tls_port} 127.0.0.1\ncafile {ca.cert}\ncertfile {server.cert}\n"
-        f"keyfile {server.key}\n")).start()
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(server.cert, server.key)
-    www = tmp_path / "www"
-    www.mkdir()
-    img = images.sim_image("esp32", "2.0.0", 300_000)
-    (www / "v2.bin").write_bytes(img)
-    info = images.digests(img)
-    peer = Peer(broker.port)                      # the platform side on the plain listener
+def test_upgrade_over_mqtts_and_https_with_verified_servers(tmp_path, tls_broker):
+    peer = tls_broker.peer                        # the platform side on the plain listener
     dev = None
     try:
-        with ImageServer(www, tls=ctx) as srv:
+        with ImageServer(tls_broker.www, tls=tls_broker.context) as srv:
             flash = tmp_path / "d1"
             # Two TLS sessions at once: on the unix port mbedTLS allocates from the
             # MicroPython heap (on ESP32 it uses the IDF heap), so give it room.
-            dev = SimDevice(flash, "esp32", "d1", f"mqtts://localhost:{tls_port}",
+            dev = SimDevice(flash, "esp32", "d1", tls_broker.url,
                             version="1.0.0", heap="256K",
                             log=open(tmp_path / "d1.log", "w"),  # noqa: SIM115
                             config={"broker": {"ca": "ca.pem", "keepalive": 4},
                                     "download": {"ca": "ca.pem"}, "health_deadline_s": 15})
-            shutil.copy(ca.cert, flash / "ca.pem")
+            shutil.copy(tls_broker.ca.cert, flash / "ca.pem")
             dev.start()
             peer.wait_for("inform", "d1", lambda m: m["taskId"] == -1)
             url = f"https://localhost:{srv.port}/file/upgrade/v2.bin/3"
-            peer.notice("d1", 5, payload_for({**info}, "2.0.0", url))
+            peer.notice("d1", 5, payload_for({**tls_broker.info}, "2.0.0", url))
             done = peer.wait_for("inform", "d1", lambda m: m["taskId"] == 5, timeout=60)
             assert done["params"]["version"] == "2.0.0"
             st = dev.wait_for(lambda s: not s["pending"] and s["version"] == "2.0.0")
@@ -54,22 +39,13 @@ def test_upgrade_over_mqtts_and_https_with_verified_servers(tmp_path):
     finally:
         if dev:
             dev.stop()
-        peer.close()
-        broker.stop()
 
 
-def test_mqtts_with_an_unknown_ca_never_connects(tmp_path):
-    pki = tmp_path / "pki"
-    ca = certs.make_ca(pki)
-    server = certs.issue_server(ca, pki, ["localhost"])
+def test_mqtts_with_an_unknown_ca_never_connects(tmp_path, tls_broker):
     other = certs.make_ca(tmp_path / "other", name="not the broker's CA")
-    tls_port = free_port()
-    broker = Mosquitto(tmp_path, extra_conf=(
-        f"listener {tls_port} 127.0.0.1\ncafile {ca.cert}\ncertfile {server.cert}\n"
-        f"keyfile {server.key}\n")).start()
-    peer = Peer(broker.port)
+    peer = tls_broker.peer
     flash = tmp_path / "d2"
-    dev = SimDevice(flash, "esp32", "d2", f"mqtts://localhost:{tls_port}", version="1.0.0",
+    dev = SimDevice(flash, "esp32", "d2", tls_broker.url, version="1.0.0",
                     log=open(tmp_path / "d2.log", "w"),  # noqa: SIM115
                     config={"broker": {"ca": "ca.pem", "timeout_s": 2}})
     shutil.copy(other.cert, flash / "ca.pem")
@@ -82,8 +58,6 @@ def test_mqtts_with_an_unknown_ca_never_connects(tmp_path):
         assert dev.boots == 1                          # and it did not crash-loop
     finally:
         dev.stop()
-        peer.close()
-        broker.stop()
 
 
 def test_https_to_http_redirect_is_refused_unless_insecure_downloads_are_allowed(

@@ -8,16 +8,12 @@ against the dev CA."""
 from __future__ import annotations
 
 import shutil
-import ssl
 from pathlib import Path
 
 import pytest
-from fota_host.boards import certs
-from fota_host.images import synthetic as images
 from fota_host.sim.device import SimDevice
 from fota_host.sim.imageserver import ImageServer
-from helpers import Mosquitto, free_port
-from peer import Peer, payload_for
+from peer import payload_for
 
 # The agent tests' heap on the 64-bit port (MQTTS and HTTPS sessions held together need
 # 115 KiB: agent_tls_min_heap_kib).
@@ -25,45 +21,29 @@ HEAP = "128K"
 
 
 @pytest.fixture
-def tls_setup(tmp_path: Path):
-    pki = tmp_path / "pki"
-    ca = certs.make_ca(pki)
-    server = certs.issue_server(ca, pki, ["localhost", "127.0.0.1"])
-    tls_port = free_port()
-    broker = Mosquitto(tmp_path, extra_conf=(
-        f"listener {tls_port} 127.0.0.1\ncafile {ca.cert}\ncertfile {server.cert}\n"
-        f"keyfile {server.key}\n")).start()
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(server.cert, server.key)
-    www = tmp_path / "www"
-    www.mkdir()
-    img = images.sim_image("esp32", "2.0.0", 300_000)
-    (www / "v2.bin").write_bytes(img)
-    peer = Peer(broker.port)                      # the platform side on the plain listener
+def tls_setup(tmp_path: Path, tls_broker):
     started: list[SimDevice] = []
 
     def device(name: str) -> SimDevice:
         flash = tmp_path / name
-        dev = SimDevice(flash, "esp32", name, f"mqtts://localhost:{tls_port}",
+        dev = SimDevice(flash, "esp32", name, tls_broker.url,
                         version="1.0.0", heap=HEAP,
                         log=open(tmp_path / f"{name}.log", "w"),  # noqa: SIM115
                         config={"broker": {"ca": "ca.pem", "keepalive": 4, "timeout_s": 5,
                                            "tls_during_download": "close"},
                                 "download": {"ca": "ca.pem", "start_delay_s": 0},
                                 "health_deadline_s": 20, "progress_interval_s": 0})
-        shutil.copy(ca.cert, flash / "ca.pem")
+        shutil.copy(tls_broker.ca.cert, flash / "ca.pem")
         dev.start()
         started.append(dev)
         return dev
 
     try:
-        with ImageServer(www, tls=ctx) as srv:
-            yield device, peer, srv, images.digests(img)
+        with ImageServer(tls_broker.www, tls=tls_broker.context) as srv:
+            yield device, tls_broker.peer, srv, tls_broker.info
     finally:
         for dev in started:
             dev.stop()
-        peer.close()
-        broker.stop()
 
 
 def _log(dev: SimDevice) -> str:
