@@ -295,20 +295,13 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
     from ..sim.faults import DeviceFaults, LinkFaults
     from ..sim.flash import SimError
     from ..sim.fleet import Fleet, HttpProxy
+    from .simswarm import read_credentials
 
     try:
         heap = parse_heap(heap, MIN_AGENT_HEAP)
     except ValueError as exc:
         fail(str(exc))
-    credentials = None
-    if credentials_file is not None:
-        try:
-            credentials = json.loads(credentials_file.read_text())["devices"]
-            if not isinstance(credentials, dict):
-                raise TypeError
-        except (OSError, ValueError, KeyError, TypeError):
-            fail(f"--credentials {credentials_file}: not the credentials.json of `fota platform "
-                 "mosquitto-config` (a JSON object with a \"devices\" map of id: password)")
+    credentials = read_credentials(credentials_file)
 
     kinds = tuple(b.strip() for b in boards.split(",") if b.strip())
     if not kinds or any(b not in SIM_BOARDS for b in kinds):

@@ -96,21 +96,12 @@ def swarm_cmd(count: int, broker: str, id_prefix: str, version: str,
     kib_per_device is each run's figure). One file descriptor per device: the soft limit
     is raised to the hard limit, and a --count that cannot fit is refused.
     """
-    import json
     import signal
     import threading
 
     from ..sim.swarm import SwarmError, SwarmOptions, run_swarm
 
-    credentials = None
-    if credentials_file is not None:
-        try:
-            credentials = json.loads(credentials_file.read_text())["devices"]
-            if not isinstance(credentials, dict):
-                raise TypeError
-        except (OSError, ValueError, KeyError, TypeError):
-            fail(f"--credentials {credentials_file}: not the credentials.json of `fota platform "
-                 "mosquitto-config` (a JSON object with a \"devices\" map of id: password)")
+    credentials = read_credentials(credentials_file)
     opts = SwarmOptions(
         count=count, broker=broker, id_prefix=id_prefix, version=version,
         until_version=until_version, timeout=timeout, fail_rate=fail_rate,
@@ -132,6 +123,24 @@ def swarm_cmd(count: int, broker: str, id_prefix: str, version: str,
             bar.close()
     emit_json_line(result.to_json())
     sys.exit(0 if result.ok else 1)
+
+
+def read_credentials(path: Path | None) -> dict[str, str] | None:
+    """The "devices" map (id: password) of the credentials.json at `path` (--credentials of
+    `fota sim swarm` and `fota sim fleet`); None without one. A file that is not one ends
+    the command with an error naming it."""
+    import json
+
+    if path is None:
+        return None
+    try:
+        credentials = json.loads(path.read_text())["devices"]
+        if not isinstance(credentials, dict):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        fail(f"--credentials {path}: not the credentials.json of `fota platform "
+             "mosquitto-config` (a JSON object with a \"devices\" map of id: password)")
+    return credentials
 
 
 class _Bar:
