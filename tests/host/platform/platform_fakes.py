@@ -214,3 +214,20 @@ class Env:
             self.proc.stop()
         if self.mosquitto:
             self.mosquitto.stop()
+
+
+def fota(*args: str, ok: bool = True) -> Any:
+    """Run the `fota` command (a child Python): with ok, assert it succeeded and return its
+    JSON (or its text when it printed no JSON); without, return the finished process."""
+    import os
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "fota_host", *args], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert "Traceback" not in proc.stderr
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout) if proc.stdout.lstrip().startswith(("{", "[")) \
+            else proc.stdout
+    return proc

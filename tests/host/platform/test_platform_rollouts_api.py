@@ -4,27 +4,9 @@ the operator stops it; nobody outside the canary had a notice."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
-from platform_fakes import Env, FakeDevice, wait_for
-
-FOTA = [sys.executable, "-m", "fota_host"]
-
-
-def fota(*args: str, ok: bool = True) -> Any:
-    proc = subprocess.run([*FOTA, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "COLUMNS": "200"})
-    assert "Traceback" not in proc.stderr
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout) if proc.stdout.lstrip().startswith(("{", "[")) \
-            else proc.stdout
-    return proc
+from platform_fakes import Env, FakeDevice, fota, wait_for
 
 
 def test_canary_rollback_pauses_then_stop_through_the_cli(embedded: Env, firmware: Path,

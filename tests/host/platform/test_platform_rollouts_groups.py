@@ -4,26 +4,9 @@ platform never heard from join at the start too; an empty group is a clear 409."
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
-from platform_fakes import Env
-
-FOTA = [sys.executable, "-m", "fota_host"]
-
-
-def fota(*args: str, ok: bool = True) -> Any:
-    proc = subprocess.run([*FOTA, *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "COLUMNS": "200"})
-    assert "Traceback" not in proc.stderr
-    if ok:
-        assert proc.returncode == 0, proc.stderr
-        return json.loads(proc.stdout)
-    return proc
+from platform_fakes import Env, fota
 
 
 def test_group_only_task_starts_with_members_never_heard_from(embedded: Env, firmware: Path
