@@ -5,13 +5,31 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fota_host.platform.validate import PlatformError
 from platform_fakes import FakeDevice, device_row, http_get, make_task, wait_device_state, wait_for
 
 FAST = {"device_timeout": 30, "retry_backoff": 0.3}
+
+
+@contextmanager
+def one_device(platform: Any, firmware: Path, name: str, **options: Any
+               ) -> Iterator[tuple[Any, dict[str, Any], FakeDevice]]:
+    """Start `platform` with `options`, create a task (not started) of `firmware` for the
+    device `name` and connect that device: (api, task, device); the device stops after."""
+    platform.start(**options)
+    api = platform.api
+    _, task = make_task(api, firmware, [name])
+    dev = FakeDevice(name, platform.broker).start()
+    try:
+        yield api, task, dev
+    finally:
+        dev.stop()
 
 
 def test_notice_download_and_success(env, firmware: Path) -> None:
@@ -69,11 +87,7 @@ def test_offline_device_gets_notice_on_next_inform(env, firmware: Path) -> None:
 
 
 def test_step_100_is_not_success_and_wrong_version_fails(embedded, firmware: Path) -> None:
-    embedded.start(**FAST)
-    api = embedded.api
-    _, task = make_task(api, firmware, ["d1"])
-    dev = FakeDevice("d1", embedded.broker).start()
-    try:
+    with one_device(embedded, firmware, "d1", **FAST) as (api, task, dev):
         api.start_task(task["id"])
         notice = dev.wait_notice()
         dev.progress(notice["taskId"], 100, "written")
@@ -83,8 +97,6 @@ def test_step_100_is_not_success_and_wrong_version_fails(embedded, firmware: Pat
         row = wait_device_state(api, task["id"], "d1", "failed")
         assert "1.0.0" in row["desc"]
         assert api.get_task(task["id"])["state"] == "finished"
-    finally:
-        dev.stop()
 
 
 def test_already_on_target_succeeds_without_download(embedded, firmware: Path) -> None:
@@ -102,11 +114,7 @@ def test_already_on_target_succeeds_without_download(embedded, firmware: Path) -
 
 
 def test_refusal_busy_fails_with_desc(env, firmware: Path) -> None:
-    env.start(**FAST)
-    api = env.api
-    _, task = make_task(api, firmware, ["busy"])
-    dev = FakeDevice("busy", env.broker).start()
-    try:
+    with one_device(env, firmware, "busy", **FAST) as (api, task, dev):
         api.start_task(task["id"])
         notice = dev.wait_notice()
         dev.progress(notice["taskId"], -1, "busy: another upgrade in progress")
@@ -114,16 +122,11 @@ def test_refusal_busy_fails_with_desc(env, firmware: Path) -> None:
         assert row["step"] == -1 and row["desc"].startswith("busy")
         # the token dies with the sub-task
         assert http_get(dev.download_url(notice))[0] == 403
-    finally:
-        dev.stop()
 
 
 def test_retry_with_backoff_then_success(embedded, firmware: Path) -> None:
-    embedded.start(retries=1, retry_backoff=0.5, device_timeout=30)
-    api = embedded.api
-    _, task = make_task(api, firmware, ["flaky"])
-    dev = FakeDevice("flaky", embedded.broker).start()
-    try:
+    with one_device(embedded, firmware, "flaky", retries=1, retry_backoff=0.5,
+                    device_timeout=30) as (api, task, dev):
         # the connect-time inform handled first: an inform arriving after the task started
         # rightly brings a fresh notice, which this test would take for the retry
         wait_for(lambda: any(d["id"] == "flaky" and d["version"] == "1.0.0"
@@ -144,24 +147,16 @@ def test_retry_with_backoff_then_success(embedded, firmware: Path) -> None:
         row = wait_device_state(api, task["id"], "flaky", "succeeded")
         assert row["attempts"] == 1
         # a second failure after the last retry is final
-    finally:
-        dev.stop()
 
 
 def test_silent_device_times_out(embedded, firmware: Path) -> None:
-    embedded.start(device_timeout=1)
-    api = embedded.api
-    _, task = make_task(api, firmware, ["mute"])
-    dev = FakeDevice("mute", embedded.broker).start()
-    try:
+    with one_device(embedded, firmware, "mute", device_timeout=1) as (api, task, dev):
         api.start_task(task["id"])
         notice = dev.wait_notice()
         dev.progress(notice["taskId"], 10, "downloading")
         row = wait_device_state(api, task["id"], "mute", "timed_out", timeout=10)
         assert "no report" in row["desc"]
         assert api.get_task(task["id"])["state"] == "finished"
-    finally:
-        dev.stop()
 
 
 def test_cancel_some_then_all(env, firmware: Path) -> None:
