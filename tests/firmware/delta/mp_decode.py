@@ -1,6 +1,7 @@
 # Runs on the MicroPython unix port: decode compressed/delta images as the engine
 # would (4096-byte blocks, then the tail) for a list of cases; one JSON line each.
 # Usage: micropython mp_decode.py cases.json   (MICROPYPATH: firmware/)
+# base_reader() serves mp_engine.py too.
 import gc
 import hashlib
 import json
@@ -84,17 +85,18 @@ def run(case, buf):
     return res
 
 
-FAST = inflate._loop()            # machine code (viper)
-BYTECODE = inflate._loop(False)   # the same loop as bytecode (ports without the emitter)
-buf = memoryview(bytearray(BLOCK))
-with open(sys.argv[1]) as f:
-    cases = json.load(f)
-for case in cases:
-    try:
-        res = run(case, buf)
-    except UpdateError as exc:
-        res = {"step": exc.step, "reason": exc.reason}
-    except Exception as exc:  # a crash: the test fails on it
-        res = {"crash": repr(exc)}
-    res["name"] = case["name"]
-    print(json.dumps(res))
+if __name__ == "__main__":     # not when mp_engine.py imports base_reader
+    FAST = inflate._loop()            # machine code (viper)
+    BYTECODE = inflate._loop(False)   # the same loop as bytecode (ports without the emitter)
+    buf = memoryview(bytearray(BLOCK))
+    with open(sys.argv[1]) as f:
+        cases = json.load(f)
+    for case in cases:
+        try:
+            res = run(case, buf)
+        except UpdateError as exc:
+            res = {"step": exc.step, "reason": exc.reason}
+        except Exception as exc:  # a crash: the test fails on it
+            res = {"crash": repr(exc)}
+        res["name"] = case["name"]
+        print(json.dumps(res))

@@ -5,6 +5,7 @@ import json
 import sys
 
 from fota import engine
+from mp_decode import base_reader  # the script's folder is on sys.path
 
 
 class FileSlot:
@@ -53,16 +54,6 @@ class FileSlot:
 
     def switch(self, info):
         self.switched = info
-
-
-def base_reader(path):
-    f = open(path, "rb")
-
-    def read(offset, buf):
-        f.seek(offset)
-        if f.readinto(buf) != len(buf):
-            raise OSError(5)
-    return read
 
 
 engine.block_buffer()
