@@ -6,7 +6,8 @@ into memory). Ranges per RFC 9110: one byte range gets 206 + Content-Range (suff
 open ranges too), an unsatisfiable one 416 + `Content-Range: bytes */SIZE`; several ranges,
 other units, bad syntax and any If-Range get the whole file (200).
 A download whose sub-task is cancelled (or whose task ends) while it streams is reset
-(`Downloads.watch`).
+(`Downloads.watch`), and so is every download still streaming when the platform stops
+(the devices resume with Range from the next instance or the restarted one).
 
 `send_file` does what aiohttp's `FileResponse` does for this case without its thread-pool
 round trips (stat, open, looking for .gz/.br variants of the file), which cost a fifth of
@@ -32,6 +33,8 @@ log = logging.getLogger("fota.platform.http")
 PLATFORM_KEY = web.AppKey("platform", Platform)
 STALL_KEY = web.AppKey("stall_timeout", float)  # seconds a download may make no progress
 SEND_BUFFER = 256 * 1024  # bytes per download socket (the kernel doubles it)
+# the cut-offs of the downloads streaming now, called when the platform stops
+STREAMING_KEY = web.AppKey("downloads_streaming", set)
 
 
 _NOT_SATISFIABLE = (-1, -1)
@@ -143,10 +146,15 @@ async def download(request: web.Request) -> web.StreamResponse:
     unwatch = request.app[PLATFORM_KEY].downloads.watch(int(q["taskId"]), q["deviceId"], stop)
     stall = request.app.get(STALL_KEY, 60.0)
     watchdog = loop.create_task(_stalled(sock, stall, q.get("deviceId"))) if sock else None
+    streaming = request.app.get(STREAMING_KEY)
+    if streaming is not None and sock is not None:
+        streaming.add(shutdown)
     try:
         return await send_file(request, result)
     finally:
         unwatch()
+        if streaming is not None:
+            streaming.discard(shutdown)
         if watchdog is not None:
             watchdog.cancel()
 
@@ -183,5 +191,20 @@ async def _stalled(sock: socket.socket, stall: float, device: str | None) -> Non
             return
 
 
+async def _cut_off_streaming(app: web.Application) -> None:
+    """The platform stops: reset the downloads still streaming. aiohttp would else wait for
+    each (a slow device: minutes, up to its shutdown timeout, then once more after
+    cancelling a handler stuck in sendfile), and a service manager kills the platform
+    first."""
+    streaming = app[STREAMING_KEY]
+    if streaming:
+        log.info("platform stopping: %d download(s) cut off (the devices resume them)",
+                 len(streaming))
+    for cut_off in list(streaming):
+        cut_off()
+
+
 def add_routes(app: web.Application) -> None:
+    app[STREAMING_KEY] = set()
+    app.on_shutdown.append(_cut_off_streaming)
     app.router.add_get("/file/upgrade", download)

@@ -29,6 +29,8 @@ class PlatformProcess:
         self.log_path = log_path or self.data_dir / "platform.log"
         self.proc: subprocess.Popen | None = None
         self.info: dict[str, Any] = {}
+        # how the last child ended: 0 after a clean stop, -9 when `stop` had to kill it
+        self.returncode: int | None = None
 
     @property
     def api(self) -> str:
@@ -50,17 +52,9 @@ class PlatformProcess:
         return ApiClient(self.info)
 
     def start(self) -> PlatformProcess:
-        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # service.json is left alone: it may be another running service's (which the
-        # child then refuses to disturb); the wait below is for this child's own pid.
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "ab") as logf:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "fota_host.platform.process"], stdin=subprocess.PIPE,
-                stdout=logf, stderr=subprocess.STDOUT)
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(self.options.to_json().encode())
-        self.proc.stdin.close()
+        """Start the child and wait until it serves (its service.json written)."""
+        self.launch()
+        assert self.proc is not None
         deadline = time.monotonic() + self.timeout
         while time.monotonic() < deadline:
             info = read_service_info(self.data_dir)
@@ -74,7 +68,23 @@ class PlatformProcess:
         tail = self.log_path.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"platform did not start; log tail:\n{tail}")
 
+    def launch(self) -> subprocess.Popen:
+        """Start the child without waiting for it to serve."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # service.json is left alone: it may be another running service's (which the
+        # child then refuses to disturb); start() waits for this child's own pid.
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "ab") as logf:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "fota_host.platform.process"], stdin=subprocess.PIPE,
+                stdout=logf, stderr=subprocess.STDOUT)
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(self.options.to_json().encode())
+        self.proc.stdin.close()
+        return self.proc
+
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, and SIGKILL if the child has not ended `timeout` seconds later."""
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -82,6 +92,8 @@ class PlatformProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc is not None:
+            self.returncode = self.proc.returncode
         self.proc = None
 
     def kill(self) -> None:
@@ -89,6 +101,8 @@ class PlatformProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self.proc is not None:
+            self.returncode = self.proc.returncode
         self.proc = None
 
     def __enter__(self) -> PlatformProcess:

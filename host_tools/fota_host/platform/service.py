@@ -34,6 +34,7 @@ from .store_sql import is_postgres
 from .validate import PlatformError, check_public_url
 
 log = logging.getLogger("fota.platform")
+SHUTDOWN_GRACE = 3.0  # seconds requests in progress may take to finish at a stop
 
 
 def _admin_token(data_dir: Path) -> str:
@@ -180,8 +181,11 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
     app = make_app(platform, admin_token, stall_timeout=4 * opts.idle_timeout)
     metrics.add_routes(app, admin_token)  # GET /metrics (Prometheus), download counters
     # keepalive_timeout also closes a connection that never sends a whole request.
+    # At a stop, requests still in progress (a client half-way through an upload) get
+    # SHUTDOWN_GRACE seconds before they are cancelled (aiohttp's default: 60); downloads
+    # are cut off at once (fileserver.py), console event streams end (console/routes.py).
     runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                           keepalive_timeout=opts.idle_timeout)
+                           keepalive_timeout=opts.idle_timeout, shutdown_timeout=SHUTDOWN_GRACE)
     await runner.setup()
     ssl_ctx = None
     if opts.tls_cert:
@@ -192,10 +196,11 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
     site = GuardedSite(runner, sock, guard, ssl_context=ssl_ctx, backlog=1024)
     await site.start()
     link.start()
-    try:
-        await asyncio.wait_for(loop.run_in_executor(None, link.answered.wait, 15), 16)
-    except asyncio.TimeoutError:
-        pass
+    # Up to 15 s for the broker's first answer; SIGTERM meanwhile ends the wait (a thread
+    # blocked in it would hold up the stop: asyncio.run waits for its executor's threads).
+    answer_by = loop.time() + 15
+    while not link.answered.is_set() and not stop.is_set() and loop.time() < answer_by:
+        await asyncio.sleep(0.05)
     if link.refused and not link.connected.is_set():  # wrong or missing credentials
         link.stop()
         await runner.cleanup()
@@ -219,8 +224,9 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
     }
     if opts.tls_cert:
         info["tls_cert"] = str(Path(opts.tls_cert).resolve())
-    _write_json_atomic(info_path, info)
-    log.info("platform ready: api %s, broker %s", info["api"], info["broker"])
+    if not stop.is_set():  # not announced when stopped while starting
+        _write_json_atomic(info_path, info)
+        log.info("platform ready: api %s, broker %s", info["api"], info["broker"])
 
     async def clock() -> None:
         while not stop.is_set():
@@ -242,7 +248,28 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
         link.stop()
         await runner.cleanup()
         if broker is not None:
+            _end_broker_connections(broker)
             await broker.shutdown()
+
+
+def _end_broker_connections(broker: Any) -> None:
+    """Before the embedded broker's shutdown: stop taking connections, and end each client
+    connection's input. amqtt (0.12.1) stops a client's reader loop by cancelling it, and
+    Python 3.11's asyncio.wait_for drops a cancel that lands as a packet arrives: a device
+    sending at that moment kept its reader loop, and the stop waiting for it, going for
+    good (and a device reconnecting meanwhile started a new one). A reader that sees the
+    end of its input ends its loop whatever happened to the cancel; the connection stays
+    writable until amqtt closes it (no writes to a closed socket)."""
+    for server in getattr(broker, "_servers", {}).values():
+        if getattr(server, "instance", None) is not None:
+            server.instance.close()
+    for _, handler in list(getattr(broker, "_sessions", {}).values()):
+        stream = getattr(getattr(handler, "writer", None), "_writer", None)
+        transport = getattr(stream, "transport", None)
+        if transport is None or transport.is_closing() or handler.reader is None:
+            continue
+        transport.pause_reading()
+        handler.reader.feed_eof()
 
 
 def run_service(opts: ServiceOptions) -> None:
