@@ -10,9 +10,13 @@ one line per change:
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .output import cell, column_style, console, emit_json_line, iso, now_iso, safe, title_cell
@@ -67,27 +71,55 @@ def _changes(task: dict[str, Any], seen: dict[str, tuple]) -> list[dict[str, Any
     return lines
 
 
+@contextlib.contextmanager
+def _ctrl_c() -> Iterator[threading.Event]:
+    """An event Ctrl-C (SIGINT) sets, instead of a KeyboardInterrupt raised wherever the
+    main thread happens to be. One raised inside rich's `Live.start()` left its refresh
+    thread running and stderr redirected, and the "interrupted" line then deadlocked
+    between the console's lock and the live display's (a watch that never ended)."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signal handlers belong to the main thread: Ctrl-C stays as it is
+        return
+    def first(*_: Any) -> None:  # a second Ctrl-C interrupts at once (a slow platform)
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def watch(ops: PlatformOps, task_id: str, as_json: bool, interval: float,
           timeout: float | None) -> int:
-    """Follow the task; returns the exit status (see `fota task watch --help`)."""
+    """Follow the task; returns the exit status (see `fota task watch --help`): 0 every
+    device succeeded, 1 not, 3 `timeout` seconds passed, 130 Ctrl-C (the task goes on)."""
     end = None if timeout is None else time.monotonic() + timeout
     try:
-        if as_json:
-            return _watch_json(ops, task_id, interval, end)
-        return _watch_live(ops, task_id, interval, end)
-    except KeyboardInterrupt:
+        with _ctrl_c() as stop:
+            if as_json:
+                code = _watch_json(ops, task_id, interval, end, stop)
+            else:
+                code = _watch_live(ops, task_id, interval, end, stop)
+    except KeyboardInterrupt:  # Ctrl-C before the handler was in place
+        code = None
+    if code is None:
         print(f"watch: interrupted; task {safe(task_id)} goes on "
               f"(fota task show {safe(task_id)} --data ... looks again)", file=sys.stderr)
         return INTERRUPTED
+    return code
 
 
 ENDED = ("finished", "stopped")  # a paused task may resume: watched on
 
 
-def _watch_json(ops: PlatformOps, task_id: str, interval: float, end: float | None) -> int:
+def _watch_json(ops: PlatformOps, task_id: str, interval: float, end: float | None,
+                stop: threading.Event) -> int | None:
     seen: dict[str, tuple] = {}
     state = None
-    while True:
+    while not stop.is_set():
         task = ops.get_task(task_id)
         for line in _changes(task, seen):
             emit_json_line(line)
@@ -101,10 +133,12 @@ def _watch_json(ops: PlatformOps, task_id: str, interval: float, end: float | No
             emit_json_line({"time": now_iso(), "task": task["id"], "state": state,
                             "counts": counts(task), "watch": "timeout"})
             return TIMED_OUT
-        time.sleep(interval)
+        stop.wait(interval)
+    return None
 
 
-def _watch_live(ops: PlatformOps, task_id: str, interval: float, end: float | None) -> int:
+def _watch_live(ops: PlatformOps, task_id: str, interval: float, end: float | None,
+                stop: threading.Event) -> int | None:
     from rich.live import Live
 
     out = console()
@@ -123,7 +157,8 @@ def _watch_live(ops: PlatformOps, task_id: str, interval: float, end: float | No
                 out.print(cell(f"watch: --timeout reached; task {task['id']} is "
                                f"{task['state']}"))
                 return TIMED_OUT
-            time.sleep(interval)
+            if stop.wait(interval):
+                return None
             task = ops.get_task(task_id)
             live.update(_table(task))
     return outcome(task)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from helpers import Output, wait_for
 
 FOTA = [sys.executable, "-m", "fota_host"]
@@ -133,18 +134,20 @@ def test_a_rollout_through_the_cli_tables_json_watch(platform, tmp_path: Path) -
         "succeeded": 1, "failed": 1}
 
 
-def test_watch_stops_on_ctrl_c_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize("as_json", [False, True])
+def test_watch_stops_on_ctrl_c_with_one_line(tmp_path: Path, as_json: bool) -> None:
     d = tmp_path / "offline"
     d.mkdir()
     image = tmp_path / "v2.bin"
     image.write_bytes(os.urandom(1000))
     pkg = fota_json("package", "create", "--data", str(d), "--file", str(image), "--version", "2")
     task = fota_json("task", "create", "--data", str(d), "--package", pkg["id"], "--name", "n")
-    proc = subprocess.Popen([*FOTA, "task", "watch", "--data", str(d), str(task["id"])],
+    json_flag = ["--json"] if as_json else []
+    proc = subprocess.Popen([*FOTA, "task", "watch", "--data", str(d), str(task["id"]), *json_flag],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
-        assert Output(proc).wait("watching", timeout=30)
+        assert Output(proc).wait('"not_started"' if as_json else "watching", timeout=30)
         os.killpg(proc.pid, signal.SIGINT)
         proc.wait(30)
         err = proc.stderr.read()
