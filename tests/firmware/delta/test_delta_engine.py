@@ -103,7 +103,7 @@ def test_power_cuts_then_resume_give_the_exact_image(tmp_path, served, pair, kin
     rng = random.Random(15 + len(kind))
     # 16 KiB pieces with a pause after each: the whole file takes over a second.
     served.server.faults.delay_per_chunk = 0.5 if kind == "delta" else 0.1
-    cuts = 0
+    cuts, switched = 0, False
     for cut in range(3):
         asked = len(served.server.stats.requests)
         proc = mprun.popen(["-m", "fota_sim", "update", "esp32", img["url"], img["md5"],
@@ -119,10 +119,15 @@ def test_power_cuts_then_resume_give_the_exact_image(tmp_path, served, pair, kin
         proc.wait()
         cuts += 1
         st = simflash.boot(flash)
+        if cut and (st["version"], st["pending"]) == ("3.0.0", True):
+            # the resumed run finished and switched boot between the poll and the kill (a
+            # busy machine): a cut after the switch boots the new image on trial
+            switched = True
+            break
         assert (st["version"], st["pending"]) == ("2.0.0", False), f"cut {cut}: {st}"
     assert cuts, "at least one cut landed mid-way"
     served.server.faults.delay_per_chunk = 0.0
-    if proc.returncode != 0:
+    if proc.returncode != 0 and not switched:
         report = sim.update(flash, "esp32", img["url"], img["md5"], img["size"], task=9,
                             heap=HEAP)
         assert report["ok"], report
@@ -131,7 +136,7 @@ def test_power_cuts_then_resume_give_the_exact_image(tmp_path, served, pair, kin
               if r["path"].endswith("v.fotz") and r["range"]]
     offsets = {e.file_offset for e in head.index}
     assert starts and all(s in offsets for s in starts), (starts, sorted(offsets))
-    assert simflash.boot(flash)["version"] == "3.0.0"
+    assert switched or simflash.boot(flash)["version"] == "3.0.0"
 
 
 def test_wrong_base_is_refused_before_anything_is_written(tmp_path, served, pair):
