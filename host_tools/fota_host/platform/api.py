@@ -23,11 +23,13 @@ from .console import auth as console_auth
 from .console import routes as console_routes
 from .core import Platform
 from .fileserver import PLATFORM_KEY, STALL_KEY
+from .lograte import LogRate
 from .openapi import OPENAPI
 from .store import DISK_FULL_ERRNOS
 from .validate import PlatformError
 
 log = logging.getLogger("fota.platform.http")
+_rate = LogRate(log)
 
 MAX_UPLOAD = 64 << 20
 TOKEN_KEY = web.AppKey("admin_token", str)
@@ -49,11 +51,22 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
     except web.HTTPException:
         raise
     except Exception as exc:
+        if isinstance(exc, ConnectionResetError) and _client_gone(request):
+            # the client vanished half-way through its request (an upload): nothing failed
+            # here, and the answer goes nowhere
+            _rate.log(logging.INFO, request.remote or "?", "%s %s: client %s gone before "
+                      "its request was read", request.method, request.path, request.remote)
+            return error(400, "the connection was lost before the request was read")
         if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
             log.error("%s %s: disk full: %s", request.method, request.path, exc)
             return error(507, f"disk full on the platform: {exc.strerror}")
         log.exception("%s %s failed", request.method, request.path)
         return error(500, "internal error (see the platform log)")
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _check_url(url: Any) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -175,4 +176,42 @@ def test_stop_while_devices_report_is_clean(tmp_path: Path) -> None:
         for dev in devices:
             dev.stop()
         plat.stop()
+    clean_log(tmp_path / "data")
+
+
+def test_clients_vanishing_half_way_through_a_request_leave_no_traceback(
+        tmp_path: Path) -> None:
+    """Clients that reset or close their connection half-way through a package upload, a
+    JSON body or a console sign-in: one line each, not an ERROR with a traceback (nothing
+    failed in the platform), and the platform goes on serving."""
+    plat = start_platform(tmp_path / "data")
+    port = int(plat.api.rsplit(":", 1)[1])
+    auth = f"Authorization: Bearer {plat.admin_token}\r\n"
+    halves = [
+        f"POST /api/packages HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/"
+        "octet-stream\r\nContent-Length: 1000000\r\n\r\n".encode() + bytes(5000),
+        f"POST /api/packages HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: multipart/form-data; "
+        "boundary=XX\r\nContent-Length: 1000000\r\n\r\n--XX\r\nContent-Disposition: form-data;"
+        ' name="file"; filename="a.bin"\r\n\r\n'.encode() + bytes(5000),
+        f"POST /api/tasks HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\n"
+        'Content-Length: 100\r\n\r\n{"name":'.encode(),
+        b"POST /console/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/"
+        b"x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ntoken=ab",
+    ]
+    try:
+        for first in halves:
+            for reset in (True, False):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+                sock.sendall(first)
+                plat.client().list_packages()  # a round trip: the request is under way
+                if reset:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.close()
+        log_path = tmp_path / "data" / "platform.log"
+        wait_for(lambda: log_path.read_text().count("gone before its request was read") >= 5,
+                 30, what="the platform noticing the clients gone")
+        assert plat.client().list_packages() == []
+    finally:
+        plat.stop(timeout=STOP_DEADLINE)
+    assert plat.returncode == 0
     clean_log(tmp_path / "data")
