@@ -23,6 +23,7 @@ import os
 import socket
 import struct
 from pathlib import Path
+from typing import Any
 
 from aiohttp import hdrs, web
 
@@ -33,6 +34,7 @@ log = logging.getLogger("fota.platform.http")
 PLATFORM_KEY = web.AppKey("platform", Platform)
 STALL_KEY = web.AppKey("stall_timeout", float)  # seconds a download may make no progress
 SEND_BUFFER = 256 * 1024  # bytes per download socket (the kernel doubles it)
+TLS_CHUNK = 64 * 1024  # bytes read and written at a time over TLS
 # the cut-offs of the downloads streaming now, called when the platform stops
 STREAMING_KEY = web.AppKey("downloads_streaming", set)
 
@@ -97,9 +99,11 @@ async def send_file(request: web.Request, path: Path) -> web.StreamResponse:
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("client gone")
-            # falls back to read + write when the transport can't sendfile (TLS)
             try:
-                await asyncio.get_running_loop().sendfile(transport, f, offset, count)
+                if transport.get_extra_info("sslcontext") is None:
+                    await asyncio.get_running_loop().sendfile(transport, f, offset, count)
+                else:
+                    await _copy(resp, f, offset, count)
             except ConnectionError as exc:
                 # The device went away, or a cancel cut it off: one line, no traceback;
                 # aiohttp sees the dead connection when it finishes the response.
@@ -108,6 +112,20 @@ async def send_file(request: web.Request, path: Path) -> web.StreamResponse:
                 return resp
         await resp.write_eof()
         return resp
+
+
+async def _copy(resp: web.StreamResponse, f: Any, offset: int, count: int) -> None:
+    """Read + write for TLS, which has no sendfile. Not asyncio's own fallback: in Python
+    3.11 it fails with an AttributeError (and a traceback) when the connection ends under
+    it, a device gone or a download cut off."""
+    loop = asyncio.get_running_loop()
+    f.seek(offset)
+    while count > 0:
+        data = await loop.run_in_executor(None, f.read, min(TLS_CHUNK, count))
+        if not data:
+            raise OSError("the package file ended early")
+        await resp.write(data)  # waits while the device has not taken the last chunk
+        count -= len(data)
 
 
 async def download(request: web.Request) -> web.StreamResponse:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import struct
 import threading
 import time
 import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from fota_host.platform.options import ServiceOptions
@@ -215,3 +217,49 @@ def test_clients_vanishing_half_way_through_a_request_leave_no_traceback(
         plat.stop(timeout=STOP_DEADLINE)
     assert plat.returncode == 0
     clean_log(tmp_path / "data")
+
+
+def test_https_downloads_cut_off_or_abandoned_leave_no_traceback(tmp_path: Path) -> None:
+    """Over TLS (no sendfile): a device that resets its connection mid-download, and one
+    still downloading when the platform stops, end with one line each (asyncio's own
+    read + write fallback failed with an AttributeError traceback in both cases); ranges
+    still come back right."""
+    from test_platform_tls import make_cert
+
+    cert, key = make_cert(tmp_path)
+    image = tmp_path / "big-2.0.0.bin"
+    image.write_bytes(os.urandom(16 << 20))
+    whole = image.read_bytes()
+    plat = start_platform(tmp_path / "data", tls_cert=cert, tls_key=key)
+    dev = FakeDevice("dev-tls", plat.broker).start()
+    readers: list[socket.socket] = []
+    try:
+        _, task = make_task(plat.client(), image, ["dev-tls"])
+        plat.client().start_task(task["id"])
+        url = dev.download_url(dev.wait_notice(timeout=30))
+        ctx = ssl.create_default_context(cafile=str(cert))
+        req = urllib.request.Request(url, headers={"Range": "bytes=1000-70999"})
+        with urllib.request.urlopen(req, timeout=30, context=ctx) as resp:
+            assert resp.status == 206 and resp.read() == whole[1000:71000]
+        parts = urllib.parse.urlsplit(url)
+        for _ in range(2):
+            raw = socket.create_connection((parts.hostname, parts.port), timeout=30)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            sock = ctx.wrap_socket(raw, server_hostname=parts.hostname)
+            sock.sendall(f"GET {parts.path}?{parts.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            readers.append(sock)
+        gone = readers.pop()
+        gone.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        gone.close()
+        log_path = tmp_path / "data" / "platform.log"
+        wait_for(lambda: "download stopped: device 'dev-tls'" in log_path.read_text(), 30,
+                 what="the platform noticing the device gone")
+        plat.stop(timeout=STOP_DEADLINE)
+        assert plat.returncode == 0, plat.returncode
+        assert "1 download(s) cut off" in clean_log(tmp_path / "data")
+    finally:
+        for sock in readers:
+            sock.close()
+        dev.stop()
+        plat.stop()
