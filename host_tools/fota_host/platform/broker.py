@@ -173,6 +173,26 @@ class FotaBroker(Broker):
             self.open -= 1
             self._connected(key)
 
+    async def shutdown(self) -> None:
+        """Stop taking connections and end each client connection's input, then amqtt's
+        shutdown. Workaround: amqtt (0.12.1) stops a client's reader loop by cancelling it,
+        and Python 3.11's asyncio.wait_for drops a cancel that lands as a packet arrives: a
+        device sending at that moment kept its reader loop, and the stop waiting for it,
+        going for good (and a device reconnecting meanwhile started a new one). A reader
+        that sees the end of its input ends its loop whatever happened to the cancel; the
+        connection stays writable until amqtt closes it (no writes to a closed socket)."""
+        for server in self._servers.values():
+            if getattr(server, "instance", None) is not None:
+                server.instance.close()
+        for _, handler in list(self._sessions.values()):
+            stream = getattr(getattr(handler, "writer", None), "_writer", None)
+            transport = getattr(stream, "transport", None)
+            if transport is None or transport.is_closing() or handler.reader is None:
+                continue
+            transport.pause_reading()
+            handler.reader.feed_eof()
+        await super().shutdown()
+
     def _connected(self, key: tuple[str, int]) -> None:
         """The connection from `key` is no longer waiting for its CONNECT."""
         if key not in self.waiting:

@@ -248,28 +248,7 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
         link.stop()
         await runner.cleanup()
         if broker is not None:
-            _end_broker_connections(broker)
-            await broker.shutdown()
-
-
-def _end_broker_connections(broker: Any) -> None:
-    """Before the embedded broker's shutdown: stop taking connections, and end each client
-    connection's input. amqtt (0.12.1) stops a client's reader loop by cancelling it, and
-    Python 3.11's asyncio.wait_for drops a cancel that lands as a packet arrives: a device
-    sending at that moment kept its reader loop, and the stop waiting for it, going for
-    good (and a device reconnecting meanwhile started a new one). A reader that sees the
-    end of its input ends its loop whatever happened to the cancel; the connection stays
-    writable until amqtt closes it (no writes to a closed socket)."""
-    for server in getattr(broker, "_servers", {}).values():
-        if getattr(server, "instance", None) is not None:
-            server.instance.close()
-    for _, handler in list(getattr(broker, "_sessions", {}).values()):
-        stream = getattr(getattr(handler, "writer", None), "_writer", None)
-        transport = getattr(stream, "transport", None)
-        if transport is None or transport.is_closing() or handler.reader is None:
-            continue
-        transport.pause_reading()
-        handler.reader.feed_eof()
+            await broker.shutdown()  # FotaBroker.shutdown: ends the clients' input first
 
 
 def run_service(opts: ServiceOptions) -> None:
