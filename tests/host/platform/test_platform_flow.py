@@ -154,7 +154,7 @@ def test_silent_device_times_out(embedded, firmware: Path) -> None:
         api.start_task(task["id"])
         notice = dev.wait_notice()
         dev.progress(notice["taskId"], 10, "downloading")
-        row = wait_device_state(api, task["id"], "mute", "timed_out", timeout=10)
+        row = wait_device_state(api, task["id"], "mute", "timed_out", timeout=30)
         assert "no report" in row["desc"]
         assert api.get_task(task["id"])["state"] == "finished"
 
