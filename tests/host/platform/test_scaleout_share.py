@@ -175,12 +175,15 @@ def test_a_broker_restart_is_caught_up(tmp_path: Path, firmware: Path) -> None:
         wait_for(lambda: not devs[1].connected.is_set() or broker_up(proc) == 0, 30,
                  what="the restart seen")
         wait_for(devs[1].connected.is_set, 60, what="dev-2 back")
+        # Device and platform reconnect in either order (the broker kept no sessions).
+        # Device first: its reports go nowhere until the platform subscribed again, so the
+        # upgrade starts only once the platform is back too.
+        wait_for(lambda: broker_up(proc) == 1, 30, what="the platform connected")
         notice = devs[1].wait_notice(timeout=60)  # sent before the restart, or again after
         while (later := devs[1].next_notice(2.0)) is not None:
             notice = later
         devs[1].upgrade(notice)
         wait_device_state(api, task["id"], "dev-2", "succeeded", timeout=60)
-        wait_for(lambda: broker_up(proc) == 1, 30, what="the platform connected")
     finally:
         for d in devs:
             d.stop()
