@@ -104,7 +104,11 @@ def test_already_on_target_succeeds_without_download(embedded, firmware: Path) -
     api = embedded.api
     _, task = make_task(api, firmware, ["up2date"])
     api.start_task(task["id"])
-    time.sleep(0.3)
+    # The notice goes out while nobody listens: waited for, not slept for. After a sleep
+    # on a busy machine the push tick could come after the device subscribed and before
+    # its inform was handled, and the device then rightly got the notice.
+    wait_for(lambda: device_row(api, task["id"], "up2date")["desc"] == "notice sent",
+             what="the notice sent to nobody")
     dev = FakeDevice("up2date", embedded.broker, version="2.0.0").start()
     try:
         wait_device_state(api, task["id"], "up2date", "succeeded")
