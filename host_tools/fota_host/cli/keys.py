@@ -70,7 +70,7 @@ def sign_cmd(image: Path, key: Path, output: Path, append: bool) -> None:
     try:
         info = signing.sign_file(image, key, output, append=append)
     except signing.SigningError as exc:
-        fail(f"{image}: {exc}")
+        fail(f"cannot sign {image} with {key}: {exc}")
     except OSError as exc:
         fail(str(exc))
     emit_json({"file": str(output), **synthetic.digests(output.read_bytes()),

@@ -17,6 +17,7 @@ import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -137,6 +138,22 @@ def column_style(name: str, no_wrap: bool = False) -> dict[str, Any]:
     if name in FREE_TEXT and not no_wrap:
         return {"overflow": "fold", "ratio": 1}
     return {"no_wrap": True, "overflow": "ellipsis"}
+
+
+def write_output(path: Path, data: bytes) -> None:
+    """Write a command's output file (its folder must exist); an OSError (no such folder,
+    no permission, a full disk) is a clear error naming the file, and no partial file
+    is left behind."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        try:
+            if path.is_file() and path.stat().st_size != len(data):
+                path.unlink()
+        except OSError:
+            pass
+        fail(f"cannot write {path}: {exc.strerror or exc}"
+             + (" (create its folder first)" if not path.parent.is_dir() else ""))
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import click
 
-from .output import emit_json, fail
+from .output import emit_json, fail, write_output
+
+MAX_SIM_IMAGE = 64 * 1024 * 1024
 
 
 @click.group("pack")
@@ -19,7 +21,9 @@ def pack() -> None:
                                            "pico2_w"]), default="esp32", show_default=True,
               help="ESP32 app image (of that board's chip) or Pico W app bundle.")
 @click.option("--version", "version", required=True, help="Version the image carries.")
-@click.option("--size", type=click.IntRange(min=1), help="Exact size in bytes.")
+@click.option("--size", type=click.IntRange(min=1, max=MAX_SIM_IMAGE),
+              help="Exact size in bytes, at most 64 MiB (the platform's package limit;"
+                   " more than the board's OTA slot makes an image devices refuse).")
 @click.option("--chip", default="esp32", show_default=True, help="ESP32 chip the image is for.")
 @click.option("--fail-health", is_flag=True, help="Booted, it never passes the health check.")
 @click.option("--payload", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -39,7 +43,7 @@ def sim_image_cmd(board: str, version: str, size: int | None, chip: str, fail_he
                                    secure_version=secure_version)
     except (esp_image.ImageError, bundle.BundleError, signing.SigningError, ValueError) as exc:
         fail(str(exc))
-    output.write_bytes(data)
+    write_output(output, data)
     out = {"file": str(output), "board": board, "version": version, **synthetic.digests(data)}
     if secure_version is not None:
         out["secure_version"] = secure_version
@@ -64,7 +68,7 @@ def bundle_cmd(folder: Path, version: str, no_compile: bool, secure_version: int
                                   secure_version=secure_version)
     except bundle.BundleError as exc:
         fail(str(exc))
-    output.write_bytes(data)
+    write_output(output, data)
     out = {"file": str(output), "version": version, **synthetic.digests(data)}
     if secure_version is not None:
         out["secure_version"] = secure_version
@@ -93,7 +97,7 @@ def compress_cmd(image: Path, output: Path) -> None:
     if delta.is_container(data):
         fail(f"{image} is a {delta.describe(data)['kind']} image already; give the full image")
     packed = delta.compress(data)
-    output.write_bytes(packed)
+    write_output(output, packed)
     emit_json({"file": str(output), **delta.describe(packed)})
 
 
@@ -120,7 +124,7 @@ def delta_cmd(old: Path, new: Path, output: Path) -> None:
         delta.decode(packed, base)
     except delta.FormatError as exc:
         fail(f"the delta does not rebuild {new}: {exc}")
-    output.write_bytes(packed)
+    write_output(output, packed)
     emit_json({"file": str(output), **delta.describe(packed)})
 
 

@@ -163,9 +163,13 @@ def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str
     """
     import sys
 
+    from ..platform.validate import device_id_problem
     from ..sim.device import MIN_AGENT_HEAP, SimDevice, parse_heap
     from ..sim.flash import SimError
 
+    problem = device_id_problem(device_id)
+    if problem:  # the device would run with OTA disabled (its config refused): say so now
+        fail(f"--id: {problem}")
     try:
         heap = parse_heap(heap, MIN_AGENT_HEAP)
         config = {"trusted_keys": _trusted(trust)} if trust else None
@@ -215,8 +219,14 @@ _FAULT_NEEDS = {
 }
 
 
+MAX_FLEET = 1000
+POSITIVE = click.FloatRange(min=0, min_open=True)
+
+
 @sim.command("fleet")
-@click.option("--count", type=click.IntRange(min=1), required=True, help="Number of devices.")
+@click.option("--count", type=click.IntRange(min=1, max=MAX_FLEET), required=True,
+              help=f"Number of devices, at most {MAX_FLEET}: each is a MicroPython process"
+                   " with a flash folder (`fota sim swarm` simulates tens of thousands).")
 @click.option("--broker", required=True, help="mqtt://HOST:PORT the devices connect to.")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for the flash folders and logs (DIR/<id>/, DIR/logs/<id>.log).")
@@ -233,7 +243,7 @@ _FAULT_NEEDS = {
 @click.option("--prefix-id", default="dev-", show_default=True,
               help="Device ids are PREFIX001, PREFIX002, ...")
 @click.option("--topic-prefix", default=None, help="Topic prefix (default devices/<id>).")
-@click.option("--health-deadline", type=float, default=None,
+@click.option("--health-deadline", type=POSITIVE, default=None,
               help="Seconds a new image has to prove healthy (device default 60).")
 @click.option("--config", "config_json", default=None,
               help="Extra device config keys as a JSON object (merged into each config).")
@@ -244,12 +254,12 @@ _FAULT_NEEDS = {
               help="FAULT: N devices lose power once in the middle of a download.")
 @click.option("--offline", type=click.IntRange(min=0), default=0,
               help="FAULT: N devices are powered on --offline-for seconds late.")
-@click.option("--offline-for", type=float, default=10.0, show_default=True,
+@click.option("--offline-for", type=POSITIVE, default=10.0, show_default=True,
               help="Seconds the --offline devices stay powered off.")
 @click.option("--pause", type=click.IntRange(min=0), default=0,
               help="FAULT: N devices freeze --pause-for seconds mid-download (SIGSTOP; "
                    "with the platform's --device-timeout shorter: timed out).")
-@click.option("--pause-for", type=float, default=5.0, show_default=True,
+@click.option("--pause-for", type=POSITIVE, default=5.0, show_default=True,
               help="Seconds the --pause devices stay frozen.")
 @click.option("--mqtt-outage", default=None, metavar="AT,SECONDS",
               help="FAULT: devices reach the broker through a proxy that cuts every link "
@@ -258,21 +268,21 @@ _FAULT_NEEDS = {
               help="Run a fault proxy for downloads on PORT (start the platform with "
                    "--public-url http://127.0.0.1:PORT); needs --http-upstream.")
 @click.option("--http-upstream", default=None, help="The platform's http://HOST:PORT.")
-@click.option("--http-rate", type=float, default=None, help="FAULT: bytes/s per download.")
-@click.option("--http-drop-after", type=int, default=None,
+@click.option("--http-rate", type=POSITIVE, default=None, help="FAULT: bytes/s per download.")
+@click.option("--http-drop-after", type=click.IntRange(min=0), default=None,
               help="FAULT: cut downloads after this many bytes ...")
-@click.option("--http-drop-count", type=int, default=None,
+@click.option("--http-drop-count", type=click.IntRange(min=0), default=None,
               help="... for the first N connections (default: all).")
-@click.option("--http-corrupt-at", type=int, default=None,
+@click.option("--http-corrupt-at", type=click.IntRange(min=0), default=None,
               help="FAULT: flip the body byte at this offset of every download (step -3).")
-@click.option("--http-delay", type=float, default=None,
+@click.option("--http-delay", type=POSITIVE, default=None,
               help="FAULT: hold each download request this many seconds before the server "
                    "sees it (with the platform's --token-ttl shorter: token expired) ...")
-@click.option("--http-delay-count", type=int, default=None,
+@click.option("--http-delay-count", type=click.IntRange(min=0), default=None,
               help="... for the first N connections (default: all).")
 @click.option("--seed", type=int, default=1, show_default=True,
               help="Which devices the faults pick.")
-@click.option("--for", "duration", type=float, default=None,
+@click.option("--for", "duration", type=POSITIVE, default=None,
               help="Stop after this many seconds (default: until Ctrl-C or SIGTERM).")
 def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, heap: str,
               credentials_file: Path | None, prefix_id: str, topic_prefix: str | None,

@@ -82,3 +82,21 @@ def test_pack_bundle_from_folder(tmp_path: Path):
     missing.mkdir()
     res = fota("pack", "bundle", str(missing), "--version", "1", "-o", str(out))
     assert res.returncode == 2 and "no app.py" in res.stderr
+
+
+def test_an_unwritable_output_or_an_absurd_size_is_a_clear_error(tmp_path):
+    """Bad -o and --size (newcomer review): an error naming the file or the range, at once,
+    no traceback and no file; before, a missing folder was a FileNotFoundError traceback and
+    --size 100000000000000 spun for good building the image in memory."""
+    for out in (tmp_path / "no" / "such" / "x.bin", Path("/proc/x.bin")):
+        for board in ("esp32", "pico_w"):
+            res = fota("pack", "sim-image", "--board", board, "--version", "2.0.0",
+                       "-o", str(out))
+            assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+            assert f"cannot write {out}" in res.stderr
+            assert not out.exists()
+    big = tmp_path / "big.bin"
+    res = fota("pack", "sim-image", "--version", "2.0.0", "--size", "100000000000000",
+               "-o", str(big))
+    assert res.returncode == 2 and "--size" in res.stderr and "67108864" in res.stderr
+    assert not big.exists()

@@ -159,6 +159,22 @@ def test_bad_device_settings_are_refused_and_make_no_flash(tmp_path: Path, args,
         assert not (tmp_path / "f").exists()             # no flash folder left behind
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["fleet", "--count", "100000000"], "not in the range 1<=x<=1000"),  # filled the disk
+    (["fleet", "--count", "1", "--for", "-5"], "'--for': -5.0 is not in the range x>0"),
+    (["fleet", "--count", "1", "--http-drop-after", "-1"], "'--http-drop-after'"),
+    (["device", "--id", "bad id/#"], "--id: invalid device id 'bad id/#'"),  # ran OTA-less
+])
+def test_absurd_counts_durations_and_ids_are_refused_at_once(tmp_path: Path, args, message):
+    place = ["--data", str(tmp_path / "f")] if args[0] == "fleet" else \
+        ["--flash", str(tmp_path / "f")]
+    proc = subprocess.run([*FOTA, "sim", *args, *place, "--broker", "mqtt://127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "f").exists()                 # nothing made
+
+
 def test_sim_update_names_a_mistyped_scheme_and_a_missing_file(tmp_path: Path) -> None:
     md5 = "0" * 32
     for source, message in (("htp://127.0.0.1/v2.bin", "unsupported URL scheme 'htp'"),
