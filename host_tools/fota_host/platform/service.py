@@ -148,7 +148,12 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
     # HTTP socket first: its port goes into the notices' url.
     sock = socket.socket(socket.AF_INET6 if ":" in opts.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((opts.host, opts.http_port))
+    try:
+        sock.bind((opts.host, opts.http_port))
+    except OSError as exc:  # name the port, as the broker's error does (newcomer review)
+        sock.close()
+        raise OSError(exc.errno, f"HTTP port {opts.host}:{opts.http_port}: {exc.strerror}"
+                      " (choose another with --http-port, or stop what uses it)") from exc
     http_port = sock.getsockname()[1]
     scheme = "https" if opts.tls_cert else "http"
     local = "127.0.0.1" if opts.host in ("0.0.0.0", "::", "") else opts.host

@@ -139,3 +139,19 @@ def test_serve_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
                           "--data", str(data), "--broker", "http://x"], capture_output=True,
                          text=True, timeout=30)
     assert bad.returncode != 0 and "mqtt[s]://" in bad.stderr
+
+
+def test_serve_on_a_port_in_use_names_the_port(tmp_path: Path) -> None:
+    """A taken HTTP port is an error that names it and the option to change it (newcomer
+    review: it was only "[Errno 98] Address already in use")."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        bad = subprocess.run([*FOTA, "platform", "serve", "--data", str(tmp_path / "svc"),
+                              "--host", "127.0.0.1", "--http-port", str(port),
+                              "--mqtt-port", "0"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+    assert f"HTTP port 127.0.0.1:{port}" in bad.stderr and "--http-port" in bad.stderr
