@@ -27,8 +27,10 @@ async def json_body(request: web.Request, *, optional: bool = False) -> dict[str
         return {}
     try:
         body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        raise PlatformError("the request body must be a JSON object") from None
+    except (ValueError, RecursionError):
+        # Whatever the decoder cannot take (bad UTF-8, too deep, too long a number): the
+        # client's fault, so a 400, never a traceback.
+        raise PlatformError("the request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise PlatformError("the request body must be a JSON object")
     return body

@@ -1,0 +1,35 @@
+"""Bad input the admin API must refuse cleanly: bodies the JSON decoder cannot take, and
+packages whose image file is gone."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+
+def _post(info: dict[str, Any], path: str, data: bytes) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(info["api"] + path, data=data, method="POST", headers={
+        "Authorization": f"Bearer {info['admin_token']}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_undecodable_json_bodies_get_400_without_traceback(embedded) -> None:
+    proc = embedded.start()
+    bodies = [
+        b"[" * 100_000 + b"]" * 100_000,   # too deep: RecursionError in the decoder
+        b'{"package": ' + b"9" * 50_000 + b"}",  # too long an integer: ValueError
+        b'{"name": "\xff\xfe"}',            # not UTF-8
+    ]
+    for body in bodies:
+        status, answer = _post(proc.info, "/api/tasks", body)
+        assert status == 400, answer
+        assert "not valid JSON" in answer["error"]
+    assert embedded.api.list_packages() == []  # still answering
+    log = proc.log_path.read_text(errors="replace")
+    assert "Traceback" not in log and "RecursionError" not in log
