@@ -1,11 +1,11 @@
-"""Upgrade tasks and their per-device sub-tasks: what an operator does with them, the
-sub-task state machine, and the clock (scheduled starts and ends, silent devices, the
-notices due, sent no faster than the push rate).
+"""Upgrade tasks and their per-device sub-tasks: what an operator does with them, the sub-task
+state machine, and the clock (scheduled starts and ends, silent devices, the notices due, sent
+no faster than the push rate).
 
-Sub-task states: pending -> upgrading -> succeeded | failed | cancelled | timed_out; a
-failure with retries left goes back to pending with a later notice. A task is
-not_started -> running -> finished (no active sub-task left). Every method takes the
-store lock, so the MQTT thread and the HTTP loop can call in concurrently.
+Sub-task states: pending -> upgrading -> succeeded | failed | cancelled | timed_out; a failure
+with retries left goes back to pending with a later notice. A task is not_started -> running ->
+finished (no active sub-task left). Every method takes the store lock, so the MQTT thread and
+the HTTP loop can call in concurrently.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class Tasks:
         with self.store.lock:
             if not isinstance(package, str) or self.store.package(package) is None:
                 raise PlatformError(f"unknown package {package!r}", 404)
+            self.downloads.packages.require_image(package)
             task_id = self.store.insert_task(name, package, desc, start_at, end_at)
             self.store.commit()
         return self.get_task(task_id)
@@ -124,6 +125,7 @@ class Tasks:
             task = self._task_row(task_id)
             if task["state"] == "finished":
                 raise PlatformError(f"task {task['id']} is finished", 409)
+            self.downloads.packages.require_image(task["package_id"])
             now = time.time()
             seen: set[str] = set()
             try:
@@ -181,6 +183,7 @@ class Tasks:
                 raise PlatformError(f"task {task['id']} is already {task['state']}", 409)
             if not self.store.subtasks(task["id"]):
                 raise PlatformError(f"task {task['id']} has no devices: add devices first", 409)
+            self.downloads.packages.require_image(task["package_id"])
             self._start(task)
             self.store.commit()
         return self.get_task(task["id"])
@@ -353,7 +356,7 @@ class Tasks:
         if not up:
             self.store.mark_unsent(self.store.due_notices(now, 1000), NOT_SENT)
             return 0
-        budget = min(self.rate.budget(), NOTICES_PER_TICK)
+        budget = min(self.rate.budget(now), NOTICES_PER_TICK)  # `now`: what claims record
         if budget <= 0:
             return 0
         due = self.store.due_notices(now, budget)

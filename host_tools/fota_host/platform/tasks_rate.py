@@ -27,8 +27,9 @@ class PushRate:
     def cap(self) -> float:
         return max(1.0, self.per_minute / 6)
 
-    def budget(self) -> int:
-        """Notices that may go out now (each one sent is `spend()`)."""
+    def budget(self, at: float | None = None) -> int:
+        """Notices that may go out now (each one sent is `spend()`); `at` is for
+        `FleetRate`'s sake (this bucket runs on the monotonic clock)."""
         now = time.monotonic()
         self.tokens = min(self.cap, self.tokens + (now - self.at) * self.per_minute / 60.0)
         self.at = now
@@ -57,9 +58,15 @@ class FleetRate:
         """Seconds in which `burst` notices may go out (ten when `per_minute` >= 6)."""
         return self.burst * 60.0 / self.per_minute
 
-    def budget(self) -> int:
-        now = time.time()
-        return max(0, self.burst - self.store.notices_between(now - self.window, now))
+    def budget(self, at: float) -> int:
+        """Notices that may go out in a tick whose notices are recorded as sent `at`
+        (epoch seconds): the burst less those recorded after `at - window`. The same
+        instant, not a later clock reading: counted from later, the window would slide
+        past notices that are still within `window` of the ones about to be recorded
+        (a tick slowed down between its start and this count let 250 out in 10 s where
+        the burst is 150). Notices recorded after `at` count too."""
+        return max(0, self.burst - self.store.notices_between(at - self.window,
+                                                               at + 86400.0))
 
     def spend(self) -> None:
         """(the notice's row in the store is what counts)"""
