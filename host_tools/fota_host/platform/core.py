@@ -67,6 +67,10 @@ class Platform:
             else self.data_dir / "packages"
         files.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.packages = PackageStore(self.store, files)
+        missing = self.packages.missing_images()
+        if missing:
+            log.warning("packages whose image file is missing from %s (re-upload them or "
+                        "restore the folder from a backup): %s", files, ", ".join(missing))
         self.downloads = Downloads(self.store, self.packages)
         self.tasks = Tasks(self.store, self.settings, self.topics, self.downloads, publish)
         self.reports = Reports(self.store, self.topics, self.tasks)

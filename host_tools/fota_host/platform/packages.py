@@ -50,6 +50,24 @@ class PackageStore:
         path = self.files_dir / f"{package_id}.bin"
         return path if path.is_file() else None
 
+    def missing_images(self) -> list[str]:
+        """The stored packages whose image file is gone from the folder (the same count
+        `platform backup` reports as missing_images)."""
+        with self.store.lock:
+            ids = [r["id"] for r in self.store.packages()]
+        return [i for i in ids if not (self.files_dir / f"{i}.bin").is_file()]
+
+    def require_image(self, package_id: str) -> None:
+        """`PlatformError` 404 for an unknown package, 409 when a stored package's image
+        file is gone (devices given it would only fail their download)."""
+        with self.store.lock:  # reentrant: callers may hold it
+            if not isinstance(package_id, str) or self.store.package(package_id) is None:
+                raise PlatformError(f"unknown package {package_id!r}", 404)
+        if self.package_path(package_id) is None:
+            raise PlatformError(
+                f"package {package_id}'s image file is missing from {self.files_dir}: "
+                "upload the package again or restore the packages folder from a backup", 409)
+
     def check_shared_folder(self) -> None:
         """`PlatformError` unless this folder holds every package file (images and their
         compressed/delta variants) the store lists: instances sharing a database serve

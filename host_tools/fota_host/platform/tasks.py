@@ -1,11 +1,11 @@
-"""Upgrade tasks and their per-device sub-tasks: what an operator does with them, the sub-task
-state machine, and the clock (scheduled starts and ends, silent devices, the notices due, sent
-no faster than the push rate).
+"""Upgrade tasks and their per-device sub-tasks: what an operator does with them, the
+sub-task state machine, and the clock (scheduled starts and ends, silent devices, the
+notices due, sent no faster than the push rate).
 
-Sub-task states: pending -> upgrading -> succeeded | failed | cancelled | timed_out; a failure
-with retries left goes back to pending with a later notice. A task is not_started -> running ->
-finished (no active sub-task left). Every method takes the store lock, so the MQTT thread and
-the HTTP loop can call in concurrently.
+Sub-task states: pending -> upgrading -> succeeded | failed | cancelled | timed_out; a
+failure with retries left goes back to pending with a later notice. A task is
+not_started -> running -> finished (no active sub-task left). Every method takes the
+store lock, so the MQTT thread and the HTTP loop can call in concurrently.
 """
 
 from __future__ import annotations
@@ -78,9 +78,7 @@ class Tasks:
         if start_at and end_at and end_at <= start_at:
             raise PlatformError("end must be after start", 422)
         with self.store.lock:
-            if not isinstance(package, str) or self.store.package(package) is None:
-                raise PlatformError(f"unknown package {package!r}", 404)
-            self.downloads.packages.require_image(package)
+            self.downloads.packages.require_image(package)  # 404 unknown, 409 file missing
             task_id = self.store.insert_task(name, package, desc, start_at, end_at)
             self.store.commit()
         return self.get_task(task_id)
@@ -183,7 +181,6 @@ class Tasks:
                 raise PlatformError(f"task {task['id']} is already {task['state']}", 409)
             if not self.store.subtasks(task["id"]):
                 raise PlatformError(f"task {task['id']} has no devices: add devices first", 409)
-            self.downloads.packages.require_image(task["package_id"])
             self._start(task)
             self.store.commit()
         return self.get_task(task["id"])

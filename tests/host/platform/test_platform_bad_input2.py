@@ -33,3 +33,25 @@ def test_undecodable_json_bodies_get_400_without_traceback(embedded) -> None:
     assert embedded.api.list_packages() == []  # still answering
     log = proc.log_path.read_text(errors="replace")
     assert "Traceback" not in log and "RecursionError" not in log
+
+
+def test_package_with_missing_image_is_refused(embedded, firmware) -> None:
+    proc = embedded.start()
+    api = embedded.api
+    pkg = api.create_package(file=str(firmware), version="2.0.0")
+    kept = api.create_task(package=pkg["id"], name="before")  # made while the file was there
+    (embedded.data / "packages" / f"{pkg['id']}.bin").unlink()  # damage
+    body = json.dumps({"package": pkg["id"], "name": "after"}).encode()
+    status, answer = _post(proc.info, "/api/tasks", body)
+    assert status == 409, answer
+    assert pkg["id"] in answer["error"] and "image file is missing" in answer["error"]
+    assert "upload the package again" in answer["error"] and "backup" in answer["error"]
+    status, answer = _post(proc.info, f"/api/tasks/{kept['id']}/devices",
+                           json.dumps({"devices": ["dev-1"]}).encode())
+    assert status == 409 and pkg["id"] in answer["error"], answer
+    assert [t["name"] for t in api.list_tasks()] == ["before"]
+    embedded.proc.stop()
+    proc = embedded.start()
+    log = proc.log_path.read_text(errors="replace")
+    assert [line for line in log.splitlines()
+            if "WARNING" in line and "image file is missing" in line and pkg["id"] in line]
