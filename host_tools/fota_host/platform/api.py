@@ -48,7 +48,9 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
         return await handler(request)
     except PlatformError as exc:
         return error(exc.status, str(exc))
-    except web.HTTPException:
+    except web.HTTPException as exc:
+        if request.path.startswith("/api/") and exc.status >= 400:
+            return _api_refusal(request, exc)
         raise
     except Exception as exc:
         if isinstance(exc, ConnectionResetError) and _client_gone(request):
@@ -62,6 +64,22 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
             return error(507, f"disk full on the platform: {exc.strerror}")
         log.exception("%s %s failed", request.method, request.path)
         return error(500, "internal error (see the platform log)")
+
+
+def _api_refusal(request: web.Request, exc: web.HTTPException) -> web.Response:
+    """aiohttp's own refusals (no such route, method not allowed) in the API's JSON shape, so
+    a script reading `error` gets one there too; a 405 keeps its Allow header."""
+    if exc.status == 404:
+        message = f"no API route {request.path} (see GET /openapi.json)"
+    elif exc.status == 405:
+        message = f"{request.method} is not allowed on {request.path}; allowed: " + \
+            exc.headers.get("Allow", "")
+    else:
+        message = exc.reason
+    answer = error(exc.status, message)
+    if "Allow" in exc.headers:
+        answer.headers["Allow"] = exc.headers["Allow"]
+    return answer
 
 
 def _client_gone(request: web.Request) -> bool:

@@ -55,7 +55,7 @@ class PackageStore:
         `platform backup` reports as missing_images)."""
         with self.store.lock:
             ids = [r["id"] for r in self.store.packages()]
-        return [i for i in ids if not (self.files_dir / f"{i}.bin").is_file()]
+        return [i for i in ids if self.package_path(i) is None]
 
     def require_image(self, package_id: str) -> None:
         """`PlatformError` 404 for an unknown package, 409 when a stored package's image

@@ -55,3 +55,27 @@ def test_package_with_missing_image_is_refused(embedded, firmware) -> None:
     log = proc.log_path.read_text(errors="replace")
     assert [line for line in log.splitlines()
             if "WARNING" in line and "image file is missing" in line and pkg["id"] in line]
+
+
+def test_unknown_api_routes_answer_json(embedded) -> None:
+    """A script that reads `error` gets one for a mistyped route or method too, and an
+    unknown route without the token is still a 401 (routes are not probed for free)."""
+    proc = embedded.start()
+    status, answer = _post(proc.info, "/api/taskz", b"{}")
+    assert status == 404 and "/api/taskz" in answer["error"], answer
+    req = urllib.request.Request(proc.info["api"] + "/api/packages", method="DELETE", headers={
+        "Authorization": f"Bearer {proc.info['admin_token']}"})
+    try:
+        urllib.request.urlopen(req, timeout=30)
+        raise AssertionError("DELETE /api/packages was accepted")
+    except urllib.error.HTTPError as exc:
+        refused = json.loads(exc.read())
+        assert exc.code == 405 and "GET" in exc.headers["Allow"], refused
+        assert "DELETE" in refused["error"] and "GET" in refused["error"]
+    req = urllib.request.Request(proc.info["api"] + "/api/taskz", method="GET")
+    try:
+        urllib.request.urlopen(req, timeout=30)
+        raise AssertionError("no token was accepted")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 401
+    assert embedded.api.list_packages() == []
