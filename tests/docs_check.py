@@ -28,13 +28,17 @@ at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
 import re
 import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,8 +239,53 @@ class Outcome:
                 for a, b in zip(marks, marks[1:], strict=False)]
 
 
+# A port a page's commands name as written (`--http-port 8080`, `127.0.0.1:1883`); 0 is
+# "any free port" and is left out.
+_FIXED_PORT = re.compile(r"(?:--(?:http-|mqtt-|broker-)?port[ =]|(?:127\.0\.0\.1|localhost):)"
+                         r"([1-9][0-9]{1,4})\b")
+
+
+def fixed_ports(page: Path) -> list[int]:
+    """The ports the page's run and background blocks name, sorted."""
+    return sorted({int(m.group(1)) for b in shell_blocks(page) if b.mode in (RUN, BACKGROUND)
+                   for m in _FIXED_PORT.finditer(b.text)})
+
+
+@contextlib.contextmanager
+def holding_ports(ports: list[int], timeout: float) -> Iterator[None]:
+    """Take a machine-wide lock per port (in order, so two takers never deadlock) for as
+    long as a page runs. A page runs as written, so it names fixed ports (8080): two pages,
+    or two checkouts testing on one machine, would otherwise start services on the same
+    port at once and one would fail with "Address already in use". After `timeout` the page
+    runs anyway, and a port held by something else still fails it, naming the port."""
+    held = []
+    deadline = time.monotonic() + timeout
+    try:
+        for port in ports:
+            lock = open(Path(tempfile.gettempdir()) / f"fota-docs-check-port-{port}.lock", "a")
+            held.append(lock)
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.2)
+        yield
+    finally:
+        for lock in held:
+            lock.close()          # releases the flock
+
+
 def run_page(page: Path, work: Path, timeout: float = PAGE_TIMEOUT) -> Outcome:
-    """Run the page's blocks in a fresh checkout at `work` (which must not exist)."""
+    """Run the page's blocks in a fresh checkout at `work` (which must not exist), holding
+    the ports it names (`holding_ports`)."""
+    with holding_ports(fixed_ports(page), timeout):
+        return _run_page(page, work, timeout)
+
+
+def _run_page(page: Path, work: Path, timeout: float) -> Outcome:
     clone = checkout(work)
     log = work.parent / f"{work.name}-output.txt"
     start, cpu = time.monotonic(), _children_cpu()
@@ -279,7 +328,6 @@ def main(argv: list[str] | None = None) -> int:
     if found:
         return 1
     if args.run:
-        import tempfile
         with tempfile.TemporaryDirectory(prefix="docs-check-") as tmp:
             failed = 0
             for path in paths:

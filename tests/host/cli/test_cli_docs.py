@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -129,6 +130,29 @@ def test_a_background_service_that_stops_early_fails_the_page(tmp_path: Path) ->
                                 "sh -c 'exit 0' &\nsleep 30 &\nkill $!\n```\n"
                                 "<!-- docs-check -->\n```sh\nsleep 1\n```\n")
     assert docs_check.run_page(fine, tmp_path / "clone2", timeout=60).code == 0
+
+
+def test_pages_naming_the_same_port_take_turns(tmp_path: Path) -> None:
+    """Pages run as written name fixed ports (8080): two pages, or two checkouts tested on
+    one machine at once, must not start services on the same port together (CI once failed
+    with "Address already in use" for `fota platform serve --http-port 8080`)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # binds the page's port for a while, as a service would (no SO_REUSEADDR: a second
+    # bind fails at once)
+    serve = (f"python3 -c 'import socket, time; s = socket.socket(); "
+             f"s.bind((\"127.0.0.1\", {port})); time.sleep(2)'   # 127.0.0.1:{port}\n")
+    pages = []
+    for n in range(2):
+        (tmp_path / str(n)).mkdir()
+        pages.append(write_page(tmp_path / str(n), f"<!-- docs-check -->\n```sh\n{serve}```\n"))
+    assert docs_check.fixed_ports(pages[0]) == [port]
+    with ThreadPoolExecutor(2) as pool:
+        runs = [pool.submit(docs_check.run_page, page, tmp_path / f"clone{n}", 120)
+                for n, page in enumerate(pages)]
+        outcomes = [run.result() for run in runs]
+    assert [o.code for o in outcomes] == [0, 0], [o.output for o in outcomes]
 
 
 def test_every_page_has_checked_commands() -> None:
