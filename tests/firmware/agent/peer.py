@@ -42,6 +42,10 @@ class Peer:
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="peer")
         self.client.on_message = self._on_message
         self.client.on_connect = self._on_connect
+        # "connected" means subscribed (SUBACK): a device started after the Peer is ready
+        # cannot inform before the broker routes its topics here
+        self.client.on_subscribe = lambda *_: self.connected.set()
+        self.client.on_disconnect = lambda *_: self.connected.clear()
         self.prefix = prefix
         self.connected = threading.Event()
         # back quickly after a broker restart: a device's inform must not beat its subscription
@@ -49,13 +53,11 @@ class Peer:
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         if not self.connected.wait(10):
-            raise TimeoutError("peer could not connect to the broker")
+            raise TimeoutError("peer could not connect and subscribe to the broker")
 
     def _on_connect(self, client: paho.Client, *_: Any) -> None:
         # Subscribed again on every connect: the broker may have restarted.
         client.subscribe([(f"{self.prefix}/ota/inform", 1), (f"{self.prefix}/ota/progress", 1)])
-        time.sleep(0.1)
-        self.connected.set()
 
     def _on_message(self, _c: Any, _u: Any, m: paho.MQTTMessage) -> None:
         kind = m.topic.rsplit("/", 1)[-1]

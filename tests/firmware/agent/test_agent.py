@@ -230,6 +230,7 @@ def test_empty_prefix_uses_ctwing_literal_topics(devices, mosquitto, served):
 
     got: list[tuple[str, dict]] = []
     seen = threading.Event()
+    subscribed = threading.Event()
 
     def on_message(_c, _u, m):
         got.append((m.topic, json.loads(m.payload)))
@@ -237,24 +238,26 @@ def test_empty_prefix_uses_ctwing_literal_topics(devices, mosquitto, served):
 
     sub = paho.Client(paho.CallbackAPIVersion.VERSION2)
     sub.on_message = on_message
+    sub.on_subscribe = lambda *_: subscribed.set()
     sub.connect("127.0.0.1", mosquitto.port)
     sub.subscribe("/ota/#", 1)
     sub.loop_start()
     try:
-        time.sleep(0.3)
+        assert subscribed.wait(30)   # SUBACK: the device's first inform cannot go unseen
         devices("d1", topic_prefix="")
         assert seen.wait(30)
         assert got[0] == ("/ota/inform",
                           {"taskId": -1, "params": {"version": "1.0.0", "module": "MCU"}})
-        # Notices arrive on the literal /ota/upgrade too.
+        # Notices arrive on the literal /ota/upgrade too. (The subscriber also gets its own
+        # notice back on /ota/#: wait for the device's answer itself, not any taskId 3.)
         sub.publish("/ota/upgrade", json.dumps({"taskId": 3, "payload": payload_for(
             {"size": 10, "md5": "0" * 32}, "1.0.0", "http://127.0.0.1:1/file/upgrade/a/b")}),
             qos=1)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not any(m["taskId"] == 3 for _, m in got):
+        answer = ("/ota/inform", {"taskId": 3, "params": {"version": "1.0.0", "module": "MCU"}})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and answer not in got:
             time.sleep(0.1)
-        assert ("/ota/inform", {"taskId": 3, "params": {"version": "1.0.0",
-                                                          "module": "MCU"}}) in got
+        assert answer in got, got
     finally:
         sub.loop_stop()
         sub.disconnect()
