@@ -74,7 +74,10 @@ def test_offline_device_gets_notice_on_next_inform(env, firmware: Path) -> None:
     api = env.api
     _, task = make_task(api, firmware, ["late"])
     api.start_task(task["id"])
-    time.sleep(0.5)  # the notice goes out while nobody listens
+    # The notice goes out while nobody listens: waited for, not slept for (after a sleep a
+    # busy machine's first push tick could come only once the device listened).
+    wait_for(lambda: device_row(api, task["id"], "late")["desc"] == "notice sent",
+             what="the notice sent to nobody")
     dev = FakeDevice("late", env.broker).start()  # informs -1 on connect
     try:
         notice = dev.wait_notice()
