@@ -171,9 +171,14 @@ class ScriptedPlatform:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="scripted")
         self.client.on_message = lambda _c, _u, m: self.messages.put(
             (m.topic.rsplit("/", 1)[1], json.loads(m.payload)))
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.connect("127.0.0.1", broker_port)
         self.client.subscribe("devices/+/ota/#", qos=1)
         self.client.loop_start()
+        # Ready on SUBACK: a device started next cannot inform before its topics reach us.
+        if not subscribed.wait(30):
+            raise TimeoutError("the scripted platform could not subscribe")
 
     def next(self, kind: str, timeout: float = 60.0) -> dict[str, Any]:
         """The next message of `kind` (inform, progress), skipping the other kinds."""
