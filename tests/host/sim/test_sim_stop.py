@@ -47,6 +47,23 @@ def running(device_id: str) -> list[psutil.Process]:
                     what=f"the device process of {device_id}")
 
 
+def handles_signals(proc: subprocess.Popen) -> None:
+    """Wait until the supervisor has its signal handlers (SIGTERM, SIGINT, then SIGHUP):
+    it starts its devices first, so a device process running does not mean a signal
+    would be handled yet (default SIGTERM: killed; SIGINT: a traceback)."""
+
+    def caught() -> bool:
+        try:
+            status = Path(f"/proc/{proc.pid}/status").read_text()
+        except OSError:
+            return False
+        mask = next((int(line.split()[1], 16) for line in status.splitlines()
+                     if line.startswith("SigCgt:")), 0)
+        return bool(mask >> (signal.SIGHUP - 1) & 1)
+
+    wait_for(caught, timeout=DEADLINE, what="the supervisor's signal handlers")
+
+
 def gone(device_id: str) -> None:
     wait_for(lambda: not device_processes(device_id), timeout=DEADLINE,
              what=f"no process of {device_id} left")
@@ -58,6 +75,7 @@ def test_sim_device_stops_on_a_signal_and_leaves_no_process(tmp_path: Path, sig)
     proc = sim_device(tmp_path, device_id)
     try:
         running(device_id)
+        handles_signals(proc)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=DEADLINE)
     finally:
@@ -80,6 +98,7 @@ def test_ctrl_c_in_a_terminal_stops_the_device_once(tmp_path: Path) -> None:
                             start_new_session=True)
     try:
         running(device_id)
+        handles_signals(proc)
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=DEADLINE)
     finally:
@@ -125,6 +144,7 @@ def test_sim_fleet_stops_on_a_signal(tmp_path: Path, sig) -> None:
     try:
         running(f"{prefix}001")
         running(f"{prefix}002")
+        handles_signals(proc)
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=DEADLINE)
     finally:
