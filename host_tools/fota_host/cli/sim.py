@@ -177,38 +177,47 @@ def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str
                         config=config)
     except (SimError, ValueError) as exc:
         fail(str(exc))
+    stop = _StopSignals(dev.interrupt)
     thread = dev.start()
-    _until_stopped(thread, dev.interrupt)
+    stop.wait(thread)
     dev.stop()
     thread.join(10)
     click.echo(f"sim device: {device_id} stopped", err=True)
 
 
-def _until_stopped(thread: threading.Thread, on_signal: Callable[[], None],
-                   duration: float | None = None) -> str:
-    """Wait until SIGINT/SIGTERM/SIGHUP (calling `on_signal` from the handler), `thread`
-    ends or `duration` passes; returns why."""
-    import signal
-    import time
+class _StopSignals:
+    """SIGINT/SIGTERM/SIGHUP, caught from before the devices start (made then): a signal
+    between their start and the handlers would otherwise kill the supervisor with the
+    default action, or raise KeyboardInterrupt through it (#10, found by the sim stop
+    tests). `on_signal` runs in the handler: it must not block."""
 
-    done = threading.Event()
-    why = ["thread ended"]
+    def __init__(self, on_signal: Callable[[], None]) -> None:
+        import signal
 
-    def stop(signum: int, _frame: object) -> None:
-        why[0] = signal.Signals(signum).name
-        done.set()
-        on_signal()
+        self.done = threading.Event()
+        self.why = "thread ended"
+        self._on_signal = on_signal
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._caught)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, stop)
-    end = None if duration is None else time.monotonic() + duration
-    while not done.is_set() and thread.is_alive():
-        left = None if end is None else end - time.monotonic()
-        if left is not None and left <= 0:
-            why[0] = "time is up"
-            break
-        done.wait(0.5 if left is None else min(0.5, left))
-    return why[0]
+    def _caught(self, signum: int, _frame: object) -> None:
+        import signal
+
+        self.why = signal.Signals(signum).name
+        self.done.set()
+        self._on_signal()
+
+    def wait(self, thread: threading.Thread, duration: float | None = None) -> str:
+        """Until a signal, `thread` ends or `duration` (seconds) passes; returns why."""
+        import time
+
+        end = None if duration is None else time.monotonic() + duration
+        while not self.done.is_set() and thread.is_alive():
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return "time is up"
+            self.done.wait(0.5 if left is None else min(0.5, left))
+        return self.why
 
 
 # fault flags that act only together with another one
@@ -361,13 +370,14 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
                       config, faults, http, credentials=credentials).create()
     except (SimError, ValueError, OSError) as exc:
         fail(str(exc))
+    stop = _StopSignals(lambda: None)
     fleet.start()
     noun = "device" if count == 1 else "devices"
     click.echo(f"fleet: {count} {noun} under {data} (logs in {data}/logs); "
                "Ctrl-C stops it", err=True)
     forever = threading.Thread(target=threading.Event().wait, daemon=True)
     forever.start()
-    why = _until_stopped(forever, lambda: None, duration)
+    why = stop.wait(forever, duration)
     click.echo(f"fleet: stopping ({why})", err=True)
     memory = fleet.memory()
     fleet.stop()

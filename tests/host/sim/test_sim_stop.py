@@ -157,6 +157,27 @@ def test_sim_fleet_stops_on_a_signal(tmp_path: Path, sig) -> None:
     gone(f"{prefix}002")
 
 
+def test_ctrl_c_while_the_fleet_starts_stops_it_cleanly(tmp_path: Path) -> None:
+    """The handlers are in place before the first device starts: Ctrl-C as soon as one
+    device runs, while the others are still starting, is the same clean stop (it used to
+    meet Python's default SIGINT there: a KeyboardInterrupt traceback)."""
+    prefix = "early-"
+    proc = start("fleet", "--count", "30", "--broker", "mqtt://127.0.0.1:1",
+                 "--data", str(tmp_path / "fleet"), "--prefix-id", prefix)
+    try:
+        running(f"{prefix}001")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=DEADLINE)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, err
+    assert "stopping (SIGINT)" in err
+    assert out.strip().splitlines()[-1].startswith('{"devices": 30')
+    for n in range(1, 31):
+        gone(f"{prefix}{n:03d}")
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--heap", "10"], "--heap 10 is too small"),
     (["--heap", "lots"], "--heap must be a size"),
