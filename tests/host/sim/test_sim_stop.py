@@ -48,9 +48,9 @@ def running(device_id: str) -> list[psutil.Process]:
 
 
 def handles_signals(proc: subprocess.Popen) -> None:
-    """Wait until the supervisor has its signal handlers (SIGTERM, SIGINT, then SIGHUP):
-    it starts its devices first, so a device process running does not mean a signal
-    would be handled yet (default SIGTERM: killed; SIGINT: a traceback)."""
+    """Wait until the supervisor has its signal handlers (SIGTERM, SIGINT, then SIGHUP).
+    It installs them before its first device starts (the test just below checks a signal
+    that early); this makes the tests that signal a running device say so themselves."""
 
     def caught() -> bool:
         try:
