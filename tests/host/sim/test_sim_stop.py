@@ -49,8 +49,8 @@ def running(device_id: str) -> list[psutil.Process]:
 
 def handles_signals(proc: subprocess.Popen) -> None:
     """Wait until the supervisor has its signal handlers (SIGTERM, SIGINT, then SIGHUP).
-    It installs them before its first device starts (the test just below checks a signal
-    that early); this makes the tests that signal a running device say so themselves."""
+    It installs them before its first device starts (a signal that early is checked by
+    test_ctrl_c_while_the_fleet_starts_stops_it_cleanly); here they are waited for."""
 
     def caught() -> bool:
         try:
