@@ -12,8 +12,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,39 @@ def check_password(password: str, stored: str) -> bool:
         return False
     got = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, len(digest))
     return hmac.compare_digest(got, digest)
+
+
+# RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens.
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
+
+
+def check_bind(bind: str) -> str:
+    """The listener address for mosquitto's `listener PORT ADDRESS` line: an IPv4/IPv6
+    address or an RFC 1123 host name. Anything else (spaces, a newline that would add its
+    own config line, `#`) raises PlatformError."""
+    try:
+        return str(ipaddress.ip_address(bind))
+    except ValueError:
+        pass
+    if len(bind) <= 253 and _HOSTNAME.fullmatch(bind):
+        return bind
+    raise PlatformError(f"--bind {bind!r} is not an IP address or host name")
+
+
+def _check_conf_text(option: str, value: str) -> None:
+    """A value written on one mosquitto.conf line (a file path, the `user` account): a
+    control character such as a newline would start a config line of its own."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise PlatformError(f"{option} {value!r} contains a control character "
+                            "(a newline would add its own line to mosquitto.conf)")
+
+
+def _url_host(bind: str) -> str:
+    """The host part of the platform's --broker URL for a listener bound to `bind`."""
+    if bind in ("0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{bind}]" if ":" in bind else bind
 
 
 def read_passwd(path: Path) -> dict[str, str]:
@@ -97,7 +132,14 @@ def generate(out_dir: str | Path, devices: list[str], *, port: int = 1883,
         raise PlatformError(f"bad port {port}")
     if bool(certfile) != bool(keyfile):
         raise PlatformError("give both --certfile and --keyfile for TLS")
+    bind = check_bind(bind)
+    if run_as is not None and not _USER.fullmatch(run_as):
+        raise PlatformError(f"--run-as {run_as!r} is not a user name")
     out = Path(out_dir).resolve()
+    for option, value in (("--out", str(out)), ("--certfile", certfile),
+                          ("--keyfile", keyfile), ("--cafile", cafile)):
+        if value:
+            _check_conf_text(option, str(Path(value).resolve()))
     out.mkdir(parents=True, exist_ok=True)
     cred_path = out / "credentials.json"
     creds: dict[str, Any] = {"platform": {}, "devices": {}}
@@ -166,7 +208,7 @@ def generate(out_dir: str | Path, devices: list[str], *, port: int = 1883,
     _write(out / "mosquitto.conf", "\n".join(conf), 0o644)
     _write(cred_path, json.dumps(creds, indent=2) + "\n")
     scheme = "mqtts" if certfile else "mqtt"
-    host = "127.0.0.1" if bind in ("0.0.0.0", "::") else bind
+    host = _url_host(bind)
     user = platform["username"]
     return {
         "config": str(out / "mosquitto.conf"),

@@ -141,3 +141,51 @@ def test_generator_keeps_passwords_and_rejects_bad_ids(tmp_path: Path) -> None:
     for bad in (["a/b"], ["+"], ["#"], ["x" * 65], ["fota-platform"]):
         with pytest.raises(PlatformError):
             generate(tmp_path / "bad", bad)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("bind", "127.0.0.1\nlistener 1 0.0.0.0"),  # would add an all-interfaces listener
+    ("bind", "127.0.0.1 # evil"),
+    ("bind", ""),
+    ("bind", "-host"),
+    ("run_as", "root\nallow_anonymous true"),
+    ("run_as", "a b"),
+])
+def test_generator_refuses_values_that_would_add_config_lines(tmp_path: Path, option: str,
+                                                              value: str) -> None:
+    """Every value written into mosquitto.conf is one line's word: a newline or a space in
+    it is refused before any file is written, so no listener or setting can be smuggled in."""
+    with pytest.raises(PlatformError, match="--" + option.replace("_", "-")):
+        generate(tmp_path / "out", ["a1"], **{option: value})
+    assert not (tmp_path / "out" / "mosquitto.conf").exists()
+
+
+def test_generator_refuses_a_certificate_path_with_a_newline(tmp_path: Path) -> None:
+    cert = tmp_path / "c\nallow_anonymous true.pem"
+    cert.write_text("x")
+    with pytest.raises(PlatformError, match="--certfile"):
+        generate(tmp_path / "out", ["a1"], certfile=str(cert), keyfile=str(cert))
+    assert not (tmp_path / "out" / "mosquitto.conf").exists()
+
+
+def test_generator_gives_a_usable_broker_url_for_each_kind_of_bind(tmp_path: Path) -> None:
+    """The listener line and the printed --broker URL agree for IPv4, IPv6 and host names
+    (an IPv6 host goes in brackets, RFC 3986 section 3.2.2)."""
+    from urllib.parse import urlsplit
+
+    for bind, host in (("127.0.0.1", "127.0.0.1"), ("::1", "::1"),
+                       ("localhost", "localhost"), ("0.0.0.0", "127.0.0.1")):
+        out = generate(tmp_path / bind.replace(":", "_"), ["a1"], port=18830, bind=bind)
+        assert f"listener 18830 {bind}\n" in Path(out["config"]).read_text()
+        url = urlsplit(out["platform_broker"])
+        assert (url.hostname, url.port) == (host, 18830)
+
+
+def test_cli_names_the_bad_bind(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "fota_host", "platform", "mosquitto-config",
+                           "--out", str(tmp_path / "o"), "--device", "a1",
+                           "--bind", "127.0.0.1\nlistener 1 0.0.0.0"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "--bind" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o" / "mosquitto.conf").exists()
