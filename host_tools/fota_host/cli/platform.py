@@ -107,6 +107,10 @@ def serve_cmd(data_dir: Path, broker: str | None, host: str, http_port: int, mqt
     if bool(tls_cert) != bool(tls_key):
         fail("give both --tls-cert and --tls-key")
     try:
+        if tls_cert and tls_key:
+            from ..platform.tlsfiles import server_context
+
+            server_context(tls_cert, tls_key)  # before the broker starts or DIR is made
         if broker:
             parse_broker_url(broker)
         TopicMap(topic_prefix)

@@ -86,3 +86,35 @@ def test_mqtts_external_broker(tmp_path: Path, firmware: Path) -> None:
             proc.stop()
     finally:
         broker.stop()
+
+
+def test_bad_tls_files_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    """A wrong --tls-cert/--tls-key (not PEM, a key of another certificate, an encrypted key)
+    is one error naming both files: no broker traceback, no data folder, no prompt."""
+    import subprocess
+    import sys
+
+    from cryptography.hazmat.primitives.serialization import BestAvailableEncryption
+
+    cert, key = make_cert(tmp_path)
+    (tmp_path / "other").mkdir()
+    other_cert, _ = make_cert(tmp_path / "other")
+    locked = tmp_path / "locked.pem"
+    locked.write_bytes(serialization.load_pem_private_key(key.read_bytes(), None)
+                       .private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      BestAvailableEncryption(b"secret")))
+    notpem = tmp_path / "passwd.txt"
+    notpem.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    for bad_cert, bad_key, why in ((notpem, notpem, "PEM"), (other_cert, key, "belong"),
+                                   (cert, locked, "encrypted")):
+        data = tmp_path / f"data-{why}"
+        proc = subprocess.run(
+            [sys.executable, "-m", "fota_host", "platform", "serve", "--data", str(data),
+             "--http-port", "0", "--mqtt-port", "0",
+             "--tls-cert", str(bad_cert), "--tls-key", str(bad_key)],
+            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert proc.returncode != 0, why
+        assert why in proc.stderr and str(bad_key) in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert not data.exists()
