@@ -5,7 +5,8 @@ rules that act on a spec are `rollouts.py`'s.
 Options (`SPEC_KEYS`): `waves` (sizes `N` or `P%`, the last one takes the rest),
 `max_failures` (`N` or `P%` of the ended devices) counted after `min_ended` ended ones,
 `on_failure` (pause or stop), `approve_waves`, `from_versions`, `groups`, `continuous`,
-`windows` (maintenance windows, `windows.py`), `allow_downgrade`.
+`windows` (maintenance windows, `windows.py`), `allow_downgrade`. What fails a task:
+`wave_failure` (a wave below the success threshold), `threshold_failure` (max_failures).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .validate import PlatformError, check_device_id, text
 SPEC_KEYS = ("waves", "max_failures", "min_ended", "on_failure", "approve_waves",
              "from_versions", "groups", "continuous", "windows", "allow_downgrade")
 SUCCESS_THRESHOLD = 95.0
+ENDED = ("succeeded", "failed", "timed_out")  # what thresholds count (not cancelled)
 IMPLICIT = {"waves": ["100%"], "allow_downgrade": True}  # a plain task paused or stopped
 
 
@@ -96,3 +98,28 @@ def exceeded(failed: int, ended: int, limit: str) -> bool:
     if limit.endswith("%"):
         return ended > 0 and failed * 100 >= float(limit[:-1]) * ended
     return failed >= int(limit)
+
+
+def wave_failure(spec: dict[str, Any], wave: int, counts: dict[str, int]) -> str | None:
+    """Why `wave` (its sub-tasks counted by state) fails the task: all its devices ended
+    and fewer than the success threshold of the ended ones succeeded. None while it runs,
+    when it passed, or when none ended (no device, or all skipped or cancelled)."""
+    succeeded = counts.get("succeeded", 0)
+    ended = sum(counts.get(s, 0) for s in ENDED)
+    threshold = spec["success_threshold"]
+    if any(counts.get(s) for s in ("pending", "upgrading")) or not ended or \
+            succeeded * 100 >= threshold * ended:
+        return None
+    rate = math.floor(succeeded * 1000 / ended) / 10  # rounded down: never the threshold
+    return (f"wave {wave}: {succeeded} of {ended} device(s) succeeded ({rate:g} %),"
+            f" below the success threshold ({threshold:g} %)")
+
+
+def threshold_failure(spec: dict[str, Any], failed: int, ended: int) -> str | None:
+    """Why `failed` of `ended` devices fail the task (`max_failures`, once `min_ended`
+    ended); None below the limit or without one."""
+    limit = spec["max_failures"]
+    if limit and ended >= spec["min_ended"] and failed > 0 and exceeded(failed, ended, limit):
+        return (f"failure threshold: {failed} of {ended} ended device(s) failed"
+                f" (max {limit}, counted after {spec['min_ended']} ended)")
+    return None

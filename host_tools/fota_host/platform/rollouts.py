@@ -12,7 +12,8 @@ The options and their checks are `rollout_spec.py`'s.
   percentage of the task's devices, rounded up; the last wave takes the rest). Wave 1 opens.
 - A wave whose devices all ended with at least `success_threshold` % of the ended ones
   succeeded lets the next one open (after `fota task approve` with `approve_waves`); one
-  below it pauses (or stops) the task.
+  below it pauses (or stops) the task; the last one, and the failure threshold, when the
+  task would finish (`tasks.keeps_running`).
 - Failure threshold: once `min_ended` devices ended (since the last resume), `max_failures`
   failed ones (a count, or a percentage of the ended ones) pause or stop the task.
 - Paused: no notice goes out (devices upgrading finish). Resume accepts the wave that
@@ -30,14 +31,13 @@ from typing import Any
 
 from . import fleetstats, windows
 from . import store_rollouts as sr
-from .rollout_spec import IMPLICIT, exceeded, parse_spec, wave_sizes
+from .rollout_spec import IMPLICIT, parse_spec, threshold_failure, wave_failure, wave_sizes
 from .store import Row, Store
 from .tasks import Tasks
 from .validate import PlatformError, check_device_id, int_id, text
 
 log = logging.getLogger("fota.platform")
 
-ENDED = ("succeeded", "failed", "timed_out")  # what thresholds count (not cancelled)
 SCAN_EVERY = 1.0  # seconds between looks for devices a continuous task may take
 
 
@@ -52,8 +52,17 @@ class Rollouts:
         tasks.keeps_running = self._keeps_running
 
     def _keeps_running(self, task_id: int) -> bool:
+        """Whether a task with no active sub-task left must not finish: a continuous one;
+        one its last results trip a threshold for, paused or stopped here (its last wave)."""
         row = sr.rollout(self.store, task_id)
-        return bool(row and row["spec"]["continuous"])
+        if row is None:
+            return False
+        if row["planned"]:
+            reason = self._failure_reason(row) or self._wave_reason(row, row["opened"])
+            if reason:
+                self._trip(task_id, row["spec"], reason)
+                return True
+        return bool(row["spec"]["continuous"])
 
     # == what an operator does ==========================================================
     def create_task(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -279,15 +288,9 @@ class Rollouts:
             self._filter(tid, spec, fresh, now)
             sr.set_wave(self.store, [r["id"] for r in sr.unplanned(self.store, tid)], last,
                         hold=row["opened"] < last)
-        failed, ended = self._totals(tid)
-        failed -= row["failed_base"]
-        ended -= row["ended_base"]
-        limit = spec["max_failures"]
-        if limit and ended >= spec["min_ended"] and failed > 0 and \
-                exceeded(failed, ended, limit):
-            return self._trip(tid, spec, f"failure threshold: {failed} of {ended} ended"
-                              f" device(s) failed (max {limit}, counted after"
-                              f" {spec['min_ended']} ended)")
+        reason = self._failure_reason(row)
+        if reason:
+            return self._trip(tid, spec, reason)
         waiting = self._advance(row, spec, last, now)
         closed = False
         if spec["windows"] and self.store.task(tid)["state"] == "running":  # type: ignore[index]
@@ -307,19 +310,12 @@ class Rollouts:
         tid, opened = row["task_id"], row["opened"]
         if opened >= last:
             return None
-        per_wave: dict[int, dict[str, int]] = {}
-        for r in sr.wave_counts(self.store, tid):
-            per_wave.setdefault(r["wave"] or 0, {})[r["state"]] = r["n"]
-        counts = per_wave.get(opened, {})
+        counts = self._wave_counts(tid, opened)
         if any(counts.get(s) for s in ("pending", "upgrading")):
             return None
-        succeeded = counts.get("succeeded", 0)
-        ended = sum(counts.get(s, 0) for s in ENDED)
-        if ended and succeeded * 100 < spec["success_threshold"] * ended and \
-                row["accepted"] < opened:
-            self._trip(tid, spec, f"wave {opened}: {succeeded} of {ended} device(s)"
-                       f" succeeded, below the success threshold"
-                       f" ({spec['success_threshold']:g} %)")
+        reason = self._wave_reason(row, opened, counts)
+        if reason:
+            self._trip(tid, spec, reason)
             return None
         nxt = opened + 1
         if spec["approve_waves"] and row["approved"] < nxt:
@@ -331,6 +327,22 @@ class Rollouts:
         sr.update_rollout(self.store, tid, opened=nxt)
         self.tasks._tell(logging.INFO, "task %d: wave %d opens", tid, nxt)
         return None
+
+    def _wave_counts(self, task_id: int, wave: int) -> dict[str, int]:
+        return {r["state"]: r["n"] for r in sr.wave_counts(self.store, task_id)
+                if (r["wave"] or 0) == wave}
+
+    def _wave_reason(self, row: Row, wave: int, counts: dict[str, int] | None = None
+                     ) -> str | None:
+        """Why `wave` fails its task (None while it runs, when it passed or was accepted)."""
+        counts = self._wave_counts(row["task_id"], wave) if counts is None else counts
+        return None if row["accepted"] >= wave else wave_failure(row["spec"], wave, counts)
+
+    def _failure_reason(self, row: Row) -> str | None:
+        """The failure threshold, counted since the last resume, when reached."""
+        failed, ended = self._totals(row["task_id"])
+        return threshold_failure(row["spec"], failed - row["failed_base"],
+                                 ended - row["ended_base"])
 
     def _trip(self, task_id: int, spec: dict[str, Any], reason: str) -> None:
         self._halt(task_id, "stopped" if spec["on_failure"] == "stop" else "paused", reason)
