@@ -12,8 +12,7 @@ The options and their checks are `rollout_spec.py`'s.
   percentage of the task's devices, rounded up; the last wave takes the rest). Wave 1 opens.
 - A wave whose devices all ended with at least `success_threshold` % of the ended ones
   succeeded lets the next one open (after `fota task approve` with `approve_waves`); one
-  below it pauses (or stops) the task; the last one, and the failure threshold, when the
-  task would finish (`tasks.keeps_running`).
+  below it pauses (or stops) the task (the last one: as the task would finish, too).
 - Failure threshold: once `min_ended` devices ended (since the last resume), `max_failures`
   failed ones (a count, or a percentage of the ended ones) pause or stop the task.
 - Paused: no notice goes out (devices upgrading finish). Resume accepts the wave that
@@ -52,8 +51,7 @@ class Rollouts:
         tasks.keeps_running = self._keeps_running
 
     def _keeps_running(self, task_id: int) -> bool:
-        """Whether a task with no active sub-task left must not finish: a continuous one;
-        one its last results trip a threshold for, paused or stopped here (its last wave)."""
+        """True: a task with no active sub-task left stays (continuous; or a threshold trips)."""
         row = sr.rollout(self.store, task_id)
         if row is None:
             return False
@@ -275,8 +273,8 @@ class Rollouts:
         return failed, failed + counts.get("succeeded", 0)
 
     def _step(self, row: Row, now: float) -> None:
-        tid, spec = row["task_id"], row["spec"]
-        if not row["planned"]:
+        tid, spec, planned = row["task_id"], row["spec"], row["planned"]
+        if not planned:
             self._plan(row, now)
             row = {**row, **(sr.rollout(self.store, tid) or {})}
         last = max(len(spec["waves"]), 1)
@@ -288,6 +286,10 @@ class Rollouts:
             self._filter(tid, spec, fresh, now)
             sr.set_wave(self.store, [r["id"] for r in sr.unplanned(self.store, tid)], last,
                         hold=row["opened"] < last)
+        if not planned or fresh:  # every device skipped: nothing else would end the task
+            self.tasks._maybe_finish(tid)
+            if self.store.task(tid)["state"] != "running":  # type: ignore[index]
+                return None
         reason = self._failure_reason(row)
         if reason:
             return self._trip(tid, spec, reason)
@@ -311,11 +313,10 @@ class Rollouts:
         if opened >= last:
             return None
         counts = self._wave_counts(tid, opened)
-        if any(counts.get(s) for s in ("pending", "upgrading")):
-            return None
-        reason = self._wave_reason(row, opened, counts)
+        reason = self._wave_reason(row, opened, counts)  # None while the wave runs
         if reason:
-            self._trip(tid, spec, reason)
+            return self._trip(tid, spec, reason)
+        if any(counts.get(s) for s in ("pending", "upgrading")):
             return None
         nxt = opened + 1
         if spec["approve_waves"] and row["approved"] < nxt:
@@ -351,13 +352,12 @@ class Rollouts:
         tid, spec = row["task_id"], row["spec"]
         self._add_matching(tid, spec, 0.0, now)
         self._filter(tid, spec, sr.unplanned(self.store, tid), now)
-        pending = [s["id"] for s in sr.unplanned(self.store, tid)]
-        start = 0
-        for i, size in enumerate(wave_sizes(spec, len(pending)), start=1):
+        pending, start = [s["id"] for s in sr.unplanned(self.store, tid)], 0
+        sizes = wave_sizes(spec, len(pending))
+        for i, size in enumerate(sizes, start=1):
             sr.set_wave(self.store, pending[start:start + size], i, hold=i > 1)
             start += size
         sr.update_rollout(self.store, tid, planned=1, opened=1)
-        sizes = wave_sizes(spec, len(pending))
         self.tasks._tell(logging.INFO, "task %d: %d device(s) in %d wave(s) (%s); wave 1"
                          " opens", tid, len(pending), len(sizes),
                          ", ".join(map(str, sizes)))

@@ -143,3 +143,20 @@ def test_failure_threshold_reached_by_the_last_report_pauses(plat, tmp_path) -> 
     task = plat.rollouts.get_task(tid)
     assert task["state"] == "paused"
     assert task["reason"].startswith("failure threshold: 1 of 3 ended device(s) failed")
+
+
+def test_task_whose_devices_are_all_skipped_finishes(plat, tmp_path) -> None:
+    # no device runs a --from-version: every wave is empty once the plan skipped them all
+    tid, _, fleet = _run(plat, tmp_path, 3, set(), waves=["1", "rest"],
+                         from_versions=["0.9.0"])
+    task = plat.rollouts.get_task(tid)
+    assert fleet.notified() == []
+    assert {d["state"] for d in task["devices"]} == {"cancelled"}
+    assert (task["state"], task["reason"]) == ("finished", None)
+
+
+def test_continuous_task_pauses_when_its_devices_ended_below_threshold(plat, tmp_path) -> None:
+    tid, _, _ = _run(plat, tmp_path, 2, {1}, continuous=True)
+    task = plat.rollouts.get_task(tid)
+    assert task["state"] == "paused"
+    assert task["reason"].startswith("wave 1: 1 of 2 device(s) succeeded (50 %), below")
