@@ -164,7 +164,7 @@ def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str
     import sys
 
     from ..platform.validate import device_id_problem
-    from ..sim.device import MIN_AGENT_HEAP, SimDevice, parse_heap
+    from ..sim.device import MIN_AGENT_HEAP, SimDevice, config_problem, device_config, parse_heap
     from ..sim.flash import SimError
 
     problem = device_id_problem(device_id)
@@ -173,6 +173,9 @@ def device_cmd(flash: Path, board: str, device_id: str, broker: str, prefix: str
     try:
         heap = parse_heap(heap, MIN_AGENT_HEAP)
         config = {"trusted_keys": _trusted(trust)} if trust else None
+        problem = config_problem(device_config(device_id, broker, prefix, **(config or {})))
+        if problem:
+            fail(f"the device config is refused: {problem}")
         dev = SimDevice(flash, board, device_id, broker, prefix, version, heap, log=sys.stdout,
                         config=config)
     except (SimError, ValueError) as exc:

@@ -85,6 +85,29 @@ def device_config(device_id: str, broker_url: str, prefix: str | None = None,
     return cfg
 
 
+# Runs the device's own config check (firmware/fota/config.py) on the unix port, so the
+# host refuses exactly what the board would refuse, with the board's words.
+_CHECK_CONFIG = """import json, os
+from fota import config
+try:
+    config.validate(json.loads(os.getenv("FOTA_CHECK_CONFIG")))
+    print("ok")
+except config.ConfigError as exc:
+    print("error:", exc)
+"""
+
+
+def config_problem(cfg: dict[str, Any]) -> str | None:
+    """Why the device would refuse `cfg` (and run with OTA disabled), or None when it takes
+    it. The check is the firmware's own `fota.config.validate`, run once on the unix port."""
+    out = mprun.run(["-c", _CHECK_CONFIG], env={"FOTA_CHECK_CONFIG": json.dumps(cfg)},
+                    timeout=120)
+    text = out.stdout.strip()
+    if out.returncode != 0 or not text.startswith(("ok", "error:")):
+        raise RuntimeError(f"the device config check did not run: {out.stderr.strip()[-300:]}")
+    return text[len("error: "):] if text.startswith("error:") else None
+
+
 class SimDevice:
     def __init__(self, flash: Path, board: str, device_id: str, broker_url: str,
                  prefix: str | None = None, version: str | None = None, heap: str = "128K",

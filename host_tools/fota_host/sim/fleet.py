@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlparse
 
-from .device import SimDevice, broker_config
+from ..platform.validate import device_id_problem
+from .device import SimDevice, broker_config, config_problem, device_config
 from .faults import DeviceFaults, FaultProxy, LinkFaults
 
 JOURNAL = "fota_journal.json"   # the agent's resume journal, in the flash folder
@@ -83,6 +84,14 @@ class Fleet:
         """Flash folders, configs and logs for every device (nothing runs yet).
         Everything is checked before the first folder is made."""
         broker_config(self.broker)
+        for i in (0, self.count - 1):   # the shortest and the longest id
+            problem = device_id_problem(self.device_id(i))
+            if problem:
+                raise ValueError(f"--prefix-id {self.prefix_id!r}: {problem}")
+        first = device_config(self.device_id(0), self.broker, self.topic_prefix, **self.config)
+        problem = config_problem(first)
+        if problem:  # every device would run with OTA disabled
+            raise ValueError(f"the device config is refused: {problem} (check --config)")
         if self.credentials is not None:
             missing = [self.device_id(i) for i in range(self.count)
                        if not self.credentials.get(self.device_id(i))]

@@ -100,3 +100,25 @@ def test_an_unwritable_output_or_an_absurd_size_is_a_clear_error(tmp_path):
                "-o", str(big))
     assert res.returncode == 2 and "--size" in res.stderr and "67108864" in res.stderr
     assert not big.exists()
+
+
+def test_a_fleet_or_device_the_boards_would_refuse_is_refused_at_once(tmp_path):
+    """Device ids and configs the device itself would refuse (newcomer review): before,
+    `--prefix-id a/b` died on a missing log folder and `--config '{"broker": 5}'` ran a
+    fleet whose every device logged "OTA disabled" while the run reported success. Now the
+    firmware's own config check runs first: a clear error, exit 2, nothing made."""
+    data = tmp_path / "fleet"
+    broker = "mqtt://127.0.0.1:1"
+    cases = [
+        (["--prefix-id", "a/b"], "--prefix-id"),
+        (["--prefix-id", "x" * 70], "--prefix-id"),
+        (["--config", '{"broker": 5}'], "broker must be an object"),
+        (["--config", '{"download": {"idle_s": 0}}'], "download.idle_s"),
+        (["--config", '{"trusted_keys": ["zz"]}'], "trusted_keys"),
+    ]
+    for extra, words in cases:
+        res = fota("sim", "fleet", "--data", str(data), "--count", "2", "--broker", broker,
+                   *extra)
+        assert res.returncode == 2, (extra, res.stderr)
+        assert words in res.stderr and "Traceback" not in res.stderr, res.stderr
+        assert not data.exists(), extra
