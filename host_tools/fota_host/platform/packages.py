@@ -8,20 +8,61 @@ download request can't reach any other file.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
 import shutil
+import threading
 import time
 import urllib.parse
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from ..images.facts import ImageFacts, image_facts
 from . import variants
 from .store import Store
 from .validate import PACKAGE_RE, PlatformError, text
+
+# A URL fetch (`POST /api/packages {"url"}`, `fota package create --url`): each connect and
+# read may wait FETCH_READ_TIMEOUT seconds, the whole fetch FETCH_DEADLINE (environment:
+# FOTA_FETCH_DEADLINE). Below the CLI's 60 s API timeout, so the CLI hears why a slow fetch
+# failed rather than timing out itself while the platform goes on fetching.
+FETCH_READ_TIMEOUT = 30.0
+FETCH_DEADLINE = 50.0
+# URL fetches at once (environment: FOTA_MAX_FETCHES); one more is refused with 503.
+MAX_FETCHES = 4
+
+
+def fetch_deadline() -> float:
+    """Seconds a whole URL fetch may take: FOTA_FETCH_DEADLINE, else FETCH_DEADLINE."""
+    return _env_number("FOTA_FETCH_DEADLINE", FETCH_DEADLINE)
+
+
+def max_fetches() -> int:
+    """URL fetches one platform runs at once: FOTA_MAX_FETCHES, else MAX_FETCHES."""
+    return max(1, int(_env_number("FOTA_MAX_FETCHES", MAX_FETCHES)))
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise PlatformError(f"{name} must be a number of seconds or fetches, got {raw!r}") \
+            from None
+    if not value > 0:
+        raise PlatformError(f"{name} must be above 0, got {raw!r}")
+    return value
+
+
+def _cut_off(url: str, got: int, promised: int | None, how: str) -> str:
+    whole = f"the {promised} bytes its Content-Length promised" if promised is not None \
+        else "the end of its body"
+    return (f"could not fetch {url}: {how} after {got} bytes, before {whole}: "
+            "nothing stored")
 
 
 def hash_file(path: Path) -> tuple[int, str, str]:
@@ -41,6 +82,8 @@ class PackageStore:
     def __init__(self, store: Store, files_dir: Path) -> None:
         self.store = store
         self.files_dir = files_dir
+        self.max_fetches = max_fetches()
+        self._fetch_slots = threading.BoundedSemaphore(self.max_fetches)
         self.files_dir.mkdir(parents=True, exist_ok=True)
 
     def package_path(self, package_id: str) -> Path | None:
@@ -137,32 +180,87 @@ class PackageStore:
         shutil.copyfile(src, upload)
         return self.add_package(upload, source=f"file:{src.name}", **meta)
 
-    def add_package_stream(self, stream: BinaryIO, *, source: str, max_bytes: int,
-                           **meta: Any) -> dict[str, Any]:
-        upload = self.new_upload_path()
-        total = 0
+    @contextlib.contextmanager
+    def _fetch_slot(self) -> Iterator[None]:
+        """One of the `max_fetches` URL fetches at once, or `PlatformError` 503 (at once,
+        never queued: a queue of stalled fetches is what held the platform up)."""
+        if not self._fetch_slots.acquire(blocking=False):
+            raise PlatformError(f"too many package fetches in progress (at most "
+                                f"{self.max_fetches} at once): try again when one has finished",
+                                503)
         try:
-            with open(upload, "wb") as out:
-                while chunk := stream.read(1 << 16):
-                    total += len(chunk)
-                    if total > max_bytes:
-                        raise PlatformError(f"firmware larger than {max_bytes} bytes")
-                    out.write(chunk)
-        except BaseException:
-            upload.unlink(missing_ok=True)
-            raise
-        return self.add_package(upload, source=source, **meta)
+            yield
+        finally:
+            self._fetch_slots.release()
 
-    def add_package_url(self, url: Any, max_bytes: int = 64 << 20, timeout: float = 30.0,
-                        **meta: Any) -> dict[str, Any]:
-        """Fetch a remote firmware once, hash it and store it."""
+    async def fetch_url(self, url: str, max_bytes: int, *, timeout: float = FETCH_READ_TIMEOUT,
+                        deadline: float | None = None) -> Path:
+        """Download `url` into a new upload file and return its path; on any failure the
+        file is removed and `PlatformError` raised (502, 504 past the deadline).
+
+        The body must be whole: shorter than its Content-Length, a chunked body cut off, a
+        connection reset are failures (an upload of a truncated image stored as a package
+        was served to devices, and its version blocked later tasks). `timeout` bounds each
+        connect and read, `deadline` (default `fetch_deadline()`) the whole fetch."""
+        import aiohttp
+
+        deadline = fetch_deadline() if deadline is None else deadline
+        limits = aiohttp.ClientTimeout(total=deadline, sock_connect=timeout, sock_read=timeout)
+        upload = self.new_upload_path()
+        got, promised = 0, None
+        began = time.monotonic()
+        try:
+            async with aiohttp.ClientSession(timeout=limits, trust_env=True) as session, \
+                    session.get(url) as resp:
+                if resp.status != 200:
+                    raise PlatformError(f"could not fetch {url}: HTTP {resp.status} "
+                                        f"{resp.reason or ''}".rstrip(), 502)
+                # a compressed body's length is not the image's: aiohttp checks that one
+                promised = None if "Content-Encoding" in resp.headers else resp.content_length
+                with open(upload, "wb") as out:
+                    async for chunk in resp.content.iter_chunked(1 << 16):
+                        got += len(chunk)
+                        if got > max_bytes:
+                            raise PlatformError(f"firmware larger than {max_bytes} bytes", 413)
+                        out.write(chunk)
+            if promised is not None and got != promised:
+                raise PlatformError(_cut_off(url, got, promised, "the connection ended"), 502)
+            return upload
+        except BaseException as exc:
+            upload.unlink(missing_ok=True)
+            if isinstance(exc, PlatformError) or not isinstance(exc, Exception):
+                raise
+            if isinstance(exc, aiohttp.ClientPayloadError):
+                raise PlatformError(_cut_off(url, got, promised, "the body was cut off"),
+                                    502) from None
+            if isinstance(exc, TimeoutError):  # the deadline, or one read's timeout
+                whole = time.monotonic() - began >= deadline - 0.5
+                why = f"not finished within the {deadline:g} s a fetch may take" if whole \
+                    else f"no data for {timeout:g} s"
+                raise PlatformError(f"could not fetch {url}: {why} (got {got} bytes"
+                                    + (f" of {promised}" if promised else "")
+                                    + "): nothing stored", 504) from None
+            if isinstance(exc, (aiohttp.ClientError, OSError, ValueError)):
+                raise PlatformError(f"could not fetch {url}: {exc}", 502) from None
+            raise
+
+    async def add_package_url_async(self, url: Any, max_bytes: int = 64 << 20,
+                                    timeout: float = FETCH_READ_TIMEOUT,
+                                    deadline: float | None = None,
+                                    **meta: Any) -> dict[str, Any]:
+        """Fetch a remote firmware once (`fetch_url`), hash it and store it. At most
+        `max_fetches` run at once; one more is refused with 503."""
         if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https"):
             raise PlatformError("url must be an http(s) address")
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
-                return self.add_package_stream(resp, source=url, max_bytes=max_bytes, **meta)
-        except OSError as exc:
-            raise PlatformError(f"could not fetch {url}: {exc}", 502) from None
+        with self._fetch_slot():
+            upload = await self.fetch_url(url, max_bytes, timeout=timeout, deadline=deadline)
+        return await asyncio.to_thread(self.add_package, upload, source=url, **meta)
+
+    def add_package_url(self, url: Any, max_bytes: int = 64 << 20,
+                        timeout: float = FETCH_READ_TIMEOUT, **meta: Any) -> dict[str, Any]:
+        """`add_package_url_async` for a caller without an event loop (the CLI on a
+        stopped platform)."""
+        return asyncio.run(self.add_package_url_async(url, max_bytes, timeout, **meta))
 
     def _package_view(self, row: dict[str, Any]) -> dict[str, Any]:
         view = {k: row[k] for k in ("id", "name", "product", "version", "module", "sign", "size",

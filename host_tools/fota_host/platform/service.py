@@ -16,6 +16,7 @@ import secrets
 import signal
 import socket
 import ssl
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -233,10 +234,14 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
         _write_json_atomic(info_path, info)
         log.info("platform ready: api %s, broker %s", info["api"], info["broker"])
 
+    # The clock's own thread: request work in the default executor (package hashing,
+    # deltas, TLS file reads) never makes the task notices wait for a free thread.
+    ticker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fota-clock")
+
     async def clock() -> None:
         while not stop.is_set():
             try:
-                await loop.run_in_executor(None, platform.tick)
+                await loop.run_in_executor(ticker, platform.tick)
             except Exception:
                 log.exception("tick failed")
             flush_all()
@@ -248,6 +253,7 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
     try:
         await clock()
     finally:
+        ticker.shutdown(wait=False)  # no tick runs: each one is awaited
         log.info("platform stopping")
         info_path.unlink(missing_ok=True)
         link.stop()
