@@ -28,10 +28,14 @@ TIME_KEYS = frozenset({"created", "updated", "started", "finished", "start", "en
 
 
 def iso(ts: float | None) -> str | None:
-    """Epoch seconds as ISO 8601 in local time with its offset (None stays None)."""
+    """Epoch seconds as ISO 8601 in local time with its offset (None stays None); a number
+    no date can show (infinite, past year 9999: stored before such were refused) as itself."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+    try:
+        return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return str(ts)
 
 
 def now_iso() -> str:
@@ -51,6 +55,8 @@ def with_iso_times(obj: Any) -> Any:
 def input_time(value: str | None, option: str) -> str | None:
     """An ISO 8601 time from the command line, with its offset: a time typed without one
     is local time. A bad value is a clear error naming the option."""
+    from ..platform.validate import MAX_TIME, MIN_TIME
+
     if value is None:
         return None
     try:
@@ -58,8 +64,14 @@ def input_time(value: str | None, option: str) -> str | None:
     except ValueError:
         fail(f"{option} {value!r} is not an ISO 8601 time: give e.g. 2026-12-01T08:00 "
              "(local time) or 2026-12-01T08:00+01:00")
-    if dt.tzinfo is None:
-        dt = dt.astimezone()           # naive: local time
+    try:
+        if dt.tzinfo is None:
+            dt = dt.astimezone()           # naive: local time
+        ok = MIN_TIME <= dt.timestamp() <= MAX_TIME
+    except (OverflowError, OSError, ValueError):
+        ok = False
+    if not ok:
+        fail(f"{option} {value!r} is out of range: give a time from 1970 to 9999")
     return dt.isoformat()
 
 

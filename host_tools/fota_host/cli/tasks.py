@@ -9,6 +9,7 @@ document (what scripts capture); commands that show things print a table, or JSO
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +50,13 @@ def platform_ops(data_dir: Path) -> Iterator[PlatformOps]:
         fail(str(exc))
     finally:
         ops.close()
+
+
+def finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """A click callback: a number option must be finite (FloatRange lets nan and inf pass)."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number of seconds")
+    return value
 
 
 # == fota package =======================================================================
@@ -162,7 +170,12 @@ def task_create(data_dir: Path, package: str, name: str, desc: str | None, start
                 end: str | None, as_json: bool, **rollout: Any) -> None:
     """Create an upgrade task; prints it as JSON (with its id). The rollout options
     (docs/platform.md, "Rollouts") split it into waves with thresholds, filters, windows."""
+    from ..platform.validate import DEVICE_RULE, device_id_problem
+
     start, end = input_time(start, "--start"), input_time(end, "--end")
+    for group in rollout.get("groups") or ():
+        if device_id_problem(group):  # group names follow the device-id rule
+            fail(f"--group {group!r:.80}: invalid group name: {DEVICE_RULE}")
     spec = {k: list(v) if isinstance(v, tuple) else v for k, v in rollout.items()
             if v not in ((), None, False, 0, "pause")}
     with platform_ops(data_dir) as ops:
@@ -281,8 +294,9 @@ def task_show(data_dir: Path, task_id: str, as_json: bool) -> None:
               help="Stream one JSON line per change (a device's state, step or desc, or the "
                    "task's state) instead of live bars.")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=0.5, show_default=True,
+              callback=finite,
               help="Seconds between looks at the platform.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=None,
+@click.option("--timeout", type=click.FloatRange(min=0), default=None, callback=finite,
               help="Stop watching after this many seconds (exit 3); default: until the task "
                    "ends or Ctrl-C.")
 def task_watch(data_dir: Path, task_id: str, as_json: bool, interval: float,

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import urllib.parse
 from typing import Any
 
 from aiohttp import web
 
 from . import api_rollouts, fileserver
-from .apijson import answer, answer_on, error, json_body, platform
+from .apijson import answer, answer_on, error, json_body, json_response, platform
 from .console import auth as console_auth
 from .console import routes as console_routes
 from .core import Platform
@@ -26,7 +25,7 @@ from .fileserver import PLATFORM_KEY, STALL_KEY
 from .lograte import LogRate
 from .openapi import OPENAPI
 from .store import DISK_FULL_ERRNOS
-from .validate import PlatformError
+from .validate import PlatformError, same_secret
 
 log = logging.getLogger("fota.platform.http")
 _rate = LogRate(log)
@@ -38,9 +37,8 @@ TOKEN_KEY = web.AppKey("admin_token", str)
 @web.middleware
 async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.path.startswith("/api/"):
-        expected = "Bearer " + request.app[TOKEN_KEY]
         given = request.headers.get("Authorization", "")
-        if not secrets.compare_digest(given.encode(), expected.encode()):
+        if not same_secret(given, "Bearer " + request.app[TOKEN_KEY]):
             refused = console_auth.api_refusal(request)  # or the console's session cookie
             if refused is not None:
                 return error(*refused)
@@ -52,6 +50,12 @@ async def _guard(request: web.Request, handler: Any) -> web.StreamResponse:
         if request.path.startswith("/api/") and exc.status >= 400:
             return _api_refusal(request, exc)
         raise
+    except UnicodeError:
+        # bytes a client sent that are not UTF-8 (a header, a form, a query): its fault,
+        # one rate-limited line, no traceback
+        _rate.log(logging.WARNING, request.remote or "?", "%s %s from %s: refused (400), "
+                  "text that is not valid UTF-8", request.method, request.path, request.remote)
+        return error(400, "the request holds text that is not valid UTF-8")
     except Exception as exc:
         if isinstance(exc, ConnectionResetError) and _client_gone(request):
             # the client vanished half-way through its request (an upload): nothing failed
@@ -103,11 +107,11 @@ def _check_url(url: Any) -> None:
 
 # -- admin API ----------------------------------------------------------------------------
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(OPENAPI)
+    return json_response(OPENAPI)
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"ok": True})
+    return json_response({"ok": True})
 
 
 async def create_package(request: web.Request) -> web.Response:
@@ -120,9 +124,8 @@ async def create_package(request: web.Request) -> web.Response:
         if not body.get("url"):
             raise PlatformError("give the firmware as the request body, or a JSON object with url")
         _check_url(body["url"])
-        # fetched on the event loop, not in a thread: a stalled server holds no thread
-        pkg = await packages.add_package_url_async(body["url"], MAX_UPLOAD,
-                                                   require_signed=require_signed, **meta)
+        pkg = await asyncio.to_thread(packages.add_package_url, body["url"], MAX_UPLOAD,
+                                      require_signed=require_signed, **meta)
         return web.json_response(pkg, status=201)
     q = request.query
     meta = {k: q.get(k) for k in ("version", "name", "product", "desc", "module")}
@@ -150,13 +153,13 @@ async def add_variant(request: web.Request) -> web.Response:
     variant = await asyncio.to_thread(platform(request).packages.add_variant,
                                       request.match_info["id"], body.get("kind"),
                                       body.get("from"))
-    return web.json_response(variant, status=201)
+    return json_response(variant, status=201)
 
 
 async def create_task(request: web.Request) -> web.Response:
     body = await json_body(request)  # with the rollout options of rollout_spec.SPEC_KEYS
     task = platform(request).rollouts.create_task(body)
-    return web.json_response(task, status=201)
+    return json_response(task, status=201)
 
 
 async def add_devices(request: web.Request) -> web.Response:
@@ -164,7 +167,7 @@ async def add_devices(request: web.Request) -> web.Response:
     devices = body.get("devices")
     if not isinstance(devices, list) or not devices:
         raise PlatformError("devices must be a non-empty list of device ids")
-    return web.json_response(platform(request).tasks.add_devices(request.match_info["id"], devices))
+    return json_response(platform(request).tasks.add_devices(request.match_info["id"], devices))
 
 
 async def import_devices(request: web.Request) -> web.Response:
@@ -173,7 +176,10 @@ async def import_devices(request: web.Request) -> web.Response:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise PlatformError("the device list must be UTF-8 CSV") from None
-    return web.json_response(platform(request).tasks.import_devices(request.match_info["id"], text))
+    # a thread: a list of many thousand rows takes a while, the loop serves on meanwhile
+    results = await asyncio.to_thread(platform(request).tasks.import_devices,
+                                      request.match_info["id"], text)
+    return json_response(results)
 
 
 async def cancel(request: web.Request) -> web.Response:
@@ -184,7 +190,7 @@ async def cancel(request: web.Request) -> web.Response:
         devices = body.get("devices")
         if not isinstance(devices, list) or not devices:
             raise PlatformError('give {"devices": [...]} or {"all": true}')
-    return web.json_response(platform(request).tasks.cancel(request.match_info["id"], devices))
+    return json_response(platform(request).tasks.cancel(request.match_info["id"], devices))
 
 
 def make_app(platform: Platform, admin_token: str,

@@ -4,6 +4,8 @@ platform call whose result is the JSON answer."""
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -14,10 +16,18 @@ from .fileserver import PLATFORM_KEY
 from .validate import PlatformError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# Standard JSON only: NaN or Infinity in an answer is a bug to fail loudly (a 500 and a
+# traceback), never `Infinity` in a body that JSON readers refuse.
+dumps = functools.partial(json.dumps, allow_nan=False)
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """`web.json_response` with `dumps` (no NaN/Infinity)."""
+    return web.json_response(data, status=status, dumps=dumps)
 
 
 def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+    return json_response({"error": message}, status=status)
 
 
 async def json_body(request: web.Request, *, optional: bool = False) -> dict[str, Any]:
@@ -31,6 +41,8 @@ async def json_body(request: web.Request, *, optional: bool = False) -> dict[str
         # Whatever the decoder cannot take (bad UTF-8, too deep, too long a number): the
         # client's fault, so a 400, never a traceback.
         raise PlatformError("the request body is not valid JSON") from None
+    except LookupError:  # Content-Type: ...; charset=NO-SUCH-CODEC
+        raise PlatformError("the request's Content-Type names an unknown charset") from None
     if not isinstance(body, dict):
         raise PlatformError("the request body must be a JSON object")
     return body
@@ -43,7 +55,7 @@ def platform(request: web.Request) -> Platform:
 def answer(call: Callable[[Platform], Any]) -> Handler:
     """A handler answering what `call(platform)` returns."""
     async def handle(request: web.Request) -> web.Response:
-        return web.json_response(call(platform(request)))
+        return json_response(call(platform(request)))
     return handle
 
 
@@ -54,5 +66,5 @@ def answer_on(call: Callable[[Platform, str], Any], *, body: bool = False) -> Ha
     async def handle(request: web.Request) -> web.Response:
         if body:
             await json_body(request, optional=True)
-        return web.json_response(call(platform(request), request.match_info["id"]))
+        return json_response(call(platform(request), request.match_info["id"]))
     return handle

@@ -31,6 +31,7 @@ from prometheus_client.registry import Collector
 from .core import Platform
 from .fileserver import PLATFORM_KEY
 from .store import StorageError
+from .validate import same_secret
 
 _TOKEN_KEY = web.AppKey("metrics_token", str)
 _ADMIN_KEY = web.AppKey("metrics_admin_token", str)
@@ -151,9 +152,8 @@ def metrics_token(data_dir: Path) -> str:
 
 
 def _allowed(request: web.Request) -> bool:
-    given = request.headers.get("Authorization", "").encode()
-    return any(secrets.compare_digest(given, f"Bearer {request.app[k]}".encode())
-               for k in (_TOKEN_KEY, _ADMIN_KEY))
+    given = request.headers.get("Authorization", "")  # any bytes: a mismatch, never an error
+    return any(same_secret(given, f"Bearer {request.app[k]}") for k in (_TOKEN_KEY, _ADMIN_KEY))
 
 
 async def handler(request: web.Request) -> web.Response:

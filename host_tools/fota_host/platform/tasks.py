@@ -157,18 +157,17 @@ class Tasks:
 
     def import_devices(self, task_id: Any, csv_text: str) -> list[dict[str, Any]]:
         """CSV with a header containing `device` (or `deviceId`), or one id per line."""
-        rows = list(csv.reader(io.StringIO(csv_text)))
-        rows = [r for r in rows if r and any(c.strip() for c in r)]
+        reader = csv.reader(io.StringIO(csv_text))
+        try:  # what the reader refuses (a field over its limit): nothing added, the line named
+            rows = [r for r in reader if r and any(c.strip() for c in r)]
+        except csv.Error as exc:
+            raise PlatformError(f"the device list, line {reader.line_num}: {exc}") from None
         if not rows:
             raise PlatformError("the device list is empty", 422)
         header = [c.strip().lower() for c in rows[0]]
-        col = 0
-        for key in ("device", "deviceid", "device_id", "id"):
-            if key in header:
-                col = header.index(key)
-                rows = rows[1:]
-                break
-        devices = [r[col].strip() if len(r) > col else "" for r in rows]
+        key = next((k for k in ("device", "deviceid", "device_id", "id") if k in header), None)
+        col = header.index(key) if key else 0
+        devices = [r[col].strip() if len(r) > col else "" for r in rows[1 if key else 0:]]
         results = self.add_devices(task_id, devices)
         for i, res in enumerate(results):
             res["row"] = i + 1

@@ -3,6 +3,8 @@ the one error an operator's bad input raises (it carries the HTTP status)."""
 
 from __future__ import annotations
 
+import hmac
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -28,21 +30,50 @@ class PlatformError(ValueError):
         self.status = status
 
 
+# The times the platform takes (a task's start and end, ...): 1970-01-01 to 9999-12-31 UTC,
+# what an ISO 8601 date and `datetime.fromtimestamp` can show. Outside it, or NaN/Infinity
+# (`1e400` in JSON), is refused: stored, it broke the API's JSON and the CLI's output.
+MIN_TIME = 0.0
+MAX_TIME = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
+
+
 def parse_time(value: str | float | None, what: str) -> float | None:
-    """ISO 8601 (naive means UTC) or epoch seconds → epoch seconds."""
+    """ISO 8601 (naive means UTC) or epoch seconds → epoch seconds, finite and within
+    1970..9999 (else `PlatformError` naming `what`)."""
     if value in (None, ""):
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, str):
+        try:
+            out = float(value)
+        except OverflowError:  # an int too large for a float
+            out = math.inf
+    elif not isinstance(value, str):
         raise PlatformError(f"{what}: expected an ISO 8601 time")
+    else:
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if dt.tzinfo is None:
+                dt = dt.replace(tzinfo=timezone.utc)
+            out = dt.timestamp()
+        except (ValueError, OverflowError):
+            raise PlatformError(f"{what}: {value!r:.80} is not an ISO 8601 time") from None
+    if not (math.isfinite(out) and MIN_TIME <= out <= MAX_TIME):
+        raise PlatformError(f"{what}: {value!r:.40} is out of range (a time from 1970 to "
+                            "9999: ISO 8601, or epoch seconds)", 422)
+    return out
+
+
+def same_secret(given: object, expected: str) -> bool:
+    """Whether a client's secret (a header, cookie, query or form value) is `expected`;
+    the one comparison for tokens. Never raises: text aiohttp decoded from bytes that are
+    not UTF-8 (surrogate escapes), a lone surrogate, a non-string are all just no match."""
+    if not isinstance(given, str) or not expected:
+        return False
     try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise PlatformError(f"{what}: {value!r} is not an ISO 8601 time") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
+        raw = given.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return False
+    return hmac.compare_digest(raw, expected.encode("utf-8", "surrogateescape"))
 
 
 def text(value: Any, what: str, default: str = "", required: bool = False) -> str:
@@ -107,9 +138,9 @@ def int_id(value: Any, what: str) -> int:
 def device_id_problem(device: Any) -> str | None:
     """Why `device` is not a valid device id, or None."""
     if not isinstance(device, str):
-        return f"invalid device id {device!r}: not a string"
+        return f"invalid device id {device!r:.80}: not a string"
     if not DEVICE_RE.match(device):
-        return f"invalid device id {device!r}: {DEVICE_RULE}"
+        return f"invalid device id {device!r:.80}: {DEVICE_RULE}"
     return None
 
 

@@ -17,10 +17,13 @@ from typing import Any
 from aiohttp import web
 
 from ..fileserver import PLATFORM_KEY
-from ..validate import PlatformError
+from ..lograte import LogRate
+from ..validate import PlatformError, same_secret
 from .auth import COOKIE, SESSIONS_KEY, Session, Sessions
 
 log = logging.getLogger("fota.platform.console")
+_rate = LogRate(log)  # refused sign-ins: a client can cause them as fast as it likes
+ADMIN_KEY = web.AppKey("console_admin_token", str)
 
 STATIC = Path(__file__).parent / "static"
 BUNDLE = STATIC / "dist" / "app.js"
@@ -115,10 +118,14 @@ async def login(request: web.Request) -> web.Response:
         return _sign_in_page("Sign-in refused: the form came from another site.", 403)
     if (request.content_length or 0) > 4096:
         return _sign_in_page("Sign-in refused: request too large.", 413)
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (UnicodeDecodeError, LookupError):  # not UTF-8, or an unknown charset: no match
+        form = {}
     token = form.get("token")
-    if not isinstance(token, str) or not sessions.token_ok(token.strip()):
-        log.warning("console sign-in refused from %s", request.remote)
+    if not isinstance(token, str) or not same_secret(token.strip(), request.app[ADMIN_KEY]):
+        _rate.log(logging.WARNING, request.remote or "?", "console sign-in refused from %s",
+                  request.remote)
         return _sign_in_page("Wrong admin token.", 401)
     cookie, _ = sessions.sign_in()
     resp = web.HTTPSeeOther("/console", headers=_HEADERS)
@@ -184,7 +191,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         # signed out or expired: the stream ends with the session
         while not stopping.is_set() and _sessions(request).find(request) is session:
-            data = json.dumps(snapshot(request, task_id), separators=(",", ":"))
+            data = json.dumps(snapshot(request, task_id), separators=(",", ":"),
+                              allow_nan=False)
             if data != last:
                 await resp.write(f"event: snapshot\ndata: {data}\n\n".encode())
                 last, quiet_since = data, loop.time()
@@ -206,6 +214,7 @@ async def _on_shutdown(app: web.Application) -> None:
 
 def add_routes(app: web.Application, admin_token: str, max_upload: int) -> None:
     app[SESSIONS_KEY] = Sessions(admin_token, max_upload)
+    app[ADMIN_KEY] = admin_token
     app[STOPPING_KEY] = asyncio.Event()
     app.on_shutdown.append(_on_shutdown)
     r = app.router
