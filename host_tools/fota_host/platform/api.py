@@ -124,8 +124,9 @@ async def create_package(request: web.Request) -> web.Response:
         if not body.get("url"):
             raise PlatformError("give the firmware as the request body, or a JSON object with url")
         _check_url(body["url"])
-        pkg = await asyncio.to_thread(packages.add_package_url, body["url"], MAX_UPLOAD,
-                                      require_signed=require_signed, **meta)
+        # fetched on the event loop, not in a thread: a stalled server holds no thread
+        pkg = await packages.add_package_url_async(body["url"], MAX_UPLOAD,
+                                                   require_signed=require_signed, **meta)
         return web.json_response(pkg, status=201)
     q = request.query
     meta = {k: q.get(k) for k in ("version", "name", "product", "desc", "module")}
