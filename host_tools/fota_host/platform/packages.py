@@ -207,7 +207,7 @@ class PackageStore:
         deadline = fetch_deadline() if deadline is None else deadline
         limits = aiohttp.ClientTimeout(total=deadline, sock_connect=timeout, sock_read=timeout)
         upload = self.new_upload_path()
-        got, promised = 0, None
+        got, promised, started = 0, None, False
         began = time.monotonic()
         try:
             async with aiohttp.ClientSession(timeout=limits, trust_env=True) as session, \
@@ -217,6 +217,7 @@ class PackageStore:
                                         f"{resp.reason or ''}".rstrip(), 502)
                 # a compressed body's length is not the image's: aiohttp checks that one
                 promised = None if "Content-Encoding" in resp.headers else resp.content_length
+                started = True
                 with open(upload, "wb") as out:
                     async for chunk in resp.content.iter_chunked(1 << 16):
                         got += len(chunk)
@@ -230,7 +231,9 @@ class PackageStore:
             upload.unlink(missing_ok=True)
             if isinstance(exc, PlatformError) or not isinstance(exc, Exception):
                 raise
-            if isinstance(exc, aiohttp.ClientPayloadError):
+            if isinstance(exc, aiohttp.ClientPayloadError) or (
+                    started and isinstance(exc, (aiohttp.ClientError, OSError))
+                    and not isinstance(exc, TimeoutError)):  # a reset half-way
                 raise PlatformError(_cut_off(url, got, promised, "the body was cut off"),
                                     502) from None
             if isinstance(exc, TimeoutError):  # the deadline, or one read's timeout
@@ -241,7 +244,8 @@ class PackageStore:
                                     + (f" of {promised}" if promised else "")
                                     + "): nothing stored", 504) from None
             if isinstance(exc, (aiohttp.ClientError, OSError, ValueError)):
-                raise PlatformError(f"could not fetch {url}: {exc}", 502) from None
+                raise PlatformError(f"could not fetch {url}: {exc}: nothing stored",
+                                    502) from None
             raise
 
     async def add_package_url_async(self, url: Any, max_bytes: int = 64 << 20,
