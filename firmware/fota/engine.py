@@ -289,8 +289,9 @@ def _transfer(slot, source, size, plan, progress, journal, trusted, lock_heap, b
             plan[_DEC] = None
             # The first bytes tell a plain image from a compressed or delta file.
             n = size if size < 4 else 4
-            if stream.readinto(buf, n) != n:
-                raise UpdateError(-2, "download ended at byte 0")
+            got = stream.readinto(buf, n)
+            if got != n:
+                raise UpdateError(-2, "download ended at byte %d" % (got or 0))
             if bytes(buf[:n]) == b"FOTZ":
                 from fota import container
 
@@ -299,8 +300,9 @@ def _transfer(slot, source, size, plan, progress, journal, trusted, lock_heap, b
                 plan[_ISIZE] = stream.size
             else:
                 k = size if size < BLOCK else BLOCK   # the rest of the first block
-                if k > n and stream.readinto(buf[n:k]) != k - n:
-                    raise UpdateError(-2, "download ended at byte %d" % n)
+                got = stream.readinto(buf[n:k]) if k > n else 0
+                if k > n and got != k - n:
+                    raise UpdateError(-2, "download ended at byte %d" % (n + (got or 0)))
                 have = True
             plan[_HEAD] = None
             plan[_ST] = _state(plan, trusted)

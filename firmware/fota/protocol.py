@@ -18,8 +18,8 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _hex32(s):
-    if not isinstance(s, str) or len(s) != 32:
+def _hex(s, n):
+    if not isinstance(s, str) or len(s) != n:
         return False
     for c in s:
         if c not in "0123456789abcdefABCDEF":
@@ -52,10 +52,10 @@ def parse_notice(raw):
     url = p["url"]
     if not (url.startswith("http://") or url.startswith("https://")):
         raise ValueError("url is not http(s)")
-    if not _hex32(p.get("md5")):
+    if not _hex(p.get("md5"), 32):
         raise ValueError("md5 is not 32 hex digits")
     sha = p.get("sha256")
-    if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
+    if sha is not None and not _hex(sha, 64):  # else the whole image is fetched to fail
         raise ValueError("sha256 is not 64 hex digits")
     return task, p
 

@@ -28,6 +28,9 @@ def test_a_notice_as_bytes_is_parsed():
 def test_sha256_is_optional_but_checked():
     equal(protocol.parse_notice(notice(sha256="ab" * 32))[1]["sha256"], "ab" * 32)
     raises(ValueError, protocol.parse_notice, notice(sha256="ab"), says="sha256")
+    # 64 characters that are not hex: refused at the notice, not after the whole download
+    raises(ValueError, protocol.parse_notice, notice(sha256="zz" * 32), says="sha256")
+    raises(ValueError, protocol.parse_notice, notice(sha256=64 * " "), says="sha256")
 
 
 def test_garbage_is_refused_with_a_reason():

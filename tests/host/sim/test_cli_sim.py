@@ -122,3 +122,33 @@ def test_a_fleet_or_device_the_boards_would_refuse_is_refused_at_once(tmp_path):
         assert res.returncode == 2, (extra, res.stderr)
         assert words in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not data.exists(), extra
+
+
+def test_a_short_file_is_reported_at_the_byte_it_ended(tmp_path):
+    """A body without Content-Length, shorter than the notice's size, ends the update at
+    step -2 naming the bytes it really had (newcomer review: a 1 352-byte file was
+    reported as ending at byte 4)."""
+    import socket
+    import threading
+
+    body = b"\xe9" + bytes(range(255)) + b"x" * 1096                      # 1 352 B
+    srv = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.0 200 OK\r\n"
+                         b"\r\n" + body)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        upd = fota("sim", "update", "--flash", str(tmp_path / "flash"), "--board", "esp32",
+                   f"http://127.0.0.1:{srv.getsockname()[1]}/short.bin", "--md5", "0" * 32,
+                   "--size", "300000")
+    finally:
+        srv.close()
+    assert upd.returncode == 1, upd.stderr
+    report = json.loads(upd.stdout)
+    assert report["step"] == -2, report
+    assert "1352 of 300000 bytes" in report["reason"], report
