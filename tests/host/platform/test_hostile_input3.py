@@ -66,6 +66,9 @@ def test_undecodable_bytes_are_refused_without_a_traceback(embedded, firmware: P
         ("GET", "/console", None, {"Cookie": "fota_console=\xff"}, 200),  # the sign-in page
         ("POST", "/api/tasks", b'{"name": "x"}',
          {**auth, "Content-Type": "application/json; charset=no-such"}, 400),
+        # a lone surrogate (not Unicode) where the store looks up a package
+        ("POST", "/api/tasks", b'{"package": "\\udcff", "name": "x"}',
+         {**auth, "Content-Type": "application/json"}, 400),
         ("GET", f"/file/upgrade?fileId={pkg['id']}&taskId=1&deviceId=%ff&accessToken=%ff",
          None, {}, 403),
         ("GET", "/file/upgrade?fileId=%ff&taskId=%ed%a0%80&deviceId=d&accessToken=x",
