@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from .. import paths
+from .esp_image import version_bytes
 
 MAGIC = b"FOTB"
 FORMAT = 1
@@ -51,9 +52,7 @@ def _check_path(name: str) -> str:
 
 
 def pack(version: str, files: dict[str, bytes]) -> bytes:
-    vb = version.encode()
-    if not vb or len(vb) > 31:
-        raise BundleError("version must be 1..31 bytes")
+    vb = version_bytes(version, BundleError)
     if not files or len(files) > MAX_FILES:
         raise BundleError(f"a bundle holds 1..{MAX_FILES} files")
     payload = bytearray()

@@ -56,10 +56,23 @@ def _cstr(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
+def version_bytes(version: str, error: type[ValueError] = ValueError) -> bytes:
+    """`version` as the image stores it: 1..31 UTF-8 bytes (esp_app_desc_t.version is a
+    32-byte C string; the bundle header has the same field), printable (a device reports it
+    on /ota/inform, and the platform refuses control characters). Raises `error`."""
+    try:
+        vb = version.encode()
+    except UnicodeEncodeError:
+        raise error(f"version {version!r} is not valid Unicode") from None
+    if not vb or len(vb) > 31:
+        raise error("version must be 1..31 bytes")
+    if any(c < 32 or c == 127 for c in vb):
+        raise error(f"version {version!r} holds a control character")
+    return vb
+
+
 def _app_desc(version: str, project: str) -> bytes:
-    vb = version.encode()
-    if len(vb) > 31:
-        raise ImageError("version must be at most 31 bytes")
+    vb = version_bytes(version, ImageError)
     desc = struct.pack("<II8x", APP_DESC_MAGIC, 0)
     desc += vb.ljust(32, b"\0") + project.encode().ljust(32, b"\0")
     desc += b"00:00:00".ljust(16, b"\0") + b"Jan  1 2026".ljust(16, b"\0")

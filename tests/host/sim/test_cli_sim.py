@@ -152,3 +152,17 @@ def test_a_short_file_is_reported_at_the_byte_it_ended(tmp_path):
     report = json.loads(upd.stdout)
     assert report["step"] == -2, report
     assert "1352 of 300000 bytes" in report["reason"], report
+
+
+def test_a_version_devices_could_not_report_is_refused(tmp_path):
+    """The version an image carries is what its device reports on /ota/inform: a control
+    character or invalid UTF-8 in it is refused at `fota pack`, for every image kind, as the
+    platform refuses it (newcomer review: `--version $'a\\nb'` was packed)."""
+    for board in ("esp32", "pico_w"):
+        for version in ("a\nb", "1.0\t", "", "x" * 32):
+            out = tmp_path / "x.bin"
+            res = fota("pack", "sim-image", "--board", board, "--version", version,
+                       "-o", str(out))
+            assert res.returncode == 2, (board, version)
+            assert "version" in res.stderr and "Traceback" not in res.stderr, res.stderr
+            assert not out.exists()
