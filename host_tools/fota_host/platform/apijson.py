@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,13 +18,35 @@ from .fileserver import PLATFORM_KEY
 from .validate import PlatformError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Standard JSON only: NaN or Infinity in an answer is a bug to fail loudly (a 500 and a
-# traceback), never `Infinity` in a body that JSON readers refuse.
-dumps = functools.partial(json.dumps, allow_nan=False)
+log = logging.getLogger("fota.platform.api")
+_strict = functools.partial(json.dumps, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def dumps(data: Any) -> str:
+    """Standard JSON only (RFC 8259 has no NaN or Infinity; JSON.parse refuses them). The
+    API refuses such numbers on input, but a row stored before it did (a task `start` of
+    1e400) would otherwise break every answer that shows it: it is shown as null, and a
+    WARNING says so."""
+    try:
+        return _strict(data)
+    except ValueError:
+        log.warning("an answer held NaN or Infinity (stored before the API refused them): "
+                    "shown as null")
+        return _strict(_finite(data))
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    """`web.json_response` with `dumps` (no NaN/Infinity)."""
+    """`web.json_response` with `dumps` (standard JSON: NaN/Infinity shown as null)."""
     return web.json_response(data, status=status, dumps=dumps)
 
 

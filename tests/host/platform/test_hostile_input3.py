@@ -133,14 +133,17 @@ def test_times_no_date_can_show_are_refused(embedded, firmware: Path) -> None:
 
 
 def test_the_api_never_writes_nan_or_infinity() -> None:
-    """A slip that lets a non-finite number into an answer fails loudly (a 500 in the
-    guard), never a body JSON readers refuse."""
+    """A non-finite number that reaches an answer (a row stored before the API refused
+    them) is shown as null: the body stays standard JSON that JSON readers take."""
     from fota_host.platform.apijson import json_response
 
-    assert json.loads(json_response({"start": 1.5}).text) == {"start": 1.5}
+    def strict(text: str) -> object:
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the body"))
+
+    assert strict(json_response({"start": 1.5}).text) == {"start": 1.5}
     for bad in (math.inf, -math.inf, math.nan):
-        with pytest.raises(ValueError):
-            json_response({"start": bad})
+        assert strict(json_response({"start": bad, "n": [bad, 2]}).text) == \
+            {"start": None, "n": [None, 2]}
 
 
 @pytest.mark.parametrize("service", [True, False], ids=["service", "no-service"])
@@ -190,3 +193,26 @@ def test_a_bad_group_is_called_a_group(embedded, firmware: Path) -> None:
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "--group 'a/b': invalid group name" in out.stderr and "device id" not in out.stderr
     assert embedded.api.list_tasks() == []
+
+
+def test_a_time_stored_before_the_check_still_reads(embedded, firmware: Path) -> None:
+    """A task whose start was stored as Infinity (accepted before the API checked times)
+    answers standard JSON, with the time shown as null, instead of breaking every answer
+    that lists it."""
+    import sqlite3
+
+    proc = embedded.start()
+    pkg = embedded.api.create_package(file=str(firmware), version="2.0.0")
+    task = embedded.api.create_task(package=pkg["id"], name="old")
+    proc.stop()
+    with sqlite3.connect(embedded.data / "platform.db") as db:
+        assert db.execute("UPDATE tasks SET start_at = 9e999 WHERE id = ?",
+                          (task["id"],)).rowcount == 1
+    proc = embedded.start()
+    auth = {"Authorization": f"Bearer {proc.info['admin_token']}"}
+    status, raw = _request(proc.info, "GET", f"/api/tasks/{task['id']}", headers=auth)
+    assert status == 200, raw
+    assert _strict_json(raw)["start"] is None
+    status, raw = _request(proc.info, "GET", "/api/tasks", headers=auth)
+    assert status == 200 and task["name"] in json.dumps(_strict_json(raw))
+    assert "Traceback" not in _log(proc)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from ..apijson import dumps
 from ..fileserver import PLATFORM_KEY
 from ..lograte import LogRate
 from ..validate import PlatformError, same_secret
@@ -191,8 +191,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         # signed out or expired: the stream ends with the session
         while not stopping.is_set() and _sessions(request).find(request) is session:
-            data = json.dumps(snapshot(request, task_id), separators=(",", ":"),
-                              allow_nan=False)
+            data = dumps(snapshot(request, task_id))
             if data != last:
                 await resp.write(f"event: snapshot\ndata: {data}\n\n".encode())
                 last, quiet_since = data, loop.time()
