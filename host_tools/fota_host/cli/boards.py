@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .output import emit_json, fail
+from .output import Finite, emit_json, fail
 
 BOARDS = click.Choice(["esp32", "esp32s3", "esp32c3", "esp32c6", "pico_w", "pico2_w"])
 
@@ -86,7 +86,7 @@ def deploy_cmd(board: str, port: str, config: Path, dry_run: bool) -> None:
 @click.option("--image", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The new image: ESP32 app image or Pico W bundle.")
 @click.option("--version", "version", required=True, help="Version the new image carries.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=600, show_default=True,
+@click.option("--timeout", type=Finite(min=1), default=600, show_default=True,
               help="Seconds the update may take before it counts as failed.")
 @click.option("--table", default=None, metavar="FILE|board",
               help="ESP32: where the OTA slots the image must fit come from: the firmware "
@@ -128,12 +128,12 @@ def hil_cmd(board: str, port: str, config: Path, data_dir: Path, image: Path, ve
 @click.option("--module", help="Module name (default MCU).")
 @click.option("--wifi-ssid", help="Wi-Fi network.")
 @click.option("--wifi-password", help="Wi-Fi password.")
-@click.option("--wdt", "wdt_s", type=click.FloatRange(min=0),
+@click.option("--wdt", "wdt_s", type=Finite(min=0),
               help="Watchdog seconds (0: off); at most 8.388 on a Pico W, 16.777 on a Pico 2 W.")
 @click.option("--board", type=BOARDS,
               help="The board this config is for: its limits are checked (a --wdt above "
                    "8.388 s needs an ESP32 board or pico2_w).")
-@click.option("--health-deadline", "health_deadline_s", type=click.FloatRange(min=1),
+@click.option("--health-deadline", "health_deadline_s", type=Finite(min=1),
               help="Seconds a new image has to prove itself healthy.")
 @click.option("--trust", "trust", multiple=True, metavar="DIGEST|KEY.pem",
               help="A signing key the device trusts: its digest or a PEM key file (repeat, "

@@ -13,6 +13,7 @@ Rules every command follows:
 from __future__ import annotations
 
 import json
+import math
 import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -21,6 +22,20 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+
+
+class Finite(click.FloatRange):
+    """`click.FloatRange` for finite numbers only: FloatRange lets `nan` (every comparison
+    with it is false) and `inf` (when there is no max) through, and a duration or rate of
+    nan or inf then hangs a wait or breaks a calculation far from the flag."""
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
 
 # Keys whose numbers are epoch seconds (the platform's store and API).
 TIME_KEYS = frozenset({"created", "updated", "started", "finished", "start", "end",

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from .output import emit_json, fail
+from .output import Finite, emit_json, fail
 from .tasks import DATA
 
 
@@ -53,17 +53,17 @@ def platform_group() -> None:
               help="Private key for --tls-cert.")
 @click.option("--topic-prefix", default="devices/{device}", show_default=True,
               help="Per-device topic prefix template.")
-@click.option("--push-rate", type=click.FloatRange(min=0.1), default=600, show_default=True,
+@click.option("--push-rate", type=Finite(min=0.1), default=600, show_default=True,
               help="Upgrade notices per minute at most (bursts of ten seconds' worth).")
 @click.option("--retries", type=click.IntRange(0, 100), default=0, show_default=True,
               help="Times a failed or timed-out device is notified again.")
-@click.option("--retry-backoff", type=click.FloatRange(min=0), default=30, show_default=True,
+@click.option("--retry-backoff", type=Finite(min=0), default=30, show_default=True,
               help="Seconds before the first retry, doubled after each one.")
-@click.option("--device-timeout", type=click.FloatRange(min=0.1), default=600,
+@click.option("--device-timeout", type=Finite(min=0.1), default=600,
               show_default=True, help="Seconds an upgrading device may stay silent.")
-@click.option("--token-ttl", type=click.FloatRange(min=1), default=3600, show_default=True,
+@click.option("--token-ttl", type=Finite(min=1), default=3600, show_default=True,
               help="Seconds a download token stays valid after its notice.")
-@click.option("--online-window", type=click.FloatRange(min=1), default=120, show_default=True,
+@click.option("--online-window", type=Finite(min=1), default=120, show_default=True,
               help="A device is listed as online while its last message is at most this "
                    "many seconds old (and the platform is connected to the broker).")
 @click.option("--require-signed", is_flag=True,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .output import emit_json, fail
+from .output import Finite, emit_json, fail
 
 FLASH = click.option("--flash", type=click.Path(file_okay=False, path_type=Path), required=True,
                      help="Simulated flash folder (created on first use).")
@@ -232,7 +232,7 @@ _FAULT_NEEDS = {
 
 
 MAX_FLEET = 1000
-POSITIVE = click.FloatRange(min=0, min_open=True)
+POSITIVE = Finite(min=0, min_open=True)
 
 
 @sim.command("fleet")
@@ -344,8 +344,10 @@ def fleet_cmd(count: int, broker: str, data: Path, boards: str, version: str, he
     if mqtt_outage:
         try:
             at, secs = (float(x) for x in mqtt_outage.split(","))
+            if not (0 <= at < 1e9 and 0 < secs < 1e9):   # also nan and inf
+                raise ValueError
         except ValueError:
-            fail("--mqtt-outage must be AT,SECONDS")
+            fail("--mqtt-outage must be AT,SECONDS (AT >= 0, SECONDS > 0)")
         outage = (at, secs)
     ctx = click.get_current_context()
     given = {name for name in ctx.params

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from .output import emit_json_line, fail
+from .output import Finite, emit_json_line, fail
 
 
 @click.command("swarm")
@@ -25,12 +25,12 @@ from .output import emit_json_line, fail
 @click.option("--until-version", default=None,
               help="Run until every device runs this version (default: until every device "
                    "has upgraded once, to any version).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=600.0,
+@click.option("--timeout", type=Finite(min=0, min_open=True), default=600.0,
               show_default=True, help="Seconds; the run ends then whatever the state.")
-@click.option("--fail-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--fail-rate", type=Finite(0, 1), default=0.0, show_default=True,
               help="This fraction of devices gets a corrupted download and reports step -3 "
                    "'md5 mismatch' on every attempt.")
-@click.option("--slow-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+@click.option("--slow-rate", type=Finite(0, 1), default=0.0, show_default=True,
               help="This fraction of devices downloads at --slow-bps.")
 @click.option("--slow-bps", type=click.IntRange(min=1), default=32768, show_default=True,
               help="Bytes a second of a slow device's download.")
@@ -47,7 +47,7 @@ from .output import emit_json_line, fail
 @click.option("--insecure", is_flag=True, help="TLS without verifying the server.")
 @click.option("--topic-prefix", default="devices/{device}", show_default=True,
               help="Each device's topic prefix ({device}: its id).")
-@click.option("--connect-rate", type=click.FloatRange(min=0, min_open=True), default=500.0,
+@click.option("--connect-rate", type=Finite(min=0, min_open=True), default=500.0,
               show_default=True, help="New MQTT connections a second, at most.")
 @click.option("--connect-window", type=click.IntRange(min=1), default=100, show_default=True,
               help="Connects under way at once (CONNECT to the first inform acknowledged): "
@@ -56,10 +56,10 @@ from .output import emit_json_line, fail
               help="Downloads in flight at once (one shared HTTP session; the whole swarm "
                    "is one client address: keep it under the platform's max_per_address, "
                    "256 by default).")
-@click.option("--start-delay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--start-delay", type=Finite(min=0), default=0.0, show_default=True,
               help="A random wait of up to this many seconds before each download "
                    "(the device's download.start_delay_s).")
-@click.option("--reboot-delay", type=click.FloatRange(min=0), default=0.5, show_default=True,
+@click.option("--reboot-delay", type=Finite(min=0), default=0.5, show_default=True,
               help="Seconds a device stays offline 'rebooting' after step 100.")
 @click.option("--keepalive", type=click.IntRange(5, 65535), default=300, show_default=True,
               help="MQTT keepalive in seconds (the agent's default is 60; longer keeps the "

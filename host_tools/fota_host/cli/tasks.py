@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .output import cell, emit_json, fail, input_time, iso, print_table
+from .output import Finite, cell, emit_json, fail, input_time, iso, print_table
 
 if TYPE_CHECKING:
     from ..platform.client import PlatformOps
@@ -293,10 +293,10 @@ def task_show(data_dir: Path, task_id: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="Stream one JSON line per change (a device's state, step or desc, or the "
                    "task's state) instead of live bars.")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=0.5, show_default=True,
+@click.option("--interval", type=Finite(min=0.1), default=0.5, show_default=True,
               callback=finite,
               help="Seconds between looks at the platform.")
-@click.option("--timeout", type=click.FloatRange(min=0), default=None, callback=finite,
+@click.option("--timeout", type=Finite(min=0), default=None, callback=finite,
               help="Stop watching after this many seconds (exit 3); default: until the task "
                    "ends or Ctrl-C.")
 def task_watch(data_dir: Path, task_id: str, as_json: bool, interval: float,

@@ -40,3 +40,29 @@ def test_help_runs_for_every_command() -> None:
     proc = subprocess.run([sys.executable, "-m", "fota_host", "task", "watch", "--help"],
                           capture_output=True, text=True, timeout=60)   # the real command too
     assert proc.returncode == 0 and "--json" in proc.stdout
+
+
+def test_no_number_option_takes_nan_or_infinity() -> None:
+    """Every number option of every command refuses nan and inf with a usage error
+    (click's FloatRange lets them through: `--push-rate nan` or `--timeout inf` would then
+    hang a wait or break a calculation far from the flag)."""
+    checked = []
+    for path, cmd in commands(cli):
+        for param in cmd.params:
+            if isinstance(param.type, (click.FloatRange, click.types.FloatParamType)):
+                for bad in ("nan", "inf", "-inf", "NaN", "Infinity"):
+                    try:
+                        param.type.convert(bad, param, None)
+                    except click.BadParameter:
+                        continue
+                    raise AssertionError(f"{' '.join(path)} {'/'.join(param.opts)} takes {bad}")
+                checked.append(param.opts[0])
+    assert len(checked) > 15              # the walk reached the number options
+
+
+def test_a_nan_option_is_a_usage_error_on_the_command_line(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "fota_host", "platform", "serve", "--data",
+                           str(tmp_path / "d"), "--push-rate", "nan"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--push-rate" in proc.stderr and "finite" in proc.stderr
+    assert not (tmp_path / "d").exists()
