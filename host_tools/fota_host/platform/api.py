@@ -127,7 +127,7 @@ async def create_package(request: web.Request) -> web.Response:
         # fetched on the event loop, not in a thread: a stalled server holds no thread
         pkg = await packages.add_package_url_async(body["url"], MAX_UPLOAD,
                                                    require_signed=require_signed, **meta)
-        return web.json_response(pkg, status=201)
+        return json_response(pkg, status=201)
     q = request.query
     meta = {k: q.get(k) for k in ("version", "name", "product", "desc", "module")}
     meta["sign"] = q.get("sign", "md5")
@@ -146,7 +146,7 @@ async def create_package(request: web.Request) -> web.Response:
     source = q.get("source") or "upload"
     pkg = await asyncio.to_thread(packages.add_package, upload, source=source[:200],
                                   require_signed=require_signed, **meta)
-    return web.json_response(pkg, status=201)
+    return json_response(pkg, status=201)
 
 
 async def add_variant(request: web.Request) -> web.Response:

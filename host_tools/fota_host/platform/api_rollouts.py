@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .apijson import answer, answer_on, json_body, platform
+from .apijson import answer, answer_on, json_body, json_response, platform
 from .validate import PlatformError
 
 
@@ -14,7 +14,7 @@ async def tag_devices(request: web.Request) -> web.Response:
     body = await json_body(request, optional=True)
     if ("add" in body) == ("remove" in body):
         raise PlatformError("give exactly one of add or remove (a group name)")
-    return web.json_response(platform(request).rollouts.tag(
+    return json_response(platform(request).rollouts.tag(
         body.get("devices"), body.get("add"), body.get("remove")))
 
 

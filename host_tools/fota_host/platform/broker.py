@@ -34,6 +34,7 @@ from amqtt.session import Session
 from .ctwing import TopicMap
 from .lograte import LogRate
 from .mosquitto import check_password, read_passwd
+from .validate import same_secret
 
 log = logging.getLogger("fota.platform.broker")
 _rate = LogRate(log)
@@ -68,7 +69,7 @@ class Identities:
     def role(self, username: str | None, password: str | None) -> str | None:
         """PLATFORM, DEVICE or ANONYMOUS for an accepted login, None for a refused one."""
         if username == self.platform_user:
-            ok = secrets.compare_digest((password or "").encode(), self.platform_password.encode())
+            ok = same_secret(password, self.platform_password)
             return PLATFORM if ok else None
         if not username:
             return ANONYMOUS if self.anonymous else None

@@ -10,7 +10,6 @@ by each tick) and cut off theirs."""
 from __future__ import annotations
 
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from .packages import PackageStore
 from .store import ACTIVE_STATES, Store
+from .validate import same_secret
 
 log = logging.getLogger("fota.platform")
 SWEEP_EVERY = 1.0  # seconds between two checks of the downloads in flight (shared store)
@@ -51,8 +51,7 @@ class Downloads:
             row = self.store.download_grant(tid, device or "")
         if row is None or row["package_id"] != file_id:
             return 403, "no such task for this device and file"
-        given = (token or "").encode("utf-8", "surrogateescape")
-        if not row["token"] or not secrets.compare_digest(row["token"].encode(), given):
+        if not same_secret(token, row["token"] or ""):
             return 403, "bad token"
         if row["token_expires"] < time.time():
             return 403, "token expired"

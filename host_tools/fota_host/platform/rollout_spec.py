@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from . import windows
-from .validate import PlatformError, check_device_id, text
+from .validate import PlatformError, check_group_name, text
 
 SPEC_KEYS = ("waves", "max_failures", "min_ended", "on_failure", "approve_waves",
              "from_versions", "groups", "continuous", "windows", "allow_downgrade")
@@ -47,7 +47,7 @@ def names(value: Any, what: str) -> list[str]:
         return []
     if not isinstance(value, list) or len(value) > 100:
         raise PlatformError(f"{what} must be a list (at most 100)", 422)
-    return [check_device_id(text(v, what, required=True)) if what == "groups"
+    return [check_group_name(text(v, what, required=True)) if what == "groups"
             else text(v, what, required=True) for v in value]
 
 

@@ -33,7 +33,7 @@ from . import store_rollouts as sr
 from .rollout_spec import IMPLICIT, parse_spec, threshold_failure, wave_failure, wave_sizes
 from .store import Row, Store
 from .tasks import Tasks
-from .validate import PlatformError, check_device_id, int_id, text
+from .validate import PlatformError, check_device_id, check_group_name, int_id, text
 
 log = logging.getLogger("fota.platform")
 
@@ -237,7 +237,7 @@ class Rollouts:
     def tag(self, devices: list[Any], add: Any = None, remove: Any = None) -> list[dict[str, Any]]:
         if (add is None) == (remove is None):
             raise PlatformError("give exactly one of add or remove (a group name)")
-        group = check_device_id(text(add if add is not None else remove, "group",
+        group = check_group_name(text(add if add is not None else remove, "group",
                                      required=True))
         if not isinstance(devices, list) or not devices or len(devices) > 10_000:
             raise PlatformError("devices must be a non-empty list of device ids")

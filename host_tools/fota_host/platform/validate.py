@@ -144,6 +144,15 @@ def device_id_problem(device: Any) -> str | None:
     return None
 
 
+def check_group_name(group: Any) -> str:
+    """`group` if it follows the device-id rule (group names do: they are tags shown and
+    typed beside device ids), else `PlatformError` calling it a group name."""
+    problem = device_id_problem(group)
+    if problem:
+        raise PlatformError(problem.replace("invalid device id", "invalid group name", 1))
+    return group
+
+
 def check_device_id(device: Any) -> str:
     """`device` if it follows the device-id rule, else `PlatformError` naming the rule."""
     problem = device_id_problem(device)

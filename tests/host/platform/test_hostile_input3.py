@@ -193,6 +193,17 @@ def test_a_bad_group_is_called_a_group(embedded, firmware: Path) -> None:
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "--group 'a/b': invalid group name" in out.stderr and "device id" not in out.stderr
     assert embedded.api.list_tasks() == []
+    # the API says the same, for a task's groups and for tagging devices
+    auth = {"Authorization": f"Bearer {embedded.proc.info['admin_token']}",
+            "Content-Type": "application/json"}
+    for path, body in (("/api/tasks", {"package": pkg["id"], "name": "g", "groups": ["a/b"]}),
+                       ("/api/devices/tags", {"devices": ["d1"], "add": "a/b"})):
+        status, raw = _request(embedded.proc.info, "POST", path, json.dumps(body).encode(),
+                               auth)
+        assert status == 400, (path, raw)
+        error = _strict_json(raw)["error"]
+        assert "invalid group name 'a/b'" in error and "device id" not in error, error
+    assert embedded.api.list_tasks() == []
 
 
 def test_a_time_stored_before_the_check_still_reads(embedded, firmware: Path) -> None:

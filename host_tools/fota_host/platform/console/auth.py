@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from ..validate import same_secret
+
 COOKIE = "fota_console"
 CSRF_HEADER = "X-CSRF-Token"
 SESSION_TTL = 12 * 3600.0  # seconds a session lives after its sign-in
@@ -36,13 +38,13 @@ def _key(cookie: str) -> str:
 
 class Sessions:
     def __init__(self, admin_token: str, max_upload: int, ttl: float = SESSION_TTL) -> None:
-        self._admin = admin_token.encode()
+        self._admin = admin_token
         self.max_upload = max_upload
         self.ttl = ttl
         self._by_key: dict[str, Session] = {}
 
     def token_ok(self, token: str) -> bool:
-        return secrets.compare_digest(token.encode("utf-8", "replace"), self._admin)
+        return same_secret(token, self._admin)
 
     def sign_in(self) -> tuple[str, Session]:
         """A new session: (cookie value, session)."""
@@ -78,7 +80,7 @@ class Sessions:
                          "or console session")
         if request.method not in SAFE_METHODS:
             given = request.headers.get(CSRF_HEADER, "")
-            if not secrets.compare_digest(given.encode("utf-8", "replace"), session.csrf.encode()):
+            if not same_secret(given, session.csrf):
                 return 403, f"console request without its {CSRF_HEADER} header (CSRF)"
             length = request.content_length
             if length is not None and length > self.max_upload:
