@@ -8,6 +8,7 @@ Programmatic use: `run_service(options)` runs in the foreground until SIGINT/SIG
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import json
 import logging
@@ -153,8 +154,12 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
         sock.bind((opts.host, opts.http_port))
     except OSError as exc:  # name the port, as the broker's error does (newcomer review)
         sock.close()
+        if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+            hint = "choose another with --http-port, or stop what uses it"
+        else:  # no such host or address here: the port is not what is wrong
+            hint = "give --host an address of this machine, e.g. 127.0.0.1 or 0.0.0.0"
         raise OSError(exc.errno, f"HTTP port {opts.host}:{opts.http_port}: {exc.strerror}"
-                      " (choose another with --http-port, or stop what uses it)") from exc
+                      f" ({hint})") from exc
     http_port = sock.getsockname()[1]
     scheme = "https" if opts.tls_cert else "http"
     local = "127.0.0.1" if opts.host in ("0.0.0.0", "::", "") else opts.host

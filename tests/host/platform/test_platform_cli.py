@@ -155,3 +155,15 @@ def test_serve_on_a_port_in_use_names_the_port(tmp_path: Path) -> None:
                               "--mqtt-port", "0"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
     assert f"HTTP port 127.0.0.1:{port}" in bad.stderr and "--http-port" in bad.stderr
+
+
+def test_serve_on_an_address_not_of_this_machine_names_host(tmp_path: Path) -> None:
+    """A --host that is no address here is an error that points at --host, not at the port
+    (newcomer review: `--host 999.1.1.1` advised choosing another --http-port)."""
+    for host in ("999.1.1.1", "192.0.2.1"):   # not an address; TEST-NET-1 (RFC 5737)
+        bad = subprocess.run([*FOTA, "platform", "serve", "--data", str(tmp_path / "svc"),
+                              "--host", host, "--http-port", "0", "--mqtt-port", "0"],
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+        assert "give --host an address of this machine" in bad.stderr, bad.stderr
+        assert "--http-port" not in bad.stderr
