@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -114,9 +115,13 @@ def cell(value: Any, style: str = "") -> Any:
 
 
 def title_cell(value: Any) -> Any:
-    """A table title on one line (cut with an ellipsis on a narrow terminal)."""
+    """A table title on one line, cut with an ellipsis on a terminal (or a width given by
+    COLUMNS) too narrow for it; piped with no width given (Rich then assumes 80 columns)
+    it is kept whole and wraps, so a log or a script sees all of it (newcomer review:
+    the task's start time was cut off)."""
     text = cell(value)
-    text.no_wrap, text.overflow = True, "ellipsis"
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        text.no_wrap, text.overflow = True, "ellipsis"
     return text
 
 

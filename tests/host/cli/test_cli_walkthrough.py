@@ -111,6 +111,11 @@ def test_tables_at_80_columns_last_report_and_a_reset_step(platform, tmp_path: P
         assert all(len(x) <= 80 for x in shown), shown
         assert sum("demo-esp32-00" in x for x in shown) == 2, shown  # each id whole
         assert len([x for x in shown if x.strip().startswith("task ")]) == 1  # one-line title
+        # piped with no width given (a log, a script): the title is whole, wrapped
+        env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+        piped = subprocess.run([*FOTA, "task", "show", "--data", d, tid], env=env,
+                               capture_output=True, text=True, timeout=120).stdout
+        assert "…" not in piped and "2.0.0: running" in " ".join(piped.split()), piped
         watched = fota("task", "watch", "--data", d, tid, "--timeout", "1", columns=80,
                        code=3).stdout.splitlines()
         assert any("demo-esp32-001" in x for x in watched), watched
