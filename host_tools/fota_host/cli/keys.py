@@ -66,7 +66,17 @@ def signature_json(info: Any) -> dict[str, Any]:
 def sign_cmd(image: Path, key: Path, output: Path, append: bool) -> None:
     """Sign an ESP32 app image or an app bundle (Secure Boot V2 signature sector)."""
     from ..images import signing, synthetic
+    from ..images.facts import image_facts
 
+    try:
+        kind = image_facts(image.read_bytes()).format
+    except OSError as exc:
+        fail(str(exc))
+    if kind not in ("esp32", "bundle"):   # what a device verifies (README: Signing)
+        what = "an ESP32 app image or an app bundle"
+        is_ = f"a {kind} file" if kind != "unknown" else f"not {what}"
+        fail(f"cannot sign {image}: it is {is_}; sign {what} (`fota pack` makes them; the "
+             "platform compresses and diffs the signed full image itself)")
     try:
         info = signing.sign_file(image, key, output, append=append)
     except signing.SigningError as exc:

@@ -108,6 +108,12 @@ def test_sign_errors(keys: dict, tmp_path: Path) -> None:
     assert "private key" in fota("sign", image, "--key", pub, "-o", tmp_path / "x",
                                  ok=False).stderr
     assert not (tmp_path / "x").exists()
+    # a file no device would verify (newcomer review: /etc/passwd was signed)
+    text = tmp_path / "notes.txt"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n" * 40)
+    err = fota("sign", text, "--key", keys["a"], "-o", tmp_path / "y", ok=False).stderr
+    assert "not an ESP32 app image or an app bundle" in err and "Traceback" not in err
+    assert not (tmp_path / "y").exists()
 
 
 def test_provision_trust(keys: dict, tmp_path: Path) -> None:
