@@ -125,6 +125,10 @@ def delta_cmd(old: Path, new: Path, output: Path) -> None:
     except delta.FormatError as exc:
         fail(f"the delta does not rebuild {new}: {exc}")
     write_output(output, packed)
+    if len(packed) >= len(target):   # the platform's add-delta refuses such a delta
+        click.echo(f"warning: the delta ({len(packed)} bytes) is not smaller than {new} "
+                   f"({len(target)} bytes): send the full image (or a compressed one) "
+                   "instead; the images have too little in common", err=True)
     emit_json({"file": str(output), **delta.describe(packed)})
 
 

@@ -109,3 +109,19 @@ def test_compress_and_delta_errors(tmp_path: Path) -> None:
                            tmp_path / "e", ok=False).stderr
     assert not (tmp_path / "zz").exists() and not (tmp_path / "d").exists()
     assert fota("pack", "delta", "--to", img, "-o", tmp_path / "d", ok=False).returncode == 2
+
+
+def test_a_delta_no_smaller_than_the_image_is_flagged(tmp_path: Path) -> None:
+    """Two images with nothing in common give a delta bigger than the new image; the delta
+    is still written (it is valid) but a warning says to send the full image instead, as
+    the platform's add-delta refuses it (newcomer review: ratio 1.0011, no word)."""
+    old, new = tmp_path / "old.bin", tmp_path / "new.bin"
+    old.write_bytes(random.Random(1).randbytes(20_000))
+    new.write_bytes(random.Random(2).randbytes(20_000))
+    out = fota("pack", "delta", "--from", old, "--to", new, "-o", tmp_path / "d")
+    assert json.loads(out.stdout)["size"] >= 20_000
+    assert out.stderr.startswith("warning: the delta") and "full image" in out.stderr
+    near = tmp_path / "near.bin"
+    near.write_bytes(old.read_bytes()[:10_000] + b"x" + old.read_bytes()[10_001:])
+    out = fota("pack", "delta", "--from", old, "--to", near, "-o", tmp_path / "d2")
+    assert out.stderr == ""
