@@ -139,7 +139,6 @@ def _watch_json(ops: PlatformOps, task_id: str, interval: float, end: float | No
 
 def _watch_live(ops: PlatformOps, task_id: str, interval: float, end: float | None,
                 stop: threading.Event) -> int | None:
-    from rich.live import Live
 
     out = console()
     task = ops.get_task(task_id)
@@ -147,6 +146,17 @@ def _watch_live(ops: PlatformOps, task_id: str, interval: float, end: float | No
         when = f" (or it starts by itself at {iso(task['start'])})" if task.get("start") else ""
         out.print(cell(f"task {task['id']} has not started: `fota task start` starts it{when}; "
                        "watching ..."))
+    try:
+        return _follow(ops, task_id, interval, end, stop, out, task)
+    finally:
+        if not out.is_terminal:   # piped, Live leaves its last render without a newline
+            out.line()
+
+
+def _follow(ops: PlatformOps, task_id: str, interval: float, end: float | None,
+            stop: threading.Event, out: Any, task: dict[str, Any]) -> int | None:
+    from rich.live import Live
+
     with Live(_table(task), console=out, refresh_per_second=4, transient=False) as live:
         while True:
             if task["state"] in ENDED:

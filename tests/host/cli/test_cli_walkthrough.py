@@ -116,8 +116,10 @@ def test_tables_at_80_columns_last_report_and_a_reset_step(platform, tmp_path: P
         piped = subprocess.run([*FOTA, "task", "show", "--data", d, tid], env=env,
                                capture_output=True, text=True, timeout=120).stdout
         assert "…" not in piped and "2.0.0: running" in " ".join(piped.split()), piped
-        watched = fota("task", "watch", "--data", d, tid, "--timeout", "1", columns=80,
-                       code=3).stdout.splitlines()
+        out = fota("task", "watch", "--data", d, tid, "--timeout", "1", columns=80,
+                   code=3).stdout
+        assert out.endswith("\n"), out[-200:]   # piped: the last line is a whole line
+        watched = out.splitlines()
         assert any("demo-esp32-001" in x for x in watched), watched
     finally:
         cut.stop()
