@@ -13,10 +13,11 @@ import re
 from pathlib import Path
 
 import pytest
+import test_platform_rollouts
 from fota_host.platform.core import Platform
-from fota_host.platform.options import Settings
-from platform_fakes import Recorder
 from test_platform_rollouts import Fleet, _fleet, _rollout
+
+plat = test_platform_rollouts.plat   # the same platform fixture
 
 REFUSED = "not an app bundle (magic)"
 
@@ -37,15 +38,6 @@ class MixedFleet(Fleet):
             self.events.append(("ended", device))
             return
         super().answer(device, notice, ok=device not in self.failing)
-
-
-@pytest.fixture
-def plat(tmp_path: Path):
-    p = Platform(tmp_path / "data", Settings(push_rate=60_000, file_base="http://h/file/up"),
-                 publish=Recorder())
-    p.rec = p.tasks.publish
-    yield p
-    p.close()
 
 
 def _run(plat: Platform, tmp_path: Path, n: int, failing: set[int], rollback: bool = False,
