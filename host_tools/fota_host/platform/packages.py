@@ -53,8 +53,8 @@ def _env_number(name: str, default: float) -> float:
     except ValueError:
         raise PlatformError(f"{name} must be a number of seconds or fetches, got {raw!r}") \
             from None
-    if not value > 0:
-        raise PlatformError(f"{name} must be above 0, got {raw!r}")
+    if not 0 < value < 1e9:   # nan and inf too
+        raise PlatformError(f"{name} must be a number above 0 (and below 1e9), got {raw!r}")
     return value
 
 

@@ -53,14 +53,13 @@ class Rollouts:
     def _keeps_running(self, task_id: int) -> bool:
         """True: a task with no active sub-task left stays (continuous; or a threshold trips)."""
         row = sr.rollout(self.store, task_id)
-        if row is None:
-            return False
-        if row["planned"]:
-            reason = self._failure_reason(row) or self._wave_reason(row, row["opened"])
-            if reason:
-                self._trip(task_id, row["spec"], reason)
-                return True
-        return bool(row["spec"]["continuous"])
+        if row is None or row["spec"]["continuous"]:  # runs until its end or a stop (docs)
+            return row is not None
+        reason = row["planned"] and (self._failure_reason(row)
+                                     or self._wave_reason(row, row["opened"]))
+        if reason:
+            self._trip(task_id, row["spec"], reason)
+        return bool(reason)
 
     # == what an operator does ==========================================================
     def create_task(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +142,7 @@ class Rollouts:
             failed, ended = self._totals(task["id"])
             sr.set_task_state(self.store, task["id"], "running")
             sr.update_rollout(self.store, task["id"], reason=None, failed_base=failed,
-                              ended_base=ended, accepted=row["opened"])
+                              ended_base=ended, accepted=row["opened"] or 1)
             self.tasks._tell(logging.INFO, "task %d resumed", task["id"])
             self.tasks._maybe_finish(task["id"])
             self.store.commit()

@@ -258,7 +258,9 @@ async def _serve(opts: ServiceOptions, stop: asyncio.Event | None, platform: Pla
     try:
         await clock()
     finally:
-        ticker.shutdown(wait=False)  # no tick runs: each one is awaited
+        # A tick is awaited, unless the serve task itself was cancelled mid-tick: then its
+        # thread is waited for (one tick at most) before the link and store are closed.
+        ticker.shutdown(wait=True)
         log.info("platform stopping")
         info_path.unlink(missing_ok=True)
         link.stop()

@@ -99,12 +99,18 @@ except config.ConfigError as exc:
 
 def config_problem(cfg: dict[str, Any]) -> str | None:
     """Why the device would refuse `cfg` (and run with OTA disabled), or None when it takes
-    it. The check is the firmware's own `fota.config.validate`, run once on the unix port."""
-    out = mprun.run(["-c", _CHECK_CONFIG], env={"FOTA_CHECK_CONFIG": json.dumps(cfg)},
-                    timeout=120)
+    it. The check is the firmware's own `fota.config.validate`, run once on the unix port;
+    SimError when it cannot run."""
+    try:
+        out = mprun.run(["-c", _CHECK_CONFIG], env={"FOTA_CHECK_CONFIG": json.dumps(cfg)},
+                        timeout=120)
+    except subprocess.TimeoutExpired:
+        raise simflash.SimError("the device config check on the unix port did not answer "
+                                "in 120 s (is the machine overloaded?)") from None
     text = out.stdout.strip()
     if out.returncode != 0 or not text.startswith(("ok", "error:")):
-        raise RuntimeError(f"the device config check did not run: {out.stderr.strip()[-300:]}")
+        raise simflash.SimError("the device config check did not run on the unix port: "
+                                f"{out.stderr.strip()[-300:] or 'no output'}")
     return text[len("error: "):] if text.startswith("error:") else None
 
 

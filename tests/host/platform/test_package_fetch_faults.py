@@ -163,13 +163,17 @@ def test_slow_fetches_do_not_hold_up_notices(embedded, servers, firmware: Path,
     to four cores): a task started meanwhile still reaches its device, and one fetch more
     is refused at once rather than queued."""
     monkeypatch.setenv("FOTA_MAX_FETCHES", "8")
+    # Neither the platform's fetch deadline nor the clients' timeouts may end a fetch
+    # while this test waits on a loaded machine: the fetches must still be stalled.
+    monkeypatch.setenv("FOTA_FETCH_DEADLINE", "900")
     embedded.start()
     api = embedded.api
     _, task = make_task(api, firmware, ["dev-a"])
     dev = FakeDevice("dev-a", embedded.broker).start()
     slow = servers(trickle)
+    patient = ApiClient(embedded.proc.info, timeout=900)
     try:
-        pending = [fetch_in_background(api, slow.url(f"fw{i}.bin")) for i in range(8)]
+        pending = [fetch_in_background(patient, slow.url(f"fw{i}.bin")) for i in range(8)]
         wait_for(lambda: slow.accepted >= 8, 30, what="eight fetches under way")
         # one more: refused at once (a short client timeout: queued would mean no answer)
         with pytest.raises(PlatformError, match="too many package fetches") as err:

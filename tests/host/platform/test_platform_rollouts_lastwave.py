@@ -147,8 +147,39 @@ def test_task_whose_devices_are_all_skipped_finishes(plat, tmp_path) -> None:
     assert (task["state"], task["reason"]) == ("finished", None)
 
 
-def test_continuous_task_pauses_when_its_devices_ended_below_threshold(plat, tmp_path) -> None:
+def test_continuous_task_keeps_running_whatever_its_devices_did(plat, tmp_path) -> None:
+    """A continuous task runs until its end time or a stop (docs/platform.md): devices
+    that failed do not pause it, so devices that join later still get the package."""
     tid, _, _ = _run(plat, tmp_path, 2, {1}, continuous=True)
     task = plat.rollouts.get_task(tid)
-    assert task["state"] == "paused"
-    assert task["reason"].startswith("wave 1: 1 of 2 device(s) succeeded (50 %), below")
+    assert (task["state"], task["reason"]) == ("running", None)
+
+
+def test_a_plain_task_paused_and_resumed_is_judged_as_before(plat, tmp_path) -> None:
+    """A task without rollout options that the operator paused and resumed finishes as a
+    plain task does: resuming accepts its one wave (docs: the wave that paused the task
+    counts as accepted), so it is not judged on the devices left after the pause alone
+    (it was paused at "wave 1: 1 of 2" though 3 of 4 devices succeeded)."""
+    _, devices = _fleet(plat, 4)
+    fleet = MixedFleet(plat, {devices[3]})
+    fleet.versions = {d: "1.0.0" for d in devices}
+    fleet.seen, fleet.auto = len(plat.rec.sent), False
+    tid = _rollout(plat, tmp_path, devices)            # no rollout options
+    plat.rollouts.start_task(tid)
+    fleet.pump()
+    held = dict(fleet.held)
+    fleet.held.clear()
+    assert sorted(held) == devices
+    for d in devices[:2]:
+        fleet.answer(d, held[d])
+    assert plat.rollouts.pause(tid)["state"] == "paused"
+    assert plat.rollouts.resume(tid)["state"] == "running"
+    fleet.pump()                                       # the rules look at the task again
+    held.update(fleet.held)
+    for d in devices[2:]:
+        fleet.answer(d, held[d])
+    fleet.auto = True
+    fleet.pump()
+    task = plat.rollouts.get_task(tid)
+    assert sorted(d["state"] for d in task["devices"]) == ["failed"] + ["succeeded"] * 3
+    assert (task["state"], task["reason"]) == ("finished", None)
