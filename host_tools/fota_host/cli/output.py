@@ -34,7 +34,8 @@ class Finite(click.FloatRange):
                 ctx: click.Context | None) -> Any:
         number = super().convert(value, param, ctx)
         if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number", param, ctx)
+            name = param.opts[0] if param is not None and param.opts else "the value"
+            self.fail(f"{name} must be a finite number (got {value})", param, ctx)
         return number
 
 
